@@ -1,0 +1,151 @@
+"""All-to-key attention (StyA2K, Zhu et al. ICCV 2023): distributed (DA) and progressive (PA) attention.
+
+Maps are cut into non-overlapping p x p regions; in region form a map is a tensor
+(B, heads, n, r, d): n regions (row-major), r = p*p positions per region (row-major), d = C / heads.
+
+Two implementations give the same numbers:
+- `branches_reference`: the formulas written out, materialising the h*N*n DA logits and the
+  position-wise region scores (what the official code does; used by tests and benchmarks);
+- `branches`: memory-lean; DA is softmax attention over n aggregated keys (SDPA), region
+  matching runs over chunks of content regions, PA attends inside the gathered regions.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .function import mvn
+
+HEADS = 8
+REGION_SIZE = {2: 16, 3: 8, 4: 8, 5: 4}
+MATCH_CHUNK_ELEMENTS = 1 << 24
+
+
+def pad_to_multiple(x, p):
+    """Replicate-pad (B, C, H, W) on the bottom and right so H and W are multiples of p."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % p, -w % p
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def to_regions(x, p, heads):
+    """(B, C, H, W), H and W multiples of p -> (B, heads, n, p*p, C/heads)."""
+    b, c, h, w = x.shape
+    x = x.reshape(b, heads, c // heads, h // p, p, w // p, p)
+    return x.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, heads, (h // p) * (w // p), p * p, c // heads)
+
+
+def from_regions(x, p, h, w):
+    """(B, heads, n, p*p, d) -> (B, heads*d, h, w); inverse of `to_regions`."""
+    b, heads, _, _, d = x.shape
+    x = x.reshape(b, heads, h // p, w // p, p, p, d)
+    return x.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, heads * d, h, w)
+
+
+def aggregate(k, v, sim_alpha, sim_beta):
+    """DA's one key and one value per style region, each (B, heads, n, d).
+
+    w[x, y] = sigmoid(beta + alpha <kc[x], k[x, y]>), agg = (sum_y w k[x, y] + kc[x]) / (r + 1)."""
+    r = k.shape[3]
+    kc, vc = k.mean(3), v.mean(3)
+    w = torch.sigmoid(sim_beta + sim_alpha * torch.einsum("bhnd,bhnrd->bhnr", kc, k))
+    kagg = (torch.einsum("bhnr,bhnrd->bhnd", w, k) + kc) / (r + 1)
+    vagg = (torch.einsum("bhnr,bhnrd->bhnd", w, v) + vc) / (r + 1)
+    return kagg, vagg
+
+
+def attend(q, k, v, scale):
+    """softmax(scale * q k^T) v over the second-last axis of k; any number of leading batch axes."""
+    lead = q.shape[:-2]
+    out = F.scaled_dot_product_attention(
+        q.reshape(-1, *q.shape[-2:]), k.reshape(-1, *k.shape[-2:]), v.reshape(-1, *v.shape[-2:]), scale=scale
+    )
+    return out.reshape(*lead, *out.shape[-2:])
+
+
+def match_regions(q, k):
+    """For each content region the style region with the highest position-wise score
+    sum_y <q[x, y], k[z, y]>; (B, heads, nq). Computed over chunks of content regions."""
+    qf, kf = q.flatten(3), k.flatten(3)
+    chunk = max(1, MATCH_CHUNK_ELEMENTS // (kf.shape[0] * kf.shape[1] * kf.shape[2]))
+    return torch.cat(
+        [(qf[:, :, i : i + chunk] @ kf.transpose(-1, -2)).argmax(-1) for i in range(0, qf.shape[2], chunk)], dim=2
+    )
+
+
+def gather_regions(x, index):
+    """x (B, heads, n, r, d), index (B, heads, m) -> (B, heads, m, r, d)."""
+    b, h, _, r, d = x.shape
+    return torch.gather(x, 2, index[..., None, None].expand(b, h, index.shape[2], r, d))
+
+
+def branches(q1, k1, v1, q2, k2, v2, sim_alpha, sim_beta, scale=1.0):
+    """Memory-lean DA and PA in region form. q (B, h, nq, r, d), k and v (B, h, ns, r, d) -> two (B, h, nq, r, dv)."""
+    kagg, vagg = aggregate(k1, v1, sim_alpha, sim_beta)
+    da = attend(q1.flatten(2, 3), kagg, vagg, scale).reshape(*q1.shape[:-1], vagg.shape[-1])
+    index = match_regions(q2, k2)
+    pa = attend(q2, gather_regions(k2, index), gather_regions(v2, index), scale)
+    return da, pa
+
+
+def branches_reference(q1, k1, v1, q2, k2, v2, sim_alpha, sim_beta, scale=1.0):
+    """The same DA and PA as `branches`, written out with every intermediate materialised."""
+    kagg, vagg = aggregate(k1, v1, sim_alpha, sim_beta)
+    logits = torch.einsum("bhxyd,bhzd->bhxyz", q1, kagg) * scale
+    da = torch.einsum("bhxyz,bhzd->bhxyd", logits.softmax(-1), vagg)
+    index = torch.einsum("bhxyd,bhzyd->bhxzy", q2, k2).sum(-1).argmax(-1)
+    k2m, v2m = gather_regions(k2, index), gather_regions(v2, index)
+    weights = (torch.einsum("bhxyd,bhxtd->bhxyt", q2, k2m) * scale).softmax(-1)
+    pa = torch.einsum("bhxyt,bhxtd->bhxyd", weights, v2m)
+    return da, pa
+
+
+class A2K(nn.Module):
+    """One A2K layer with the official parameter names. forward(content, style): (B, C, H, W) and
+    (B, C, Hs, Ws) features of any sizes -> Z = fusion1(DA) + fusion2(PA) + content, (B, C, H, W)."""
+
+    def __init__(self, channels, region_size, heads=HEADS, lean=True):
+        super().__init__()
+        self.sim_alpha = nn.Parameter(torch.ones(1))
+        self.sim_beta = nn.Parameter(torch.zeros(1))
+        for name in ("q", "k", "v", "q2", "k2", "v2", "fusion1", "fusion2"):
+            setattr(self, name, nn.Conv2d(channels, channels, 1))
+        self.region_size = region_size
+        self.heads = heads
+        self.lean = lean
+
+    def attention(self, content, style):
+        """The folded DA and PA branches (the inputs of fusion1 and fusion2), each (B, C, H, W)."""
+        h, w = content.shape[-2:]
+        p = self.region_size
+        cn, sn = mvn(content), mvn(style)
+        maps = (self.q(cn), self.k(sn), self.v(style), self.q2(cn), self.k2(sn), self.v2(style))
+        regions = [to_regions(pad_to_multiple(m, p), p, self.heads) for m in maps]
+        fn = branches if self.lean else branches_reference
+        da, pa = fn(*regions, self.sim_alpha, self.sim_beta)
+        hp, wp = h + (-h % p), w + (-w % p)
+        return tuple(from_regions(x, p, hp, wp)[..., :h, :w] for x in (da, pa))
+
+    def forward(self, content, style):
+        da, pa = self.attention(content, style)
+        return self.fusion1(da) + self.fusion2(pa) + content
+
+
+def a2k_mean_std(content_key, style_key, style_value, region_size, scale):
+    """Parameter-free A2K statistics: identity projections, one head, sim_alpha = 1, sim_beta = 0.
+
+    content_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws), style_value (B, Cv, Hs, Ws) -> per content
+    position the attention-weighted mean and std of the style values, each (B, Cv, H, W), averaged
+    over the DA and PA branches."""
+    h, w = content_key.shape[-2:]
+    p = region_size
+    maps = (content_key, style_key, torch.cat((style_value, style_value * style_value), 1))
+    q, k, v = (to_regions(pad_to_multiple(m, p), p, 1) for m in maps)
+    stats = []
+    for branch in branches(q, k, v, q, k, v, 1.0, 0.0, scale):
+        folded = from_regions(branch, p, h + (-h % p), w + (-w % p))[..., :h, :w]
+        mean, second = folded.split(style_value.shape[1], 1)
+        stats.append((mean, (second - mean * mean).relu().sqrt()))
+    (mean_da, std_da), (mean_pa, std_pa) = stats
+    return (mean_da + mean_pa) / 2, (std_da + std_pa) / 2

@@ -1,0 +1,98 @@
+"""One entry point for every method: which files it needs, whether it can run, and loading it."""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .baselines import AdaAttNNet, AdaINNet, SANetNet
+from .stya2k import StyA2K
+from .training_free import TrainingFree
+from .weights import ADAIN_DECODER, OFFICIAL, VGG, WeightsError, key_differences, load_into, locate, read_state_dict
+
+
+@dataclass(frozen=True)
+class Method:
+    """files: submodule name of the network -> the weight file it is loaded from (the encoder from VGG)."""
+
+    name: str
+    label: str
+    build: Callable[[], torch.nn.Module]
+    files: dict = field(default_factory=dict)
+
+    def all_files(self):
+        return {"encoder.layers": VGG, **self.files}
+
+
+METHODS = {
+    m.name: m
+    for m in (
+        Method("a2k_free", "A2K (training-free)", lambda: TrainingFree("a2k"), {"decoder": ADAIN_DECODER}),
+        Method("all2all_free", "all-to-all (training-free)", lambda: TrainingFree("all2all"), {"decoder": ADAIN_DECODER}),
+        Method("adain", "AdaIN", AdaINNet, {"decoder": ADAIN_DECODER}),
+        Method("stya2k", "StyA2K (official)", StyA2K, OFFICIAL["stya2k"]),
+        Method("sanet", "SANet (official)", SANetNet, OFFICIAL["sanet"]),
+        Method("adaattn", "AdaAttN (official)", AdaAttNNet, OFFICIAL["adaattn"]),
+    )
+}
+
+
+@dataclass(frozen=True)
+class MethodStatus:
+    name: str
+    label: str
+    missing: list
+
+    @property
+    def available(self):
+        return not self.missing
+
+
+def get_method(name):
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def available_methods(weights_dir=None):
+    """name -> MethodStatus; `missing` lists the weight files (WeightFile) not found."""
+    return {
+        m.name: MethodStatus(m.name, m.label, [wf for wf in m.all_files().values() if locate(wf, weights_dir) is None])
+        for m in METHODS.values()
+    }
+
+
+def default_device():
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_method(name, weights_dir=None, device=None):
+    """The method's network in eval mode on `device` (default: CUDA if present).
+
+    forward(content, style, alpha=1.0): (B, 3, H, W) floats in [0, 1] -> raw decoder output (B, 3, H, W).
+    Raises WeightsError naming any missing or wrong file, ValueError for an unknown name."""
+    method = get_method(name)
+    net = method.build()
+    for attr, wf in method.all_files().items():
+        load_into(net.get_submodule(attr), wf, weights_dir, allow_extra=wf is VGG)
+    return net.eval().to(device or default_device())
+
+
+def verify(weights_dir):
+    """(WeightFile, status) for every known file: "missing", "ok (path)", or what is wrong with it."""
+    report = {}
+    for method in METHODS.values():
+        net = method.build()
+        for attr, wf in method.all_files().items():
+            if wf in report:
+                continue
+            path = locate(wf, weights_dir)
+            if path is None:
+                report[wf] = "missing"
+                continue
+            try:
+                diff = key_differences(read_state_dict(path, wf), net.get_submodule(attr).state_dict(), wf is VGG)
+            except WeightsError as exc:
+                report[wf] = str(exc)
+                continue
+            report[wf] = f"ok ({path})" if not diff else f"{path}: wrong keys or shapes: " + "; ".join(diff[:10])
+    return list(report.items())

