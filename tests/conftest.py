@@ -1,0 +1,39 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).parent / "data"
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+def random_state_dict(layout, seed=0):
+    """A state dict with the given key -> shape layout, random N(0, 0.02) values as in training's init."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(shape, generator=gen) * 0.02 for k, shape in layout.items()}
+
+
+def official_layouts():
+    """weights-folder path -> key layout of every official checkpoint file."""
+    official = json.loads((DATA / "official_keys.json").read_text())
+    baselines = json.loads((DATA / "baseline_keys.json").read_text())
+    layouts = {f"stya2k/{name}": keys for name, keys in official.items()}
+    layouts.update({f"sanet/{name}": keys for name, keys in baselines["sanet"].items() if name != "vgg_normalised.pth"})
+    layouts.update({f"adaattn/{name}": keys for name, keys in baselines["adaattn"].items()})
+    return layouts
+
+
+@pytest.fixture(scope="session")
+def official_weights_dir(tmp_path_factory):
+    """A weights folder holding every official file, built from the published key layouts."""
+    root = tmp_path_factory.mktemp("weights")
+    for i, (path, layout) in enumerate(official_layouts().items()):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save(random_state_dict(layout, seed=i), root / path)
+    return root

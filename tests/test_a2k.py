@@ -1,0 +1,121 @@
+"""A2K against the reference implementation's tensors, and beyond it (any size, any style size)."""
+import pytest
+import torch
+
+import model.a2k
+from model.a2k import A2K, REGION_SIZE, branches, branches_reference, pad_to_multiple
+from model.function import mvn
+from model.stya2k import Transform
+
+from .conftest import DATA
+
+CASES = torch.load(DATA / "a2k_cases.pt")
+
+
+def module(case, lean, device):
+    m = A2K(case["in_planes"], REGION_SIZE[case["layer"]], lean=lean)
+    m.load_state_dict(case["state_dict"])
+    return m.to(device)
+
+
+def close(a, b):
+    return (a.cpu() - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "reference"])
+@pytest.mark.parametrize("index", range(len(CASES)))
+@torch.no_grad()
+def test_a2k_reproduces_reference(index, lean, device):
+    case = CASES[index]
+    m = module(case, lean, device)
+    content, style = case["content"].to(device), case["style"].to(device)
+    da, pa = m.attention(content, style)
+    assert close(da, case["da"])
+    assert close(pa, case["pa"])
+    assert close(m(content, style), case["out"])
+
+
+@torch.no_grad()
+def test_transform_reproduces_reference(device):
+    case = torch.load(DATA / "transform_case.pt")
+    t = Transform(case["in_planes"])
+    t.load_state_dict(case["state_dict"])
+    t.to(device)
+    args = [case[k].to(device) for k in ("content4_1", "style4_1", "content5_1", "style5_1")]
+    assert close(t(*args), case["out"])
+
+
+def naive_branches(q1, k1, v1, q2, k2, v2, alpha, beta, p, heads):
+    """The spec's formulas with explicit loops over heads and regions, on padded (C, H, W) maps."""
+    def regions(x):
+        c, h, w = x.shape
+        d = c // heads
+        return [
+            [x[i * d:(i + 1) * d, a:a + p, b:b + p].reshape(d, p * p).T for a in range(0, h, p) for b in range(0, w, p)]
+            for i in range(heads)
+        ]
+
+    Q1, K1, V1, Q2, K2, V2 = map(regions, (q1, k1, v1, q2, k2, v2))
+    da, pa = [], []
+    for i in range(heads):
+        kagg, vagg = [], []
+        for k, v in zip(K1[i], V1[i]):
+            kc = k.mean(0)
+            w = torch.sigmoid(beta + alpha * (k @ kc))
+            kagg.append(((w[:, None] * k).sum(0) + kc) / (len(k) + 1))
+            vagg.append(((w[:, None] * v).sum(0) + v.mean(0)) / (len(k) + 1))
+        kagg, vagg = torch.stack(kagg), torch.stack(vagg)
+        da.append([torch.softmax(q @ kagg.T, -1) @ vagg for q in Q1[i]])
+        head_pa = []
+        for q in Q2[i]:
+            m = max(range(len(K2[i])), key=lambda z: (q * K2[i][z]).sum().item())
+            head_pa.append(torch.softmax(q @ K2[i][m].T, -1) @ V2[i][m])
+        pa.append(head_pa)
+    return da, pa
+
+
+def fold(branch, p, h, w):
+    """Inverse of the loops' region order: per head a list of (r, d) regions -> (C, h, w)."""
+    out = []
+    for head in branch:
+        rows = [torch.cat([r.T.reshape(-1, p, p) for r in head[j:j + w // p]], 2) for j in range(0, len(head), w // p)]
+        out.append(torch.cat(rows, 1))
+    return torch.cat(out, 0)[:, :h, :w]
+
+
+@pytest.mark.parametrize(
+    "content_size,style_size,p",
+    [((12, 20), (12, 20), 4), ((11, 17), (9, 23), 4), ((16, 8), (24, 32), 8), ((5, 7), (3, 3), 4)],
+)
+@torch.no_grad()
+def test_a2k_any_size_matches_loops(content_size, style_size, p):
+    torch.manual_seed(0)
+    c, heads = 16, 2
+    m = A2K(c, p, heads=heads)
+    for param in m.parameters():
+        param.copy_(torch.randn_like(param) * 0.3)
+    content = torch.rand(1, c, *content_size)
+    style = torch.rand(1, c, *style_size)
+    da, pa = m.attention(content, style)
+    assert da.shape == pa.shape == content.shape
+    cn, sn = mvn(content), mvn(style)
+    maps = [pad_to_multiple(x, p)[0] for x in (m.q(cn), m.k(sn), m.v(style), m.q2(cn), m.k2(sn), m.v2(style))]
+    nda, npa = naive_branches(*maps, m.sim_alpha.item(), m.sim_beta.item(), p, heads)
+    hp, wp = maps[0].shape[-2:]
+    assert torch.allclose(da[0], fold(nda, p, hp, wp)[:, : content_size[0], : content_size[1]], atol=1e-5)
+    assert torch.allclose(pa[0], fold(npa, p, hp, wp)[:, : content_size[0], : content_size[1]], atol=1e-5)
+
+
+@torch.no_grad()
+def test_lean_equals_reference_on_large_uneven_maps(device, monkeypatch):
+    monkeypatch.setattr(model.a2k, "MATCH_CHUNK_ELEMENTS", 1000)  # several chunks of content regions
+    torch.manual_seed(1)
+    shapes = [(2, 8, 37, 8, 32), (2, 8, 53, 8, 32)]
+    q1 = torch.randn(shapes[0], device=device)
+    k1, v1 = (torch.randn(shapes[1], device=device) for _ in range(2))
+    q2 = torch.randn(shapes[0], device=device)
+    k2, v2 = (torch.randn(shapes[1], device=device) for _ in range(2))
+    lean = branches(q1, k1, v1, q2, k2, v2, 0.7, 0.1)
+    ref = branches_reference(q1, k1, v1, q2, k2, v2, 0.7, 0.1)
+    for a, b in zip(lean, ref):
+        assert torch.allclose(a, b, atol=1e-5)
