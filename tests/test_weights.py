@@ -55,17 +55,29 @@ def test_pickled_code_is_refused(weights):
         load_method("sanet", weights, "cpu")
 
 
-def test_wrong_vgg_in_weights_dir_fails_its_checksum(weights):
+def test_wrong_vgg_in_weights_dir_is_refused(weights):
     torch.save({"0.weight": torch.zeros(3, 3, 1, 1)}, weights / "vgg_normalised.pth")
-    with pytest.raises(WeightsError, match="vgg_normalised.pth is not the expected"):
+    with pytest.raises(WeightsError, match="vgg_normalised.pth does not fit the VGG-19 encoder"):
         load_method("adain", weights, "cpu")
 
 
-def test_user_vgg_is_used_when_given(weights):
-    shutil.copy(packaged_path(VGG), weights / "vgg_normalised.pth")
+def test_user_vgg_is_used_when_given_even_as_float16_cut_at_relu5_1(weights):
+    full = torch.load(packaged_path(VGG), weights_only=True)
+    cut = {k: v.half() for k, v in full.items() if int(k.split(".")[0]) <= 42}
+    cut["42.weight"] = cut["42.weight"] * 0.5
+    torch.save(cut, weights / "vgg_normalised.pth")
     net = load_method("adain", weights, "cpu")
-    reference = torch.load(packaged_path(VGG), weights_only=True)
-    assert torch.equal(net.encoder.layers[42].weight, reference["42.weight"])
+    assert torch.equal(net.encoder.layers[42].weight, cut["42.weight"].float())
+
+
+def test_tampered_packaged_file_fails_its_checksum(tmp_path, monkeypatch):
+    import model.weights
+
+    fake = tmp_path / "vgg_normalised.pth"
+    torch.save(torch.load(packaged_path(VGG), weights_only=True), fake)
+    monkeypatch.setattr(model.weights, "packaged_path", lambda wf: fake)
+    with pytest.raises(WeightsError, match="vgg_normalised.pth is not the expected"):
+        load_method("adain", None, "cpu")
 
 
 def test_weights_verify_flags_a_bad_file(weights):
