@@ -56,18 +56,19 @@ def aggregate(k, v, sim_alpha, sim_beta):
 
 
 def attend(q, k, v, scale):
-    """softmax(scale * q k^T) v over the second-last axis of k; any number of leading batch axes."""
+    """softmax(scale * q k^T) v over the second-last axis of k. q (..., A, L, E), k (..., A, S, E),
+    v (..., A, S, Ev); leading axes are merged into one so SDPA gets the 4-d input its fused
+    (flash / memory-efficient) kernels need."""
     lead = q.shape[:-2]
-    out = F.scaled_dot_product_attention(
-        q.reshape(-1, *q.shape[-2:]), k.reshape(-1, *k.shape[-2:]), v.reshape(-1, *v.shape[-2:]), scale=scale
-    )
+    out = F.scaled_dot_product_attention(*(x.reshape(-1, *x.shape[-3:]) for x in (q, k, v)), scale=scale)
     return out.reshape(*lead, *out.shape[-2:])
 
 
 def match_regions(q, k):
     """For each content region the style region with the highest position-wise score
-    sum_y <q[x, y], k[z, y]>; (B, heads, nq). Computed over chunks of content regions."""
-    qf, kf = q.flatten(3), k.flatten(3)
+    sum_y <q[x, y], k[z, y]>; (B, heads, nq). Computed in float32 (an argmax is sensitive to
+    rounding) over chunks of content regions."""
+    qf, kf = q.flatten(3).float(), k.flatten(3).float()
     chunk = max(1, MATCH_CHUNK_ELEMENTS // (kf.shape[0] * kf.shape[1] * kf.shape[2]))
     return torch.cat(
         [(qf[:, :, i : i + chunk] @ kf.transpose(-1, -2)).argmax(-1) for i in range(0, qf.shape[2], chunk)], dim=2
@@ -101,9 +102,24 @@ def branches_reference(q1, k1, v1, q2, k2, v2, sim_alpha, sim_beta, scale=1.0):
     return da, pa
 
 
+def region_rows(x, p):
+    """(B, C, H, W) -> (B, N', C): the positions of the replicate-padded map in region order
+    (regions row-major, then positions row-major inside each region)."""
+    return to_regions(pad_to_multiple(x, p), p, 1).flatten(1, 3)
+
+
+def fold_rows(rows, p, h, w):
+    """(B, N', C) region rows -> (B, C, h, w); inverse of `region_rows`, padding cropped."""
+    b, _, c = rows.shape
+    return from_regions(rows.reshape(b, 1, -1, p * p, c), p, h + (-h % p), w + (-w % p))[..., :h, :w]
+
+
 class A2K(nn.Module):
     """One A2K layer with the official parameter names. forward(content, style): (B, C, H, W) and
-    (B, C, Hs, Ws) features of any sizes -> Z = fusion1(DA) + fusion2(PA) + content, (B, C, H, W)."""
+    (B, C, Hs, Ws) features of any sizes -> Z = fusion1(DA) + fusion2(PA) + content, (B, C, H, W).
+
+    lean=True computes one head at a time on maps kept in region order, so the 1x1 convolutions
+    are matrix products that need no re-layout; lean=False is the reference formulation."""
 
     def __init__(self, channels, region_size, heads=HEADS, lean=True):
         super().__init__()
@@ -115,21 +131,51 @@ class A2K(nn.Module):
         self.heads = heads
         self.lean = lean
 
+    def head_branches(self, content, style):
+        """Yields (channel slice, DA, PA) for each head, DA and PA as region rows (B, N', C/heads)."""
+        p, d = self.region_size, content.shape[1] // self.heads
+        cn, sn, sv = (region_rows(x, p) for x in (mvn(content), mvn(style), style))
+
+        def project(conv, rows, heads):
+            out = F.linear(rows, conv.weight[heads, :, 0, 0], conv.bias[heads])
+            return out.view(rows.shape[0], 1, -1, p * p, d)
+
+        for i in range(self.heads):
+            sl = slice(i * d, (i + 1) * d)
+            da, pa = branches(
+                project(self.q, cn, sl), project(self.k, sn, sl), project(self.v, sv, sl),
+                project(self.q2, cn, sl), project(self.k2, sn, sl), project(self.v2, sv, sl),
+                self.sim_alpha, self.sim_beta,
+            )
+            yield sl, da.flatten(1, 3), pa.flatten(1, 3)
+
     def attention(self, content, style):
         """The folded DA and PA branches (the inputs of fusion1 and fusion2), each (B, C, H, W)."""
         h, w = content.shape[-2:]
         p = self.region_size
+        if self.lean:
+            heads = list(self.head_branches(content, style))
+            return tuple(fold_rows(torch.cat([x[i] for x in heads], -1), p, h, w) for i in (1, 2))
         cn, sn = mvn(content), mvn(style)
         maps = (self.q(cn), self.k(sn), self.v(style), self.q2(cn), self.k2(sn), self.v2(style))
         regions = [to_regions(pad_to_multiple(m, p), p, self.heads) for m in maps]
-        fn = branches if self.lean else branches_reference
-        da, pa = fn(*regions, self.sim_alpha, self.sim_beta)
+        da, pa = branches_reference(*regions, self.sim_alpha, self.sim_beta)
         hp, wp = h + (-h % p), w + (-w % p)
         return tuple(from_regions(x, p, hp, wp)[..., :h, :w] for x in (da, pa))
 
     def forward(self, content, style):
-        da, pa = self.attention(content, style)
-        return self.fusion1(da) + self.fusion2(pa) + content
+        if not self.lean:
+            da, pa = self.attention(content, style)
+            return self.fusion1(da) + self.fusion2(pa) + content
+        out = None
+        for sl, da, pa in self.head_branches(content, style):
+            if out is None:
+                bias = self.fusion1.bias + self.fusion2.bias
+                out = bias.to(da.dtype).expand(da.shape[0] * da.shape[1], -1).clone()
+            out.addmm_(da.reshape(-1, da.shape[-1]), self.fusion1.weight[:, sl, 0, 0].t().to(da.dtype))
+            out.addmm_(pa.reshape(-1, pa.shape[-1]), self.fusion2.weight[:, sl, 0, 0].t().to(da.dtype))
+        rows = out.view(content.shape[0], -1, out.shape[-1])
+        return fold_rows(rows, self.region_size, *content.shape[-2:]) + content
 
 
 def a2k_mean_std(content_key, style_key, style_value, region_size, scale):

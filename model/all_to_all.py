@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from .a2k import attend
-from .function import mvn
+from .function import mean_std, mvn
 
 
 def positions(x):
@@ -56,10 +56,12 @@ class AdaAttN(nn.Module):
         self.seed = seed
 
     def forward(self, content, style, content_key, style_key):
-        k, v = positions(self.g(style_key)), positions(self.h(style))
+        values = self.h(style)
+        value_mean, value_std = mean_std(values)  # standardised so their squares fit float16
+        k, v = positions(self.g(style_key)), positions((values - value_mean) / value_std)
         if k.shape[2] > self.max_sample:
             index = torch.randperm(k.shape[2], generator=torch.Generator().manual_seed(self.seed))
             index = index[: self.max_sample].to(k.device)
             k, v = k[:, :, index], v[:, :, index]
         mean, std = attention_mean_std(positions(self.f(content_key)), k, v, 1.0)
-        return unflatten(std, content) * mvn(content) + unflatten(mean, content)
+        return (unflatten(std, content) * mvn(content) + unflatten(mean, content)) * value_std + value_mean

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 def conv_block(cin, cout, relu=True):
     layers = [nn.ReflectionPad2d(1), nn.Conv2d(cin, cout, 3)]
-    return layers + [nn.ReLU()] if relu else layers
+    return layers + [nn.ReLU(inplace=True)] if relu else layers
 
 
 def upsample():

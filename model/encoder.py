@@ -24,7 +24,7 @@ def vgg_layers():
         elif i in convs:
             layers.append(nn.Conv2d(*convs[i], 3))
         else:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 

@@ -21,6 +21,7 @@ class StyleNet(nn.Module):
         if alpha < 1:
             own = self.transfer(c, c)
             feats = tuple(alpha * f + (1 - alpha) * o for f, o in zip(feats, own))
+        del c, s  # the encoder features are not needed while decoding, which is where memory peaks
         return self.decode(*feats)[..., : content.shape[-2], : content.shape[-1]]
 
 

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from .images import ImageError, as_rgb, keep_colors, resize_long_side
 from .methods import METHODS, load_method
+from .precision import autocast
 from .weights import WeightsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -27,14 +28,14 @@ def cached_method(name, weights_dir=None, device=None):
 
 
 def to_tensor(img, device):
-    """RGB PIL image -> (1, 3, H, W) float32 in [0, 1]."""
+    """RGB PIL image -> (1, 3, H, W) float32 in [0, 1] on `device`."""
     array = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
 def to_image(tensor):
     """(1, 3, H, W) raw output -> RGB PIL image (clamped to [0, 1])."""
-    return Image.fromarray(tensor[0].clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy())
+    return Image.fromarray(tensor[0].float().clamp(0, 1).permute(1, 2, 0).mul(255).round().byte().cpu().numpy())
 
 
 @torch.inference_mode()
@@ -49,7 +50,8 @@ def stylize(content_image, style_image, method, size=512, alpha=1.0, preserve_co
     device = next(net.parameters()).device
     content = resize_long_side(as_rgb(content_image), size)
     style = resize_long_side(as_rgb(style_image), size)
-    out = to_image(net(to_tensor(content, device), to_tensor(style, device), alpha=alpha))
+    with autocast(device):
+        out = to_image(net(to_tensor(content, device), to_tensor(style, device), alpha=alpha))
     return keep_colors(out, content) if preserve_color else out
 
 

@@ -8,7 +8,7 @@ import math
 from .a2k import REGION_SIZE, a2k_mean_std
 from .all_to_all import attention_mean_std, positions, unflatten
 from .decoder import adain_decoder
-from .function import mvn, shallow_keys
+from .function import mean_std, mvn, shallow_keys
 from .stylenet import StyleNet
 
 KEY_CHANNELS = 64 + 128 + 256 + 512
@@ -35,8 +35,9 @@ class TrainingFree(StyleNet):
         return unflatten(mean, content_key), unflatten(std, content_key)
 
     def transfer(self, c, s):
-        mean, std = self.mean_std(shallow_keys(c, 3), shallow_keys(s, 3), s[3])
-        return (std * mvn(c[3]) + mean,)
+        mean, std = self.mean_std(shallow_keys(c, 3), shallow_keys(s, 3), mvn(s[3]))
+        style_mean, style_std = mean_std(s[3])  # values standardised so their squares fit float16
+        return ((std * mvn(c[3]) + mean) * style_std + style_mean,)
 
     def decode(self, feat4):
         return self.decoder(feat4)

@@ -10,6 +10,10 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 @pytest.fixture(params=DEVICES)
 def device(request):
+    """Each device in float32: TF32 convolutions (cuDNN's default) are off for equivalence tests."""
+    if request.param == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     return torch.device(request.param)
 
 

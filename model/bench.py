@@ -1,0 +1,234 @@
+"""Time and peak memory against resolution, for attention modules and whole networks.
+
+    python -m model.bench --device cpu --sizes 256,512,1024 --out runs/bench-cpu
+    python -m model.bench --device cuda --sizes 256,512,1024,2048,4096 --out runs/bench-cuda
+    python -m model.bench --device cuda --sizes 4096 --style-size 1024 --only network:stya2k --out runs/target
+    python -m model.bench --plot runs/bench-cpu/bench.csv        (needs matplotlib)
+
+Scopes: "attention" runs one layer on random relu3_1-sized features (256 channels, 1/4 of the
+input side): A2K lean, A2K reference formulation, all-to-all (SANet's layer). "network" runs every
+method end to end on random images with random weights (weights do not change the cost), plus
+StyA2K with the reference A2K formulation. CPU measurements run each in a fresh process and
+report its peak resident-memory growth; CUDA ones report torch's peak allocation above the inputs.
+A case whose previous size took more than --budget / 16 seconds is skipped at the next size
+(the cost of attention grows up to 16x per doubling of the side). Writes bench.csv.
+"""
+import argparse
+import csv
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .a2k import A2K, REGION_SIZE
+from .all_to_all import SANet
+from .methods import METHODS
+from .precision import autocast
+from .stya2k import StyA2K
+
+ATTENTION = {
+    "a2k": lambda: A2K(256, REGION_SIZE[3]),
+    "a2k_reference": lambda: A2K(256, REGION_SIZE[3], lean=False),
+    "all2all": lambda: SANet(256),
+}
+
+
+def reference_stya2k():
+    net = StyA2K()
+    for m in net.modules():
+        if isinstance(m, A2K):
+            m.lean = False
+    return net
+
+
+NETWORKS = {**{name: m.build for name, m in METHODS.items()}, "stya2k_reference": reference_stya2k}
+FIELDS = ["device", "scope", "case", "size", "style_size", "pixels", "seconds", "peak_mib", "status"]
+
+
+def inputs(scope, size, style_size, device):
+    gen = torch.Generator().manual_seed(0)
+    if scope == "attention":
+        shapes = [(1, 256, size // 4, size // 4), (1, 256, style_size // 4, style_size // 4)]
+    else:
+        shapes = [(1, 3, size, size), (1, 3, style_size, style_size)]
+    return [torch.rand(s, generator=gen).to(device) for s in shapes]
+
+
+def measure(scope, case, size, style_size, device):
+    """Seconds (median of up to 3 runs after a warm-up, a single run when one takes over 10 s) and peak MiB."""
+    device = torch.device(device)
+    net = (ATTENTION if scope == "attention" else NETWORKS)[case]().eval().to(device)
+    content, style = inputs(scope, size, style_size, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run():
+        with torch.inference_mode(), autocast(device):
+            net(content, style)
+        sync()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    while len(times) < 4:
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+        if times[0] > 10:
+            break
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    seconds = times[0] if len(times) == 1 else statistics.median(times[1:])
+    return seconds, peak / 2**20
+
+
+def measure_isolated(scope, case, size, style_size, device):
+    """On CPU, in a fresh process so that its peak RSS belongs to this case alone."""
+    if device != "cpu":
+        return measure(scope, case, size, style_size, device)
+    args = json.dumps([scope, case, size, style_size, device])
+    out = subprocess.run([sys.executable, "-m", "model.bench", "--one", args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
+    return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run_all(device, sizes, style_size, only, budget, out):
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench.csv"
+    cases = [("attention", c) for c in ATTENTION] + [("network", c) for c in NETWORKS]
+    cases = [c for c in cases if not only or f"{c[0]}:{c[1]}" in only]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, FIELDS)
+        writer.writeheader()
+        for scope, case in cases:
+            last = 0.0
+            for size in sizes:
+                ssize = style_size or size
+                row = dict(device=device, scope=scope, case=case, size=size, style_size=ssize, pixels=size * size)
+                if last > budget / 16:
+                    row.update(status="skipped: predicted over budget")
+                else:
+                    try:
+                        last, peak = measure_isolated(scope, case, size, ssize, device)
+                        row.update(seconds=f"{last:.4f}", peak_mib=f"{peak:.1f}", status="ok")
+                    except (RuntimeError, torch.OutOfMemoryError) as exc:
+                        row.update(status=f"failed: {str(exc)[:120]}")
+                        last = float("inf")
+                        if device == "cuda":
+                            torch.cuda.empty_cache()
+                writer.writerow(row)
+                f.flush()
+                print(",".join(str(row.get(k, "")) for k in FIELDS), flush=True)
+    return path
+
+
+def plot(csv_path):
+    """bench.png beside the CSV: log-log time and memory against pixels, with fitted slopes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in csv.DictReader(open(csv_path)) if r["status"] == "ok"]
+    scopes = sorted({r["scope"] for r in rows})
+    fig, axes = plt.subplots(len(scopes), 2, figsize=(12, 4.5 * len(scopes)), squeeze=False)
+    for i, scope in enumerate(scopes):
+        for j, (field, label) in enumerate((("seconds", "time (s)"), ("peak_mib", "peak memory (MiB)"))):
+            ax = axes[i][j]
+            for case in dict.fromkeys(r["case"] for r in rows if r["scope"] == scope):
+                pts = [(int(r["pixels"]), float(r[field])) for r in rows if r["scope"] == scope and r["case"] == case]
+                x, y = np.array(pts).T
+                y = np.maximum(y, 1e-3)
+                slope = np.polyfit(np.log(x), np.log(y), 1)[0] if len(x) > 1 else float("nan")
+                ax.loglog(x, y, "o-", label=f"{case} (slope {slope:.2f})")
+            ax.set_xlabel("content pixels")
+            ax.set_ylabel(label)
+            ax.set_title(f"{scope}: {label} on {rows[0]['device']}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    target = Path(csv_path).with_suffix(".png")
+    fig.savefig(target, dpi=110)
+    return target
+
+
+def precision(weights_dir, device, sizes, out):
+    """Error of float16 and bfloat16 autocast against float32, on gallery pairs, for every method
+    that can run; writes precision.csv (mean and max absolute error in 8-bit levels, PSNR in dB)."""
+    from .images import open_image, resize_long_side
+    from .methods import available_methods, load_method
+    from .stylize import to_image, to_tensor
+
+    examples = Path(__file__).parents[1] / "examples"
+    pairs = [("contents/photo_chelsea.jpg", "styles/gogh_cafe_terrace_night.jpg"),
+             ("contents/place_machuPicchu.jpg", "styles/hokusai_great_wave_off_kanagawa.jpg")]
+    rows = []
+    for name, status in available_methods(weights_dir).items():
+        if not status.available:
+            continue
+        net = load_method(name, weights_dir, device)
+        for size in sizes:
+            for c, s in pairs:
+                content, style = (to_tensor(resize_long_side(open_image(examples / f), size), device) for f in (c, s))
+                with torch.inference_mode():
+                    exact = np.asarray(to_image(net(content, style)), dtype=np.float64)
+                    for dtype in (torch.float16, torch.bfloat16):
+                        with torch.autocast("cuda", dtype=dtype):
+                            approx = np.asarray(to_image(net(content, style)), dtype=np.float64)
+                        err = np.abs(approx - exact)
+                        mse = (err**2).mean()
+                        rows.append(dict(method=name, size=size, pair=Path(c).stem, dtype=str(dtype).split(".")[1],
+                                         mean_abs=f"{err.mean():.3f}", max_abs=f"{err.max():.0f}",
+                                         psnr_db=f"{10 * np.log10(255**2 / max(mse, 1e-12)):.1f}"))
+                        print(rows[-1], flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "precision.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out / "precision.csv"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", default="256,512,1024", help="input sides in pixels, comma-separated")
+    parser.add_argument("--style-size", type=int, help="style side (default: the same as the content)")
+    parser.add_argument("--only", help="comma-separated scope:case, e.g. attention:a2k,network:stya2k")
+    parser.add_argument("--budget", type=float, default=300.0, help="seconds a single run may take (default 300)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--plot", type=Path, help="only plot an existing bench.csv")
+    parser.add_argument("--precision", action="store_true", help="measure autocast error against float32 (CUDA)")
+    parser.add_argument("--weights-dir", help="for --precision: weights folder (see python -m model.weights)")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(*json.loads(args.one))))
+        return 0
+    if args.plot:
+        print(plot(args.plot))
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.precision:
+        print(f"wrote {precision(args.weights_dir, args.device, sizes, args.out)}")
+        return 0
+    only = set(args.only.split(",")) if args.only else None
+    path = run_all(args.device, sizes, args.style_size, only, args.budget, args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
