@@ -1,0 +1,158 @@
+"""Render a study's stimuli with the model's command line and register them (idempotent, resumable):
+
+    python -m study.prepare --contents DIR --styles DIR --methods a2k_free,all2all_free[,...]
+                            --study NAME --consent FILE [--n-trials 20] [--catch-rate 0.1]
+                            [--db PATH_OR_URL] [--size 512] [--images-dir DIR]
+                            [--device cpu|cuda] [--weights-dir DIR] [--completion-code CODE]
+
+Runs `python -m model.stylize` in a subprocess (skipped when every output exists), then registers
+each CONTENT__STYLE__METHOD.png with its sha256 hashes, plus one catch image per content x style
+(CONTENT__STYLE__catch.png: a rendered output blurred beyond recognition and colour-inverted).
+--db defaults to env DATABASE_URL, else runs/study.db; --images-dir to runs/study/NAME.
+"""
+import argparse
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageFilter, ImageOps
+
+from .store import CATCH, Store, StudyError, default_url
+
+REPO = Path(__file__).resolve().parents[1]
+# the same as model.stylize (which study/ must not import: it pulls in torch)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+CATCH_RECIPE = "gaussian blur (radius = long side / 16), colours inverted"
+
+
+def image_files(path):
+    """A file -> [it]; a folder -> its image files, sorted (as model.stylize lists them)."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise StudyError(f"{path} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return found
+    if path.is_file():
+        return [path]
+    raise StudyError(f"{path} is neither an image file nor a folder")
+
+
+def output_name(content, style, method):
+    """The file model.stylize writes for this content, style and method."""
+    return f"{Path(content).stem}__{Path(style).stem}__{method}.png"
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def make_catch_image(source, target):
+    """Write a visibly broken copy of the image `source` to `target` (see CATCH_RECIPE)."""
+    with Image.open(source) as im:
+        im = im.convert("RGB")
+        broken = ImageOps.invert(im.filter(ImageFilter.GaussianBlur(max(im.size) / 16)))
+    partial = Path(target).with_suffix(".part.png")
+    broken.save(partial)
+    partial.replace(target)
+
+
+def render(contents, styles, methods, size, images_dir, device=None, weights_dir=None):
+    """Run the model's batch command line (it skips outputs that exist and shows a progress bar)."""
+    command = [sys.executable, "-m", "model.stylize", "--content", str(Path(contents).resolve()),
+               "--style", str(Path(styles).resolve()), "--size", str(size), "--out", str(Path(images_dir).resolve())]
+    for method in methods:
+        command += ["--method", method]
+    if device:
+        command += ["--device", device]
+    if weights_dir:
+        command += ["--weights-dir", str(Path(weights_dir).resolve())]
+    code = subprocess.run(command, cwd=REPO).returncode
+    if code != 0:
+        raise StudyError(f"python -m model.stylize failed (exit {code}); its message is above")
+
+
+def register(store, study, contents, styles, methods, images_dir, size):
+    """Register every rendered output in images_dir and a catch image per content x style (made
+    from the first method's output when missing). contents, styles: lists of image files.
+    Returns (number of new stimuli, names of missing outputs)."""
+    images_dir = Path(images_dir)
+    before = len(store.stimuli(study))
+    hashes = {p: sha256_file(p) for p in {*contents, *styles}}
+    missing = []
+    for content in contents:
+        for style in styles:
+            cell = (content.name, hashes[content], style.name, hashes[style])
+            rendered = []
+            for method in methods:
+                out = images_dir / output_name(content, style, method)
+                if not out.is_file():
+                    missing.append(out.name)
+                    continue
+                store.add_stimulus(study, *cell, method, sha256_file(out), out.name, {"size": size})
+                rendered.append(out)
+            if rendered:
+                catch = images_dir / output_name(content, style, CATCH)
+                if not catch.is_file():
+                    make_catch_image(rendered[0], catch)
+                store.add_stimulus(study, *cell, CATCH, sha256_file(catch), catch.name,
+                                   {"size": size, "made_from": rendered[0].name, "recipe": CATCH_RECIPE})
+    return len(store.stimuli(study)) - before, missing
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m study.prepare", description="Render and register study stimuli.")
+    parser.add_argument("--contents", required=True, help="folder (or file) of content photos")
+    parser.add_argument("--styles", required=True, help="folder (or file) of style images")
+    parser.add_argument("--methods", required=True, help="comma-separated, at least two, e.g. a2k_free,all2all_free")
+    parser.add_argument("--study", required=True, help="the study's name (letters, digits, _ - .)")
+    parser.add_argument("--consent", required=True, type=Path, help="text file participants must agree to")
+    parser.add_argument("--n-trials", type=int, default=20, help="trials per participant, catch trials included")
+    parser.add_argument("--catch-rate", type=float, default=0.1, help="fraction of catch trials (default 0.1)")
+    parser.add_argument("--completion-code", help="code shown at the end, e.g. Prolific's (default: random)")
+    parser.add_argument("--db", default=default_url(), help="SQLAlchemy URL or SQLite file (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=512, help="long side in pixels (default 512)")
+    parser.add_argument("--images-dir", type=Path, help="where the images go (default: runs/study/NAME)")
+    parser.add_argument("--device", help="for the model: cpu, cuda, ... (default: cuda if present)")
+    parser.add_argument("--weights-dir", help="for the model: folder with official checkpoints")
+    args = parser.parse_args(argv)
+    methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
+    images_dir = args.images_dir or Path("runs", "study", args.study)
+    try:
+        if len(methods) < 2:
+            raise StudyError(f"--methods needs at least two methods, comma-separated (got {args.methods!r})")
+        if CATCH in methods:
+            raise StudyError(f"{CATCH!r} is reserved for catch images: leave it out of --methods")
+        if not args.consent.is_file():
+            raise StudyError(f"no consent file at {args.consent}: write the text participants agree to in a file")
+        contents, styles = image_files(args.contents), image_files(args.styles)
+        with Store(args.db) as store:
+            store.create_study(args.study, args.consent.read_text(encoding="utf-8"), args.n_trials,
+                               args.catch_rate, images_dir, args.completion_code)
+            images_dir.mkdir(parents=True, exist_ok=True)
+            expected = [images_dir / output_name(c, s, m) for c in contents for s in styles for m in methods]
+            todo = sum(not p.is_file() for p in expected)
+            if todo:
+                print(f"rendering {todo} of {len(expected)} images into {images_dir}")
+                render(args.contents, args.styles, methods, args.size, images_dir, args.device, args.weights_dir)
+            new, missing = register(store, args.study, contents, styles, methods, images_dir, args.size)
+            total = len(store.stimuli(args.study))
+    except StudyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(missing) == len(expected):
+        print("error: no image was rendered; see the messages of model.stylize above", file=sys.stderr)
+        return 2
+    for name in missing:
+        print(f"warning: {name} was not rendered (an unreadable input?); it is left out", file=sys.stderr)
+    print(f"study {args.study}: {total} stimuli registered ({new} new, catch images included) in {images_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

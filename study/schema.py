@@ -1,0 +1,154 @@
+"""The study database's tables (SQLAlchemy Core) and the steps that upgrade older databases.
+
+Schema versions:
+    1  meta, studies, stimuli, participants, trials, votes, comparisons
+    2  participants.completed_at: when the participant's last vote came in
+"""
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+
+SCHEMA_VERSION = 2
+CHOICES = ("left", "right", "tie", "both_bad")
+SIDES = ("left", "right")
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+
+def _sql_list(values):
+    return ", ".join(f"'{v}'" for v in values)
+
+
+def _timestamp(name, nullable=False):
+    """A UTC timestamp (SQLite keeps it as naive text, PostgreSQL as timestamptz)."""
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+# key -> value: "schema_version", and "salt" (the random salt of external-id hashes unless STUDY_SALT is set)
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+studies = Table(
+    "studies", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("consent", Text, nullable=False),
+    Column("n_trials", Integer, nullable=False),  # per participant, catch trials included
+    Column("catch_rate", Float, nullable=False),  # fraction of the n_trials that are catch trials
+    Column("completion_code", String(64), nullable=False),  # shown when every trial has a vote (Prolific's "cc")
+    Column("images_dir", Text),  # stimuli paths are relative to it
+    _timestamp("created_at"),
+    CheckConstraint("n_trials > 0", name="n_trials"),
+    CheckConstraint("catch_rate >= 0 AND catch_rate < 1", name="catch_rate"),
+)
+
+stimuli = Table(
+    "stimuli", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("study_id", ForeignKey("studies.id"), nullable=False),
+    Column("content_name", String(300), nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("style_name", String(300), nullable=False),
+    Column("style_sha256", String(64), nullable=False),
+    Column("method", String(64), nullable=False),  # "catch" for the deliberately broken images
+    Column("output_sha256", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("settings", JSON, nullable=False),
+    UniqueConstraint("study_id", "content_sha256", "style_sha256", "method"),
+)
+
+participants = Table(
+    "participants", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token", String(64), nullable=False, unique=True),  # secrets.token_urlsafe: the browser's credential
+    Column("study_id", ForeignKey("studies.id"), nullable=False),
+    Column("external_key", String(64)),  # salted hash of PROLIFIC_PID: the same person resumes
+    Column("external_ids", JSON),  # {name: salted hash}; raw ids are never stored
+    _timestamp("created_at"),
+    _timestamp("completed_at", nullable=True),
+    UniqueConstraint("study_id", "external_key"),
+)
+
+trials = Table(
+    "trials", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token", String(64), nullable=False, unique=True),
+    Column("participant_id", ForeignKey("participants.id"), nullable=False),
+    Column("position", Integer, nullable=False),  # 0-based order within the participant's sequence
+    Column("left_stimulus_id", ForeignKey("stimuli.id"), nullable=False),
+    Column("right_stimulus_id", ForeignKey("stimuli.id"), nullable=False),
+    Column("is_catch", Boolean, nullable=False),
+    Column("catch_side", String(5)),  # the side showing the broken image, catch trials only
+    _timestamp("created_at"),
+    UniqueConstraint("participant_id", "position"),
+    CheckConstraint("left_stimulus_id <> right_stimulus_id", name="two_stimuli"),
+    CheckConstraint(f"catch_side IN ({_sql_list(SIDES)})", name="catch_side"),
+    CheckConstraint("is_catch = (catch_side IS NOT NULL)", name="catch_has_side"),
+)
+
+votes = Table(
+    "votes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("trial_id", ForeignKey("trials.id"), nullable=False, unique=True),  # one vote per trial, ever
+    Column("choice", String(8), nullable=False),
+    Column("response_time_ms", Integer),
+    _timestamp("created_at"),
+    CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
+    CheckConstraint("response_time_ms >= 0", name="response_time"),
+)
+
+# unblinded votes from the demo's comparison tab (method names were visible)
+comparisons = Table(
+    "comparisons", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("content_sha256", String(64), nullable=False),
+    Column("style_sha256", String(64), nullable=False),
+    Column("left_method", String(64), nullable=False),
+    Column("right_method", String(64), nullable=False),
+    Column("left_sha256", String(64), nullable=False),
+    Column("right_sha256", String(64), nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("choice", String(8), nullable=False),
+    _timestamp("created_at"),
+    CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
+)
+
+
+def _v2_completed_at(conn):
+    """Add participants.completed_at; backfill it with the last vote of everyone who voted on every trial."""
+    column_type = DateTime(timezone=True).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE participants ADD COLUMN completed_at {column_type}"))
+    conn.execute(text(
+        "UPDATE participants SET completed_at = ("
+        " SELECT MAX(votes.created_at) FROM votes JOIN trials ON trials.id = votes.trial_id"
+        " WHERE trials.participant_id = participants.id)"
+        " WHERE EXISTS (SELECT 1 FROM trials WHERE trials.participant_id = participants.id)"
+        " AND NOT EXISTS (SELECT 1 FROM trials LEFT JOIN votes ON votes.trial_id = trials.id"
+        " WHERE trials.participant_id = participants.id AND votes.id IS NULL)"
+    ))
+
+
+# version -> the step that upgrades a database from version - 1 (frozen SQL: never edit an old step)
+UPGRADES = {2: _v2_completed_at}

@@ -1,0 +1,497 @@
+"""The study database: studies, stimuli, participants, blind 2AFC trials and their votes.
+
+SQLite (a file path) by default, any SQLAlchemy URL otherwise (PostgreSQL through psycopg 3).
+Every public method runs one short transaction. The browser only ever sees opaque tokens and
+image hashes: serve images by hash (`image_path`), since output file names contain method names.
+"""
+import hashlib
+import hmac
+import itertools
+import os
+import random
+import re
+import secrets
+from collections import Counter
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import URL, create_engine, event, func, insert, inspect, select, update
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+
+from .schema import (
+    CHOICES,
+    SCHEMA_VERSION,
+    UPGRADES,
+    comparisons,
+    meta,
+    metadata,
+    participants,
+    stimuli,
+    studies,
+    trials,
+    votes,
+)
+
+DEFAULT_DB = "runs/study.db"
+BUSY_TIMEOUT_MS = 5000
+CATCH = "catch"  # the method name of the deliberately broken stimuli
+IDENTITY_KEY = "PROLIFIC_PID"  # the external id that identifies a person: they resume, never restart
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+class StudyError(Exception):
+    """A request the study cannot carry out; the message says what to do instead."""
+
+
+class VoteRejected(StudyError):
+    """A vote that is not stored: unknown or foreign trial, a second vote, or an invalid answer."""
+
+
+def default_url():
+    """The database to use when none is given: env DATABASE_URL, else the SQLite file DEFAULT_DB."""
+    return os.environ.get("DATABASE_URL") or DEFAULT_DB
+
+
+def now():
+    return datetime.now(timezone.utc)
+
+
+def make_engine(url_or_path):
+    """A SQLAlchemy engine. A plain path is a SQLite file (its folder is created); SQLite runs in WAL
+    mode with a busy timeout, and write transactions start with BEGIN IMMEDIATE so that concurrent
+    writers queue instead of failing half-way. postgresql:// URLs use psycopg 3."""
+    url = str(url_or_path)
+    if "://" not in url:
+        path = Path(url).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        url = URL.create("sqlite", database=str(path))
+    elif url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    engine = create_engine(url)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection, _record):
+    dbapi_connection.isolation_level = None  # pysqlite emits no BEGIN of its own; _sqlite_begin does
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+def _sqlite_begin(conn):
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
+
+
+def schema_version(engine):
+    """The database's schema version; 0 for an empty database."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("meta"):
+            return 0
+        return int(conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version")))
+
+
+def migrate(engine):
+    """Create the schema in an empty database, or upgrade an older one step by step (one transaction,
+    data kept). Returns the version found before (0: empty)."""
+    with engine.begin() as conn:
+        if not inspect(conn).has_table("meta"):
+            metadata.create_all(conn)
+            conn.execute(insert(meta), [
+                {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                {"key": "salt", "value": secrets.token_hex(32)},
+            ])
+            return 0
+        found = int(conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version")))
+        if found > SCHEMA_VERSION:
+            raise StudyError(
+                f"the database has schema version {found}, newer than this code's {SCHEMA_VERSION}: "
+                "update the code (git pull) before using it")
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            UPGRADES[version](conn)
+        conn.execute(update(meta).where(meta.c.key == "schema_version").values(value=str(SCHEMA_VERSION)))
+        return found
+
+
+class Store:
+    """The study database at `url_or_path` (a SQLAlchemy URL or a SQLite file path), created or
+    upgraded on open. Participants and trials are addressed by their tokens (unguessable strings)."""
+
+    def __init__(self, url_or_path):
+        try:
+            self.engine = make_engine(url_or_path)
+            migrate(self.engine)
+        except (ArgumentError, OperationalError, ModuleNotFoundError) as exc:
+            raise StudyError(f"cannot open the study database ({getattr(exc, 'orig', None) or exc}); "
+                             "check --db or DATABASE_URL, and pip install -r requirements.txt") from exc
+        with self._read() as conn:
+            stored = conn.scalar(select(meta.c.value).where(meta.c.key == "salt"))
+        self._salt = (os.environ.get("STUDY_SALT") or stored).encode()
+
+    def close(self):
+        self.engine.dispose()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _read(self):
+        """A read-only transaction (a plain BEGIN on SQLite: it takes no write lock)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(read_only=True)
+            yield conn
+
+    def _study(self, conn, name, lock=False):
+        query = select(studies).where(studies.c.name == name)
+        row = conn.execute(query.with_for_update() if lock else query).mappings().first()
+        if row is None:
+            known = conn.scalars(select(studies.c.name).order_by(studies.c.name)).all()
+            raise StudyError(
+                f"no study named {name!r} in this database (known: {', '.join(known) or 'none'}); "
+                "create it with python -m study.prepare")
+        return row
+
+    def _participant(self, conn, token):
+        row = conn.execute(select(participants).where(participants.c.token == token)).mappings().first()
+        if row is None:
+            raise StudyError("unknown participant id: start the study again from its link")
+        return row
+
+    # ---- studies and stimuli ----
+
+    def create_study(self, name, consent, n_trials=20, catch_rate=0.1, images_dir=None, completion_code=None):
+        """Create a study, or return the id of the existing one with this name if its settings match.
+        n_trials: per participant, catch trials included; catch_rate: the fraction that are catch trials.
+        completion_code: shown at the end (e.g. Prolific's); a random one by default."""
+        if not STUDY_NAME.fullmatch(name or ""):
+            raise StudyError(f"study name {name!r}: use 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
+        if not (consent or "").strip():
+            raise StudyError("the consent text is empty: give the text participants must agree to")
+        if not isinstance(n_trials, int) or n_trials < 1:
+            raise StudyError(f"n_trials must be a positive integer, not {n_trials!r}")
+        if not 0 <= catch_rate < 1:
+            raise StudyError(f"catch_rate must be in [0, 1), not {catch_rate!r}")
+        if n_trials - round(n_trials * catch_rate) < 1:
+            raise StudyError(f"with catch_rate={catch_rate}, none of the {n_trials} trials compares methods: lower it")
+        images_dir = str(Path(images_dir).resolve()) if images_dir is not None else None
+        wanted = {"consent": consent, "n_trials": n_trials, "catch_rate": catch_rate, "images_dir": images_dir}
+        with self.engine.begin() as conn:
+            row = conn.execute(select(studies).where(studies.c.name == name)).mappings().first()
+            if row is not None:
+                differ = [k for k, v in wanted.items() if row[k] != v]
+                if completion_code is not None and row["completion_code"] != completion_code:
+                    differ.append("completion_code")
+                if differ:
+                    raise StudyError(
+                        f"study {name!r} already exists with "
+                        + ", ".join("another consent text" if k == "consent" else f"{k}={row[k]!r}" for k in differ)
+                        + ": use the same settings, or a new study name")
+                return row["id"]
+            code = completion_code or secrets.token_hex(4).upper()
+            return conn.execute(
+                insert(studies).values(name=name, completion_code=code, created_at=now(), **wanted)
+            ).inserted_primary_key[0]
+
+    def study(self, name):
+        """The study's settings as a dict (name, consent, n_trials, catch_rate, images_dir, ...)."""
+        with self._read() as conn:
+            return dict(self._study(conn, name))
+
+    def add_stimulus(self, study, content_name, content_sha256, style_name, style_sha256, method,
+                     output_sha256, path, settings=None):
+        """Register one image shown to participants; `path` is relative to the study's images_dir.
+        Idempotent: registering the same image again returns its id."""
+        with self.engine.begin() as conn:
+            study_id = self._study(conn, study)["id"]
+            key = (stimuli.c.study_id == study_id) & (stimuli.c.content_sha256 == content_sha256) \
+                & (stimuli.c.style_sha256 == style_sha256) & (stimuli.c.method == method)
+            row = conn.execute(select(stimuli.c.id, stimuli.c.output_sha256).where(key)).first()
+            if row is not None:
+                if row.output_sha256 != output_sha256:
+                    raise StudyError(
+                        f"{content_name} x {style_name} x {method} is already registered with another image "
+                        f"({row.output_sha256[:12]}, now {output_sha256[:12]}): the output changed after "
+                        "participants may have seen it; register it under a new study name")
+                return row.id
+            return conn.execute(insert(stimuli).values(
+                study_id=study_id, content_name=content_name, content_sha256=content_sha256,
+                style_name=style_name, style_sha256=style_sha256, method=method,
+                output_sha256=output_sha256, path=str(path), settings=settings or {},
+            )).inserted_primary_key[0]
+
+    def stimuli(self, study):
+        """The study's stimuli as dicts (content_name, style_name, method, output_sha256, path, ...)."""
+        with self._read() as conn:
+            study_id = self._study(conn, study)["id"]
+            rows = conn.execute(select(stimuli).where(stimuli.c.study_id == study_id).order_by(stimuli.c.id))
+            return [dict(r) for r in rows.mappings()]
+
+    def image_path(self, study, sha256):
+        """The file of the study's stimulus with this output hash (what a blind trial's image URL serves)."""
+        with self._read() as conn:
+            row = self._study(conn, study)
+            path = conn.scalar(select(stimuli.c.path).where(
+                (stimuli.c.study_id == row["id"]) & (stimuli.c.output_sha256 == sha256)))
+        if path is None:
+            raise StudyError(f"no image {sha256[:12]}... in study {study!r}")
+        if row["images_dir"] is None:
+            raise StudyError(f"study {study!r} has no images_dir: create it with python -m study.prepare")
+        return Path(row["images_dir"]) / path
+
+    # ---- participants and trials ----
+
+    def hash_id(self, name, value):
+        """Salted SHA-256 (HMAC) of an external id such as PROLIFIC_PID: 64 hex characters. The salt is
+        env STUDY_SALT if set, else the random one made with the database (keep it fixed: a changed salt
+        no longer recognises returning participants)."""
+        return hmac.new(self._salt, f"{name}\0{value}".encode(), hashlib.sha256).hexdigest()
+
+    def new_participant(self, study, external_ids=None, rng=None):
+        """Enrol a participant and draw their trial sequence; returns their token (the browser keeps it).
+        external_ids: e.g. {"PROLIFIC_PID": ..., "STUDY_ID": ..., "SESSION_ID": ...}, stored hashed only;
+        a PROLIFIC_PID seen before in this study gets its earlier token back (same remaining trials).
+        rng: a random.Random for the draw (default: freshly seeded)."""
+        hashed = {str(k): self.hash_id(k, v) for k, v in (external_ids or {}).items() if v not in (None, "")}
+        key = hashed.get(IDENTITY_KEY)
+        with self.engine.begin() as conn:
+            row = self._study(conn, study, lock=True)  # one enrolment at a time per study keeps pairs balanced
+            if key is not None:
+                known = conn.scalar(select(participants.c.token).where(
+                    (participants.c.study_id == row["id"]) & (participants.c.external_key == key)))
+                if known is not None:
+                    return known
+            token = secrets.token_urlsafe(24)
+            participant_id = conn.execute(insert(participants).values(
+                token=token, study_id=row["id"], external_key=key, external_ids=hashed or None, created_at=now(),
+            )).inserted_primary_key[0]
+            sequence = _draw_trials(_design(conn, row), row["n_trials"], row["catch_rate"], rng or random.Random())
+            stamp = now()
+            conn.execute(insert(trials), [
+                {"token": secrets.token_urlsafe(16), "participant_id": participant_id, "position": i,
+                 "left_stimulus_id": left, "right_stimulus_id": right, "is_catch": side is not None,
+                 "catch_side": side, "created_at": stamp}
+                for i, (left, right, side) in enumerate(sequence)
+            ])
+            return token
+
+    def _views(self, conn, where):
+        left, right = stimuli.alias("l"), stimuli.alias("r")
+        rows = conn.execute(
+            select(trials.c.token, trials.c.position, left.c.output_sha256.label("left"),
+                   right.c.output_sha256.label("right"), studies.c.n_trials)
+            .join(left, left.c.id == trials.c.left_stimulus_id)
+            .join(right, right.c.id == trials.c.right_stimulus_id)
+            .join(participants, participants.c.id == trials.c.participant_id)
+            .join(studies, studies.c.id == participants.c.study_id)
+            .outerjoin(votes, votes.c.trial_id == trials.c.id)
+            .where(where).order_by(trials.c.position)
+        )
+        return [dict(r) for r in rows.mappings()]
+
+    def remaining_trials(self, participant):
+        """The participant's unvoted trials in order, as the browser may see them:
+        {"token", "position" (0-based), "n_trials", "left", "right"} with image sha256s, no method names."""
+        with self._read() as conn:
+            participant_id = self._participant(conn, participant)["id"]
+            return self._views(conn, (trials.c.participant_id == participant_id) & votes.c.id.is_(None))
+
+    def get_trial(self, token):
+        """One trial as the browser may see it (see remaining_trials)."""
+        with self._read() as conn:
+            found = self._views(conn, trials.c.token == token)
+        if not found:
+            raise StudyError("unknown trial: reload the study page to get your next trial")
+        return found[0]
+
+    def record_vote(self, trial_token, participant, choice, response_time_ms=None):
+        """Store the participant's answer to a trial. choice: 'left', 'right', 'tie' or 'both_bad';
+        response_time_ms: from showing the images to the click. Raises VoteRejected for an unknown
+        trial, another participant's trial, a second vote on a trial, or an invalid answer."""
+        if choice not in CHOICES:
+            raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
+        if response_time_ms is not None and (isinstance(response_time_ms, bool)
+                                             or not isinstance(response_time_ms, (int, np.integer))
+                                             or response_time_ms < 0):
+            raise VoteRejected(f"response_time_ms must be a non-negative integer, not {response_time_ms!r}")
+        try:
+            with self.engine.begin() as conn:
+                trial = conn.execute(
+                    select(trials.c.id, trials.c.participant_id, participants.c.token.label("owner"))
+                    .join(participants, participants.c.id == trials.c.participant_id)
+                    .where(trials.c.token == trial_token)
+                ).first()
+                if trial is None:
+                    raise VoteRejected("unknown trial: reload the study page to get your next trial")
+                if not hmac.compare_digest(trial.owner, str(participant)):
+                    raise VoteRejected("this trial belongs to another participant: reload the study page")
+                conn.execute(insert(votes).values(
+                    trial_id=trial.id, choice=choice,
+                    response_time_ms=None if response_time_ms is None else int(response_time_ms), created_at=now()))
+                if _unvoted(conn, trial.participant_id) == 0:
+                    conn.execute(update(participants).where(participants.c.id == trial.participant_id)
+                                 .values(completed_at=now()))
+        except IntegrityError as exc:
+            raise VoteRejected("this trial already has a vote and votes cannot be changed: go on to the next trial") from exc
+
+    def progress(self, participant):
+        """{"done": trials voted, "total": trials assigned}."""
+        with self._read() as conn:
+            participant_id = self._participant(conn, participant)["id"]
+            total = conn.scalar(select(func.count()).where(trials.c.participant_id == participant_id))
+            return {"done": total - _unvoted(conn, participant_id), "total": total}
+
+    def completion_code(self, participant):
+        """The study's completion code, once the participant has voted on every trial."""
+        with self._read() as conn:
+            row = self._participant(conn, participant)
+            left = _unvoted(conn, row["id"])
+            if left:
+                raise StudyError(f"{left} trial(s) still need an answer before the completion code is shown")
+            return conn.scalar(select(studies.c.completion_code).where(studies.c.id == row["study_id"]))
+
+    # ---- unblinded demo votes ----
+
+    def record_comparison(self, content_sha256, style_sha256, left_method, right_method,
+                          left_sha256, right_sha256, choice, settings=None):
+        """Store a vote from the demo's comparison tab, where method names are visible; returns its id."""
+        if choice not in CHOICES:
+            raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
+        with self.engine.begin() as conn:
+            return conn.execute(insert(comparisons).values(
+                content_sha256=content_sha256, style_sha256=style_sha256, left_method=left_method,
+                right_method=right_method, left_sha256=left_sha256, right_sha256=right_sha256,
+                settings=settings or {}, choice=choice, created_at=now(),
+            )).inserted_primary_key[0]
+
+    def comparisons(self):
+        """All unblinded demo votes, oldest first, as a DataFrame (one row per vote)."""
+        with self._read() as conn:
+            rows = [dict(r) for r in conn.execute(select(comparisons).order_by(comparisons.c.id)).mappings()]
+        return pd.DataFrame(rows, columns=list(comparisons.c.keys()))
+
+
+def _unvoted(conn, participant_id):
+    return conn.scalar(
+        select(func.count()).select_from(trials).outerjoin(votes, votes.c.trial_id == trials.c.id)
+        .where((trials.c.participant_id == participant_id) & votes.c.id.is_(None)))
+
+
+def _design(conn, study):
+    """What can be shown in the study: (cells, used).
+    cells: (content_sha256, style_sha256) -> {method: stimulus id};
+    used: Counter of (cell, (method_a, method_b)) -> method trials drawn so far for all participants."""
+    cells = {}
+    for r in conn.execute(select(stimuli.c.id, stimuli.c.content_sha256, stimuli.c.style_sha256, stimuli.c.method)
+                          .where(stimuli.c.study_id == study["id"]).order_by(stimuli.c.id)):
+        cells.setdefault((r.content_sha256, r.style_sha256), {})[r.method] = r.id
+    left, right = stimuli.alias("l"), stimuli.alias("r")
+    shown = conn.execute(
+        select(left.c.content_sha256, left.c.style_sha256, left.c.method, right.c.method.label("other"), func.count())
+        .select_from(trials)
+        .join(participants, participants.c.id == trials.c.participant_id)
+        .join(left, left.c.id == trials.c.left_stimulus_id)
+        .join(right, right.c.id == trials.c.right_stimulus_id)
+        .where((participants.c.study_id == study["id"]) & trials.c.is_catch.is_(False))
+        .group_by(left.c.content_sha256, left.c.style_sha256, left.c.method, right.c.method)
+    )
+    used = Counter()
+    for content, style, a, b, n in shown:
+        used[((content, style), tuple(sorted((a, b))))] += n
+    return cells, used
+
+
+def _draw_trials(design, n_trials, catch_rate, rng):
+    """A participant's sequence: n_trials (left id, right id, catch side or None), shuffled.
+    Method pairs: least shown across participants first, then the least shown content x style for
+    that pair (never one this participant has seen while others remain); ties broken at random.
+    Sides are random per trial. Catch trials pair a method's image with the cell's broken one."""
+    cells, used = design
+    by_pair = {}
+    for cell, methods in cells.items():
+        for pair in itertools.combinations(sorted(m for m in methods if m != CATCH), 2):
+            by_pair.setdefault(pair, []).append(cell)
+    if not by_pair:
+        raise StudyError("the study needs images of at least two methods for the same content and style: "
+                         "run python -m study.prepare with two or more --methods")
+    n_catch = round(n_trials * catch_rate)
+    catch_cells = [c for c, methods in cells.items() if CATCH in methods and len(methods) > 1]
+    if n_catch and not catch_cells:
+        raise StudyError("the study has catch trials but no catch images: run python -m study.prepare "
+                         "(it makes them), or create the study with catch_rate=0")
+    pair_used = Counter()
+    for (_, pair), n in used.items():
+        pair_used[pair] += n
+    mine = Counter()
+    sequence = []
+    for _ in range(n_trials - n_catch):
+        pair = min(sorted(by_pair), key=lambda p: (pair_used[p], rng.random()))
+        cell = min(by_pair[pair], key=lambda c: (mine[c, pair], used[c, pair], rng.random()))
+        mine[cell, pair] += 1
+        used[cell, pair] += 1
+        pair_used[pair] += 1
+        ids = [cells[cell][m] for m in pair]
+        rng.shuffle(ids)
+        sequence.append((ids[0], ids[1], None))
+    seen = Counter()
+    for _ in range(n_catch):
+        cell = min(catch_cells, key=lambda c: (seen[c], rng.random()))
+        seen[cell] += 1
+        real = cells[cell][rng.choice(sorted(m for m in cells[cell] if m != CATCH))]
+        broken = cells[cell][CATCH]
+        sequence.append((broken, real, "left") if rng.random() < 0.5 else (real, broken, "right"))
+    rng.shuffle(sequence)
+    return sequence
+
+
+def load_votes(source, study):
+    """One row per vote of `study` (source: a Store, a URL or a SQLite path), in voting order.
+    Columns: participant (int), trial (int), position, content, style, left_method, right_method,
+    choice, winner (method chosen; None for tie/both_bad), is_catch, catch_passed (nullable bool:
+    the intact image was chosen; NA off catch trials), response_time_ms (Int64), created_at (UTC)."""
+    store = source if isinstance(source, Store) else Store(source)
+    left, right = stimuli.alias("l"), stimuli.alias("r")
+    try:
+        with store._read() as conn:
+            study_id = store._study(conn, study)["id"]
+            rows = conn.execute(
+                select(participants.c.id.label("participant"), trials.c.id.label("trial"), trials.c.position,
+                       left.c.content_name.label("content"), left.c.style_name.label("style"),
+                       left.c.method.label("left_method"), right.c.method.label("right_method"),
+                       votes.c.choice, trials.c.is_catch, trials.c.catch_side, votes.c.response_time_ms,
+                       votes.c.created_at)
+                .select_from(votes)
+                .join(trials, trials.c.id == votes.c.trial_id)
+                .join(participants, participants.c.id == trials.c.participant_id)
+                .join(left, left.c.id == trials.c.left_stimulus_id)
+                .join(right, right.c.id == trials.c.right_stimulus_id)
+                .where(participants.c.study_id == study_id)
+                .order_by(votes.c.id)
+            ).mappings()
+            rows = [dict(r) for r in rows]
+    finally:
+        if store is not source:
+            store.close()
+    columns = ["participant", "trial", "position", "content", "style", "left_method", "right_method",
+               "choice", "is_catch", "catch_side", "response_time_ms", "created_at"]
+    df = pd.DataFrame(rows, columns=columns)
+    df["is_catch"] = df["is_catch"].astype(bool)
+    df["response_time_ms"] = df["response_time_ms"].astype("Int64")
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+    winner = np.where(df["choice"] == "left", df["left_method"],
+                      np.where(df["choice"] == "right", df["right_method"], None))
+    df.insert(df.columns.get_loc("choice") + 1, "winner", pd.Series(winner, index=df.index, dtype=object))
+    passed = pd.Series(pd.NA, index=df.index, dtype="boolean")
+    passed[df["is_catch"]] = df["choice"].isin(["left", "right"]) & (df["choice"] != df["catch_side"])
+    df.insert(df.columns.get_loc("is_catch") + 1, "catch_passed", passed)
+    return df.drop(columns="catch_side")

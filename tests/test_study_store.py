@@ -1,0 +1,342 @@
+"""The study database on real SQLite files and (marker `postgres`) a throwaway PostgreSQL server."""
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from tests.study_fixtures import METHODS, SCHEMA_V1, add_stimuli, db_url, fake_sha, postgres_server, store  # noqa: F401
+
+from study.schema import SCHEMA_VERSION, participants, trials, votes
+from study.store import (
+    CATCH,
+    Store,
+    StudyError,
+    VoteRejected,
+    load_votes,
+    migrate,
+    schema_version,
+)
+
+VIEW_KEYS = {"token", "position", "n_trials", "left", "right"}
+
+
+def study_with_stimuli(store, name="s", n_trials=10, catch_rate=0.2, **kw):
+    store.create_study(name, "I agree.", n_trials, catch_rate)
+    add_stimuli(store, name, **kw)
+    return name
+
+
+def vote_all(store, participant, choice="left"):
+    for trial in store.remaining_trials(participant):
+        store.record_vote(trial["token"], participant, choice, 700)
+
+
+def test_schema_created_and_versioned(store):
+    tables = set(inspect(store.engine).get_table_names())
+    assert {"meta", "studies", "stimuli", "participants", "trials", "votes", "comparisons"} <= tables
+    assert schema_version(store.engine) == SCHEMA_VERSION
+    assert migrate(store.engine) == SCHEMA_VERSION  # a second start finds it current and changes nothing
+
+
+def test_no_column_for_network_addresses(store):
+    columns = {c["name"] for t in inspect(store.engine).get_table_names() for c in inspect(store.engine).get_columns(t)}
+    assert not {c for c in columns if "ip" in c.split("_") or "addr" in c or "agent" in c}
+
+
+def test_sqlite_wal_busy_timeout_and_begin_immediate(tmp_path):
+    path = tmp_path / "study.db"
+    with Store(path) as store:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
+        other = sqlite3.connect(path, timeout=0, isolation_level=None)
+        with store.engine.begin() as conn:  # a write transaction holds the write lock from its BEGIN
+            conn.execute(select(participants.c.id)).all()
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        with store._read() as conn:  # a read transaction does not
+            conn.execute(select(participants.c.id)).all()
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        other.close()
+
+
+def test_trial_views_hide_methods_and_resume(db_url):
+    with Store(db_url) as store:
+        study = study_with_stimuli(store)
+        pid = store.new_participant(study, rng=random.Random(1))
+        first = store.remaining_trials(pid)
+        assert len(first) == 10 and [t["position"] for t in first] == list(range(10))
+        for view in first:
+            assert set(view) == VIEW_KEYS
+            assert not any(m in str(v) for v in view.values() for m in (*METHODS, CATCH))
+        assert store.get_trial(first[3]["token"]) == first[3]
+        for trial in first[:4]:
+            store.record_vote(trial["token"], pid, "right", 900)
+    with Store(db_url) as reopened:  # a reload: same participant, same remaining trials, same order
+        assert reopened.remaining_trials(pid) == first[4:]
+        assert reopened.progress(pid) == {"done": 4, "total": 10}
+
+
+def test_votes_are_refused_with_clear_reasons(store):
+    study = study_with_stimuli(store)
+    me, other = store.new_participant(study), store.new_participant(study)
+    trial = store.remaining_trials(me)[0]["token"]
+    with pytest.raises(VoteRejected, match="invalid choice"):
+        store.record_vote(trial, me, "up")
+    with pytest.raises(VoteRejected, match="non-negative integer"):
+        store.record_vote(trial, me, "left", -5)
+    with pytest.raises(VoteRejected, match="unknown trial"):
+        store.record_vote("forged-token", me, "left")
+    with pytest.raises(VoteRejected, match="another participant"):
+        store.record_vote(trial, other, "left")
+    store.record_vote(trial, me, "tie", 1200)
+    with pytest.raises(VoteRejected, match="already has a vote"):
+        store.record_vote(trial, me, "left")
+    with pytest.raises(StudyError, match="unknown trial"):
+        store.get_trial("forged-token")
+    with pytest.raises(StudyError, match="unknown participant"):
+        store.progress("forged-participant")
+    assert load_votes(store, study)["choice"].tolist() == ["tie"]
+
+
+def test_database_constraints_hold_without_the_api(store):
+    study = study_with_stimuli(store)
+    pid = store.new_participant(study)
+    with store.engine.connect() as conn:
+        trial_id = conn.scalar(select(trials.c.id).where(trials.c.token == store.remaining_trials(pid)[0]["token"]))
+    row = {"trial_id": trial_id, "choice": "left", "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    with store.engine.begin() as conn:
+        conn.execute(insert(votes).values(**row))
+    for bad in (row, {**row, "choice": "maybe"}):  # a second vote; a choice outside the CHECK
+        with pytest.raises(IntegrityError), store.engine.begin() as conn:
+            conn.execute(insert(votes).values(**bad))
+
+
+def test_external_ids_are_only_stored_hashed(tmp_path, monkeypatch):
+    monkeypatch.delenv("STUDY_SALT", raising=False)
+    raw = {"PROLIFIC_PID": "5f0c1e2d3a4b5c6d7e8f9a0b", "STUDY_ID": "60a1b2c3d4e5f6a7b8c9d0e1",
+           "SESSION_ID": "zz9sessionzz9raw"}
+    path = tmp_path / "study.db"
+    with Store(path) as store:
+        study = study_with_stimuli(store)
+        pid = store.new_participant(study, raw)
+        assert store.new_participant(study, raw) == pid  # the same person resumes instead of restarting
+        assert store.new_participant(study, {**raw, "PROLIFIC_PID": "someone-else"}) != pid
+        with store.engine.connect() as conn:
+            stored = conn.execute(select(participants.c.external_ids).where(participants.c.token == pid)).scalar()
+        assert stored == {k: store.hash_id(k, v) for k, v in raw.items()}
+        salted_here = store.hash_id("PROLIFIC_PID", raw["PROLIFIC_PID"])
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("study.db")]
+    assert files and all(v.encode() not in p.read_bytes() for p in files for v in raw.values())
+    monkeypatch.setenv("STUDY_SALT", "pepper")
+    with Store(path) as store:
+        assert store.hash_id("PROLIFIC_PID", raw["PROLIFIC_PID"]) != salted_here
+
+
+def test_method_pairs_are_balanced_across_participants(store):
+    study = study_with_stimuli(store, n_trials=12, catch_rate=0, catch=False)
+    people = [store.new_participant(study, rng=random.Random(i)) for i in range(10)]
+    method = {s["output_sha256"]: s["method"] for s in store.stimuli(study)}
+    cell = {s["output_sha256"]: (s["content_name"], s["style_name"]) for s in store.stimuli(study)}
+    pairs, items, left = Counter(), Counter(), Counter()
+    for pid in people:
+        mine = Counter()
+        for t in store.remaining_trials(pid):
+            pair = tuple(sorted((method[t["left"]], method[t["right"]])))
+            mine[pair] += 1
+            items[cell[t["left"]], pair] += 1
+            left[method[t["left"]]] += 1
+        assert sorted(mine.values()) == [4, 4, 4]  # 12 trials, 3 pairs: 4 each for everyone
+        pairs.update(mine)
+    assert set(pairs.values()) == {40}
+    assert max(items.values()) - min(items.values()) <= 1  # 4 content x style cells per pair, 30 trials each
+    assert all(25 <= n <= 55 for n in left.values())  # each method on the left about half of its 80 showings
+
+
+def test_catch_trials_are_mixed_in_and_scored(store):
+    study = study_with_stimuli(store, n_trials=8, catch_rate=0.25)
+    pid = store.new_participant(study, rng=random.Random(3))
+    catch = {s["output_sha256"] for s in store.stimuli(study) if s["method"] == CATCH}
+    for t in store.remaining_trials(pid):
+        broken = "left" if t["left"] in catch else "right" if t["right"] in catch else None
+        store.record_vote(t["token"], pid, {"left": "right", "right": "left", None: "left"}[broken], 500)
+    df = load_votes(store, study)
+    assert df["is_catch"].sum() == 2
+    assert df.loc[df["is_catch"], "catch_passed"].tolist() == [True, True]
+    assert df.loc[~df["is_catch"], "catch_passed"].isna().all()
+    assert (df.loc[df["is_catch"], ["left_method", "right_method"]] == CATCH).any(axis=1).all()
+
+
+def test_completion_code_only_after_the_last_vote(store):
+    store.create_study("s", "I agree.", 4, 0.25, completion_code="C0DE42")
+    add_stimuli(store, "s")
+    pid = store.new_participant("s")
+    with pytest.raises(StudyError, match="4 trial"):
+        store.completion_code(pid)
+    vote_all(store, pid)
+    assert store.completion_code(pid) == "C0DE42"
+    assert store.progress(pid) == {"done": 4, "total": 4}
+    with store.engine.connect() as conn:
+        assert conn.scalar(select(participants.c.completed_at)) is not None
+
+
+def test_load_votes_one_row_per_vote(store):
+    study = study_with_stimuli(store, n_trials=5, catch_rate=0)
+    pid = store.new_participant(study)
+    for t, choice in zip(store.remaining_trials(pid), ["left", "right", "tie", "both_bad", "left"]):
+        store.record_vote(t["token"], pid, choice, 321)
+    df = load_votes(store, study)
+    assert list(df.columns) == ["participant", "trial", "position", "content", "style", "left_method",
+                                "right_method", "choice", "winner", "is_catch", "catch_passed",
+                                "response_time_ms", "created_at"]
+    assert len(df) == 5 and df["response_time_ms"].eq(321).all() and str(df["created_at"].dt.tz) == "UTC"
+    expected = [r.left_method if r.choice == "left" else r.right_method if r.choice == "right" else None
+                for r in df.itertuples()]
+    assert df["winner"].tolist() == expected
+
+
+def test_studies_and_stimuli_are_idempotent_with_clear_conflicts(store):
+    first = store.create_study("s", "I agree.", 10)
+    assert store.create_study("s", "I agree.", 10) == first
+    with pytest.raises(StudyError, match="already exists with n_trials=10"):
+        store.create_study("s", "I agree.", 12)
+    for bad, message in [(("bad name!", "x"), "study name"), (("t", " "), "consent"),
+                         (("t", "x", 0), "n_trials"), (("t", "x", 2, 0.9), "none of the 2 trials")]:
+        with pytest.raises(StudyError, match=message):
+            store.create_study(*bad)
+    with pytest.raises(StudyError, match="no study named 'nope'.*known: s"):
+        store.new_participant("nope")
+    add_stimuli(store, "s")
+    n = len(store.stimuli("s"))
+    add_stimuli(store, "s")
+    assert len(store.stimuli("s")) == n
+    with pytest.raises(StudyError, match="already registered with another image"):
+        store.add_stimulus("s", "c1.jpg", fake_sha("c1"), "s1.jpg", fake_sha("s1"), "adain", fake_sha("new"), "x.png")
+
+
+def test_studies_without_enough_stimuli_say_what_to_do(store):
+    store.create_study("one", "I agree.", 4, 0)
+    add_stimuli(store, "one", methods=("adain",), catch=False)
+    with pytest.raises(StudyError, match="at least two methods"):
+        store.new_participant("one")
+    store.create_study("nocatch", "I agree.", 4, 0.25)
+    add_stimuli(store, "nocatch", catch=False)
+    with pytest.raises(StudyError, match="no catch images"):
+        store.new_participant("nocatch")
+
+
+def test_unblinded_comparisons(store):
+    cid = store.record_comparison("c" * 64, "s" * 64, "a2k_free", "adain", "1" * 64, "2" * 64, "left", {"size": 512})
+    with pytest.raises(VoteRejected, match="invalid choice"):
+        store.record_comparison("c" * 64, "s" * 64, "a2k_free", "adain", "1" * 64, "2" * 64, "meh")
+    df = store.comparisons()
+    assert df["id"].tolist() == [cid] and df.loc[0, "settings"] == {"size": 512} and df.loc[0, "choice"] == "left"
+
+
+def test_image_path_serves_by_hash(tmp_path, store):
+    store.create_study("s", "I agree.", 4, 0, images_dir=tmp_path)
+    add_stimuli(store, "s")
+    stimulus = store.stimuli("s")[0]
+    assert store.image_path("s", stimulus["output_sha256"]) == tmp_path.resolve() / stimulus["path"]
+    with pytest.raises(StudyError, match="no image"):
+        store.image_path("s", "0" * 64)
+
+
+def test_concurrent_sqlite_writers_queue_instead_of_failing(tmp_path):
+    with Store(tmp_path / "study.db") as store:
+        study = study_with_stimuli(store, n_trials=6, catch_rate=0)
+        errors = []
+
+        def participant(seed):
+            try:
+                pid = store.new_participant(study, rng=random.Random(seed))
+                vote_all(store, pid)
+            except Exception as exc:  # noqa: BLE001  (collected and reported below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=participant, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        assert len(load_votes(store, study)) == 36
+
+
+def test_migration_from_version_1_keeps_data(tmp_path):
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript(SCHEMA_V1)
+    db.executescript("""
+        INSERT INTO meta VALUES ('schema_version', '1'), ('salt', 'old-salt');
+        INSERT INTO studies VALUES (1, 'old', 'I agree.', 2, 0.0, 'CODE1', NULL, '2025-01-01 10:00:00');
+        INSERT INTO stimuli VALUES
+            (1, 1, 'c.jpg', 'cc', 's.jpg', 'ss', 'a2k_free', 'o1', 'c__s__a2k_free.png', '{"size": 512}'),
+            (2, 1, 'c.jpg', 'cc', 's.jpg', 'ss', 'adain', 'o2', 'c__s__adain.png', '{"size": 512}');
+        INSERT INTO participants VALUES (1, 'done-token', 1, NULL, NULL, '2025-01-01 10:00:00'),
+                                        (2, 'half-token', 1, NULL, NULL, '2025-01-01 11:00:00');
+        INSERT INTO trials VALUES (1, 't1', 1, 0, 1, 2, 0, NULL, '2025-01-01 10:00:00'),
+                                  (2, 't2', 1, 1, 2, 1, 0, NULL, '2025-01-01 10:00:00'),
+                                  (3, 't3', 2, 0, 1, 2, 0, NULL, '2025-01-01 11:00:00'),
+                                  (4, 't4', 2, 1, 2, 1, 0, NULL, '2025-01-01 11:00:00');
+        INSERT INTO votes VALUES (1, 1, 'left', 800, '2025-01-01 10:01:00'),
+                                 (2, 2, 'right', 900, '2025-01-01 10:02:00'),
+                                 (3, 3, 'tie', 1000, '2025-01-01 11:01:00');
+        INSERT INTO comparisons VALUES (1, 'cc', 'ss', 'a2k_free', 'adain', 'o1', 'o2', '{}', 'left',
+                                        '2025-01-02 09:00:00');
+    """)
+    db.commit()
+    db.close()
+    with Store(path) as store:  # opening runs migrate()
+        assert schema_version(store.engine) == SCHEMA_VERSION
+        df = load_votes(store, "old")
+        assert df["choice"].tolist() == ["left", "right", "tie"] and df["winner"].tolist() == ["a2k_free", "a2k_free", None]
+        assert store.progress("half-token") == {"done": 1, "total": 2}
+        assert store.completion_code("done-token") == "CODE1"
+        assert store.remaining_trials("half-token")[0]["token"] == "t4"
+        assert store.comparisons()["choice"].tolist() == ["left"]
+        with Store(path) as again:
+            assert again.hash_id("k", "v") == store.hash_id("k", "v")  # the stored salt survives
+        with store.engine.connect() as conn:
+            completed = dict(conn.execute(text("SELECT token, completed_at FROM participants")).all())
+        assert completed == {"done-token": "2025-01-01 10:02:00", "half-token": None}  # backfilled from votes
+        store.record_vote("t4", "half-token", "left", 500)  # and it keeps working
+        assert store.completion_code("half-token") == "CODE1"
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "study.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    db.commit()
+    db.close()
+    with pytest.raises(StudyError, match="schema version 99, newer than this code"):
+        Store(path)
+
+
+def test_unreachable_database_says_what_to_check():
+    with pytest.raises(StudyError, match="(?s)cannot open the study database.*DATABASE_URL"):
+        Store("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+def test_plain_paths_become_sqlite_files(tmp_path):
+    path = tmp_path / "sub" / "dir" / "study.db"
+    Store(path).close()
+    assert Path(path).is_file()
+
+
+def test_study_never_imports_torch_gradio_or_model():
+    code = ("import sys, study.store, study.schema, study.analysis, study.analyze, study.report, study.prepare; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'gradio', 'model')); "
+            "sys.exit(', '.join(bad) or None)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
