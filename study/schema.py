@@ -3,6 +3,7 @@
 Schema versions:
     1  meta, studies, stimuli, participants, trials, votes, comparisons
     2  participants.completed_at: when the participant's last vote came in
+    3  comparisons.token: the demo's comparison id, unique, so each comparison gets one vote
 """
 from sqlalchemy import (
     JSON,
@@ -12,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -21,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CHOICES = ("left", "right", "tie", "both_bad")
 SIDES = ("left", "right")
 
@@ -132,7 +134,9 @@ comparisons = Table(
     Column("settings", JSON, nullable=False),
     Column("choice", String(8), nullable=False),
     _timestamp("created_at"),
+    Column("token", String(64)),  # the comparison shown in the demo; NULL for votes before version 3
     CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
+    Index("uq_comparisons_token", "token", unique=True),
 )
 
 
@@ -150,5 +154,11 @@ def _v2_completed_at(conn):
     ))
 
 
+def _v3_comparison_token(conn):
+    """Add comparisons.token with a unique index (NULLs, the older votes, do not collide)."""
+    conn.execute(text("ALTER TABLE comparisons ADD COLUMN token VARCHAR(64)"))
+    conn.execute(text("CREATE UNIQUE INDEX uq_comparisons_token ON comparisons (token)"))
+
+
 # version -> the step that upgrades a database from version - 1 (frozen SQL: never edit an old step)
-UPGRADES = {2: _v2_completed_at}
+UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token}

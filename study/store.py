@@ -362,17 +362,21 @@ class Store:
 
     # ---- unblinded demo votes ----
 
-    def record_comparison(self, content_sha256, style_sha256, left_method, right_method,
+    def record_comparison(self, token, content_sha256, style_sha256, left_method, right_method,
                           left_sha256, right_sha256, choice, settings=None):
-        """Store a vote from the demo's comparison tab, where method names are visible; returns its id."""
+        """Store the vote on the demo comparison `token` (method names were visible); returns its id.
+        A second vote on the same comparison is refused (VoteRejected)."""
         if choice not in CHOICES:
             raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
-        with self.engine.begin() as conn:
-            return conn.execute(insert(comparisons).values(
-                content_sha256=content_sha256, style_sha256=style_sha256, left_method=left_method,
-                right_method=right_method, left_sha256=left_sha256, right_sha256=right_sha256,
-                settings=settings or {}, choice=choice, created_at=now(),
-            )).inserted_primary_key[0]
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(insert(comparisons).values(
+                    token=token, content_sha256=content_sha256, style_sha256=style_sha256,
+                    left_method=left_method, right_method=right_method, left_sha256=left_sha256,
+                    right_sha256=right_sha256, settings=settings or {}, choice=choice, created_at=now(),
+                )).inserted_primary_key[0]
+        except IntegrityError as exc:
+            raise VoteRejected("this comparison already has a vote: run a new comparison to vote again") from exc
 
     def comparisons(self):
         """All unblinded demo votes, oldest first, as a DataFrame (one row per vote)."""

@@ -234,11 +234,15 @@ def test_studies_without_enough_stimuli_say_what_to_do(store):
 
 
 def test_unblinded_comparisons(store):
-    cid = store.record_comparison("c" * 64, "s" * 64, "a2k_free", "adain", "1" * 64, "2" * 64, "left", {"size": 512})
+    args = ("c" * 64, "s" * 64, "a2k_free", "adain", "1" * 64, "2" * 64)
+    cid = store.record_comparison("cmp-1", *args, "left", {"size": 512})
     with pytest.raises(VoteRejected, match="invalid choice"):
-        store.record_comparison("c" * 64, "s" * 64, "a2k_free", "adain", "1" * 64, "2" * 64, "meh")
+        store.record_comparison("cmp-2", *args, "meh")
+    with pytest.raises(VoteRejected, match="already has a vote"):
+        store.record_comparison("cmp-1", *args, "right")
     df = store.comparisons()
     assert df["id"].tolist() == [cid] and df.loc[0, "settings"] == {"size": 512} and df.loc[0, "choice"] == "left"
+    assert df.loc[0, "token"] == "cmp-1"
 
 
 def test_image_path_serves_by_hash(tmp_path, store):
@@ -310,6 +314,11 @@ def test_migration_from_version_1_keeps_data(tmp_path):
         assert completed == {"done-token": "2025-01-01 10:02:00", "half-token": None}  # backfilled from votes
         store.record_vote("t4", "half-token", "left", 500)  # and it keeps working
         assert store.completion_code("half-token") == "CODE1"
+        args = ("cc", "ss", "a2k_free", "adain", "o1", "o2")
+        store.record_comparison("new", *args, "tie")  # version 3: old votes have no token, new ones one each
+        with pytest.raises(VoteRejected, match="already has a vote"):
+            store.record_comparison("new", *args, "left")
+        assert store.comparisons()["token"].isna().tolist() == [True, False]
 
 
 def test_a_newer_schema_is_refused(tmp_path):
