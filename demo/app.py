@@ -1,64 +1,58 @@
-"""The browser demo: stylise a content photo with a style painting by two methods, side by side."""
+"""The browser demo: Compare (two methods side by side, with votes) and the Attention explorer.
+
+    python app.py [--weights-dir DIR] [--device cpu|cuda] [--data-dir data] [--database URL]
+                  [--max-size PX] [--max-jobs N] [--host 127.0.0.1] [--port 7860]
+
+Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ...)."""
 import argparse
 import os
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
 
-import gradio as gr  # noqa: E402  (after the analytics switch)
+import gradio as gr  # noqa: E402
 
-from model import available_methods  # noqa: E402
-from model.images import ImageError
-from model.stylize import stylize
-from model.weights import WeightsError
+from .arena import Arena, Settings  # noqa: E402
+from .compare import build_compare_tab  # noqa: E402
+from .explorer import build_explorer_tab  # noqa: E402
+from .gallery import credits_markdown  # noqa: E402
 
-DEFAULT_PAIR = ("a2k_free", "all2all_free")
+INTRO = """# StyA2K Arena
+**All-to-key attention** (StyA2K, Zhu et al., ICCV 2023) next to **all-to-all attention** (SANet, AdaAttN).
+The default pair runs offline with no checkpoint: the same VGG encoder, AdaIN decoder and keys, differing only in
+the attention. Upload a photo and a painting (or pick examples), compare, and vote."""
 
 
-def build(weights_dir=None, device=None):
-    status = available_methods(weights_dir)
-    runnable = [s.name for s in status.values() if s.available]
-    missing = "\n".join(
-        f"- **{s.label}** (`{s.name}`): missing " + ", ".join(f"`{wf.path}` from {wf.source}" for wf in s.missing)
-        for s in status.values() if not s.available
-    )
-
-    def run(content, style, left, right, size, alpha, preserve):
-        if content is None or style is None:
-            raise gr.Error("Upload a content photo and a style painting first.")
-        try:
-            return tuple(
-                stylize(content, style, m, int(size), float(alpha), bool(preserve), weights_dir, device)
-                for m in (left, right)
-            )
-        except (ImageError, WeightsError, ValueError) as exc:
-            raise gr.Error(str(exc)) from exc
-
+def build(arena):
     with gr.Blocks(title="StyA2K Arena") as app:
-        gr.Markdown("# StyA2K Arena\nAll-to-key attention (StyA2K) next to all-to-all attention.")
-        with gr.Row():
-            content = gr.Image(label="Content photo", type="pil", image_mode=None)
-            style = gr.Image(label="Style painting", type="pil", image_mode=None)
-        with gr.Row():
-            left = gr.Dropdown(runnable, value=DEFAULT_PAIR[0], label="Left method")
-            right = gr.Dropdown(runnable, value=DEFAULT_PAIR[1], label="Right method")
-            size = gr.Slider(128, 1024, value=512, step=32, label="Output size (long side, px)")
-            alpha = gr.Slider(0, 1, value=1, step=0.05, label="Style strength")
-            preserve = gr.Checkbox(label="Preserve colours")
-        go = gr.Button("Stylise", variant="primary")
-        with gr.Row():
-            out_left = gr.Image(label="Left", format="png")
-            out_right = gr.Image(label="Right", format="png")
-        if missing:
-            gr.Markdown("Methods that need files you can download:\n" + missing)
-        go.click(run, [content, style, left, right, size, alpha, preserve], [out_left, out_right], api_name="stylize")
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Compare"):
+                content, style = build_compare_tab(arena)
+            with gr.Tab("Attention explorer"):
+                build_explorer_tab(arena, content, style)
+        with gr.Accordion("Example image credits", open=False):
+            gr.Markdown(credits_markdown())
     return app
 
 
+def parse(argv=None):
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="python app.py", description="StyA2K Arena demo")
+    parser.add_argument("--weights-dir", default=env("WEIGHTS_DIR"), help="folder with official checkpoints")
+    parser.add_argument("--device", default=env("DEVICE"), help="cpu, cuda, cuda:1 (default: cuda if present)")
+    parser.add_argument("--data-dir", default=env("DATA_DIR", "data"), help="images, cache and database")
+    parser.add_argument("--database", default=env("DATABASE_URL"), help="SQLAlchemy URL (default: DATA/arena.db)")
+    parser.add_argument("--max-size", type=int, default=env("MAX_SIZE"), help="largest output side, px")
+    parser.add_argument("--max-jobs", type=int, default=int(env("MAX_JOBS", "1")), help="stylisations at once")
+    parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(env("PORT", "7860")))
+    return parser.parse_args(argv)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="StyA2K Arena demo")
-    parser.add_argument("--weights-dir", default=os.environ.get("WEIGHTS_DIR"))
-    parser.add_argument("--device", default=os.environ.get("DEVICE"))
-    parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "7860")))
-    args = parser.parse_args(argv)
-    build(args.weights_dir, args.device).queue().launch(server_name=args.host, server_port=args.port)
+    args = parse(argv)
+    settings = Settings(args.weights_dir, args.device, args.data_dir, args.database,
+                        int(args.max_size) if args.max_size else None, args.max_jobs)
+    app = build(Arena(settings))
+    app.queue(max_size=64).launch(server_name=args.host, server_port=args.port, max_file_size="25mb",
+                                  show_error=True)

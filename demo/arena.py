@@ -1,0 +1,94 @@
+"""What the demo's tabs share: the methods that can run, stored images, cached results, the votes."""
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model import METHODS, available_methods
+from model.methods import default_device
+from model.profiling import PeakMemory
+from model.stylize import cached_method, stylize
+from model.weights import locate
+from study.store import Store
+
+from .storage import ImageStore, ResultCache
+
+
+@dataclass(frozen=True)
+class Settings:
+    """weights_dir: official checkpoints (optional); data_dir: images, cache and (by default) the
+    database; max_size: the largest long side a visitor may ask for, in pixels; max_jobs: how many
+    stylisations run at once on the device."""
+
+    weights_dir: str | None = None
+    device: str | None = None
+    data_dir: str = "data"
+    database: str | None = None
+    max_size: int | None = None
+    max_jobs: int = 1
+
+    @property
+    def torch_device(self):
+        return torch.device(self.device) if self.device else default_device()
+
+    @property
+    def default_size(self):
+        return min(1024 if self.torch_device.type == "cuda" else 512, self.size_cap)
+
+    @property
+    def size_cap(self):
+        return self.max_size or (2048 if self.torch_device.type == "cuda" else 1024)
+
+
+@dataclass(frozen=True)
+class Result:
+    sha256: str
+    seconds: float
+    peak_mib: float | None
+    cached: bool
+
+
+class Arena:
+    def __init__(self, settings):
+        self.settings = settings
+        self.status = available_methods(settings.weights_dir)
+        data = Path(settings.data_dir)
+        self.images = ImageStore(data / "images")
+        self.results = ResultCache(data / "results")
+        self.store = Store(settings.database or os.environ.get("DATABASE_URL") or data / "arena.db")
+
+    def runnable(self):
+        return [name for name, s in self.status.items() if s.available]
+
+    def label(self, name):
+        return METHODS[name].label
+
+    def fingerprint(self, method):
+        """What identifies the weights a method runs with: each file's path, size and mtime."""
+        files = [locate(wf, self.settings.weights_dir) for wf in METHODS[method].all_files().values()]
+        return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+
+    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color):
+        """The stored output for these inputs and settings, computed once (content-addressed)."""
+        key = self.results.key(content=content_sha, style=style_sha, method=method, size=size, alpha=alpha,
+                               preserve_color=preserve_color, device=self.settings.torch_device.type,
+                               weights=self.fingerprint(method))
+        record = self.results.get(key)
+        if record and self.images.path(record["output"]).exists():
+            return Result(record["output"], record["seconds"], record["peak_mib"], True)
+        net = cached_method(method, self.settings.weights_dir, self.settings.torch_device)
+        content, style = self.images.get(content_sha), self.images.get(style_sha)
+        with PeakMemory(self.settings.torch_device) as peak:
+            start = time.perf_counter()
+            output = stylize(content, style, net, size, alpha, preserve_color)
+            seconds = time.perf_counter() - start
+        sha = self.images.put(output)
+        self.results.put(key, {"output": sha, "seconds": seconds, "peak_mib": peak.mib})
+        return Result(sha, seconds, peak.mib, False)
+
+    @staticmethod
+    def new_token():
+        return secrets.token_urlsafe(16)

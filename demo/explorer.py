@@ -1,0 +1,66 @@
+"""The Attention explorer tab: click a content position, see where it attends in the style."""
+import gradio as gr
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image, ImageDraw
+
+from model.explain import attention_maps
+from model.images import resize_long_side
+from model.stylize import cached_method, to_tensor
+
+SIZE = 384  # long side the explorer works at, px
+PANELS = (("da", "A2K: distributed attention (weight of each style region)"),
+          ("pa", "A2K: progressive attention (inside the matched region)"),
+          ("all2all", "All-to-all attention (every style position)"))
+
+
+def overlay(style, weights):
+    """The style image under a heat map of `weights` (h, w) scaled to its maximum."""
+    heat = weights.numpy() / max(float(weights.max()), 1e-12)
+    rgba = (colormaps["inferno"](heat) * 255).astype(np.uint8)
+    heat_img = Image.fromarray(rgba[..., :3]).resize(style.size, Image.NEAREST)
+    return Image.blend(style, heat_img, 0.6)
+
+
+def mark(content, point):
+    img = content.copy()
+    draw = ImageDraw.Draw(img)
+    x, y = point
+    r = max(4, max(img.size) // 60)
+    draw.ellipse((x - r, y - r, x + r, y + r), outline=(255, 40, 40), width=3)
+    return img
+
+
+def build_explorer_tab(arena, content_input, style_input):
+    settings = arena.settings
+    gr.Markdown("Click a point of the content photo. The maps show where that position looks in the "
+                "painting, at relu4_1 with the training-free pair's keys: A2K (distributed + progressive) "
+                "against all-to-all. Uses the images chosen in the Compare tab.")
+    with gr.Row():
+        content_view = gr.Image(label="Content (click a point)", type="pil", interactive=False, height=360)
+        style_view = gr.Image(label="Style", type="pil", interactive=False, height=360)
+    with gr.Row():
+        maps = [gr.Image(label=label, format="png", interactive=False, height=300) for _, label in PANELS]
+    note = gr.Markdown()
+
+    def show(img):
+        return None if img is None else resize_long_side(img, SIZE)
+
+    content_input.change(show, content_input, content_view, api_name=False)
+    style_input.change(show, style_input, style_view, api_name=False)
+
+    def explore(content, style, evt: gr.SelectData):
+        if content is None or style is None:
+            raise gr.Error("Choose a content photo and a style painting in the Compare tab first.")
+        net = cached_method("a2k_free", settings.weights_dir, settings.torch_device)
+        x, y = evt.index
+        content, style = content.convert("RGB"), style.convert("RGB")
+        c, s = (to_tensor(img, settings.torch_device) for img in (content, style))
+        result = attention_maps(net, c, s, (x, y))
+        cx, cy = result["cell"]
+        panels = [overlay(style, result[key]) for key, _ in PANELS]
+        return (mark(content, (x, y)), *panels,
+                f"Position ({x}, {y}) px, cell ({cx}, {cy}) of the relu4_1 grid (8 px cells).")
+
+    content_view.select(explore, [content_view, style_view], [content_view, *maps, note],
+                        concurrency_id="device", concurrency_limit=settings.max_jobs, api_name=False)

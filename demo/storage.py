@@ -1,0 +1,76 @@
+"""Images kept by content hash, and a content-addressed cache of stylisation results.
+
+    DATA/images/ab/abcdef....png      every input and output, named by the sha256 of its PNG bytes
+    DATA/results/<key>.json           {"output": sha256, "seconds": float, "peak_mib": float | null}
+"""
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+
+class StorageError(Exception):
+    """The data folder cannot be written (full disk, permissions); the message says what to do."""
+
+
+def atomic_write(path, data):
+    """Write bytes to path through a temporary file and a rename: a crash or full disk never
+    leaves a half-written file under the final name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise StorageError(f"cannot write to {path.parent} ({exc.strerror or exc}); free some disk space or "
+                           "point --data-dir elsewhere") from exc
+
+
+class ImageStore:
+    """PNG files under `root`, addressed by the sha256 of their bytes."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def path(self, sha256):
+        return self.root / sha256[:2] / f"{sha256}.png"
+
+    def put(self, image):
+        """Store an RGB PIL image as PNG (if not there yet); returns its sha256."""
+        buf = io.BytesIO()
+        image.save(buf, "PNG")
+        data = buf.getvalue()
+        sha = hashlib.sha256(data).hexdigest()
+        if not self.path(sha).exists():
+            atomic_write(self.path(sha), data)
+        return sha
+
+    def get(self, sha256):
+        with Image.open(self.path(sha256)) as img:
+            return img.convert("RGB")
+
+
+class ResultCache:
+    """Stylisation results by a key made from everything that determines them."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    @staticmethod
+    def key(**fields):
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+    def get(self, key):
+        try:
+            return json.loads((self.root / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key, record):
+        atomic_write(self.root / f"{key}.json", json.dumps(record).encode())

@@ -1,0 +1,30 @@
+"""An image input that checks uploads itself, so that every bad file gets a clear message."""
+from pathlib import Path
+
+import gradio as gr
+
+from model.images import ImageError, as_rgb, open_image
+
+from gradio.events import Dependency
+
+class ImageUpload(gr.Image):
+    """gr.Image (create it with type="pil") whose value is an RGB PIL image read by
+    `model.images.open_image` (EXIF applied, transparency flattened, size limits): a file that is
+    not a usable image raises gr.Error saying what to do, not Gradio's generic preprocessing error."""
+
+    is_template = True  # rendered in the browser as the plain Image component
+
+    def preprocess(self, payload):
+        if payload is None:
+            return None
+        if payload.path is None:  # pasted as a data URL: Gradio decodes it
+            return as_rgb(super().preprocess(payload))
+        try:
+            return open_image(Path(payload.path).read_bytes())
+        except ImageError as exc:
+            raise gr.Error(f"{self.label}: {exc}") from exc
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component

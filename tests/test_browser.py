@@ -1,0 +1,52 @@
+"""The page in a real headless Chromium: pick gallery examples, compare, vote; a screenshot is kept."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from study.store import Store
+
+from .server import ROOT, Server
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+ARTIFACTS = ROOT / "artifacts"
+
+
+@pytest.fixture
+def page(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    server = Server(tmp_path)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url)
+        page.data_dir = tmp_path
+        yield page
+        browser.close()
+    server.stop()
+
+
+def test_compare_from_gallery_and_vote(page):
+    page.get_by_text("Example photos").wait_for(timeout=60_000)
+    examples = page.locator("button.gallery-item")  # 12 photos, then 12 paintings, sorted by file name
+    examples.nth(3).click()
+    page.locator("img[src*='animal_red_panda']").nth(1).wait_for()  # the example is loaded into the input
+    examples.nth(12 + 5).click()
+    page.locator("img[src*='gogh_harvest']").nth(1).wait_for()
+    size = page.get_by_label("number input for Output size (long side, px)")
+    size.fill("256")
+    size.press("Enter")
+    page.get_by_role("button", name="Stylise").click()
+    page.get_by_text("Which result is better?").wait_for(timeout=180_000)
+    assert page.get_by_text("A2K (training-free)").count() >= 1
+    page.get_by_role("button", name="Left is better").click()
+    page.get_by_text("Recorded: left is better").wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="Right is better").is_disabled()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "browser-compare.png", full_page=True)
+    with Store(page.data_dir / "arena.db") as store:
+        votes = store.comparisons()
+    assert votes["choice"].tolist() == ["left"] and votes["settings"][0]["size"] == 256

@@ -1,0 +1,89 @@
+"""The launched demo driven over HTTP with gradio_client: stylise, vote, read the vote back."""
+import io
+
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from study.store import Store
+
+from .server import ROOT, Server
+
+CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
+STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("arena")
+    server = Server(data, "--max-size", "512")
+    server.data = data
+    yield server
+    server.stop()
+
+
+def stylise(client, content=CONTENT, style=STYLE, size=192, left="a2k_free", right="all2all_free", alpha=1.0):
+    return client.predict(handle_file(content), handle_file(style), left, right, size, alpha, False,
+                          api_name="/stylize")
+
+
+def test_stylise_vote_and_read_it_back(server):
+    client = Client(server.url, verbose=False)
+    left, right, slider, info, prompt = stylise(client)
+    out_left, out_right = Image.open(left), Image.open(right)
+    assert max(out_left.size) == 192 and out_left.size == out_right.size
+    assert out_left.format == "PNG" and [Image.open(p).format for p in slider] == ["PNG", "PNG"]
+    assert "A2K (training-free)" in info and "MiB peak" in info
+    assert "Recorded: left is better" in client.predict(api_name="/vote_left")
+    with pytest.raises(Exception, match="already has a vote"):
+        client.predict(api_name="/vote_right")
+    with Store(server.data / "arena.db") as store:
+        votes = store.comparisons()
+    assert len(votes) == 1
+    row = votes.iloc[0]
+    assert (row.left_method, row.right_method, row.choice) == ("a2k_free", "all2all_free", "left")
+    assert row.settings["size"] == 192
+    for sha in (row.content_sha256, row.style_sha256, row.left_sha256, row.right_sha256):
+        assert (server.data / "images" / sha[:2] / f"{sha}.png").is_file()  # every vote traces to its images
+
+
+def test_repeat_requests_come_from_the_cache(server):
+    client = Client(server.url, verbose=False)
+    first = stylise(client, size=160)
+    again = stylise(client, size=160)
+    assert "cached" not in first[3] or "cached" in again[3]
+    assert again[3].count("cached") == 2
+    assert Image.open(first[0]).tobytes() == Image.open(again[0]).tobytes()
+
+
+def test_voting_without_a_comparison_is_refused(server):
+    client = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="Run a comparison before voting"):
+        client.predict(api_name="/vote_tie")
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("notes.png", b"not an image at all", "is not an image"),
+    ("empty.jpg", b"", "is not an image"),
+    ("cut.png", None, "damaged or truncated"),
+])
+def test_bad_uploads_get_clear_messages(server, tmp_path, name, data, message):
+    if data is None:
+        buf = io.BytesIO()
+        Image.open(CONTENT).save(buf, "PNG")
+        data = buf.getvalue()[:4000]
+    (tmp_path / name).write_bytes(data)
+    client = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match=message):
+        stylise(client, content=tmp_path / name)
+    assert stylise(client, size=128)[3]  # and the server keeps serving
+
+
+def test_out_of_range_settings_are_refused(server):
+    client = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="greater than maximum value 512"):
+        stylise(client, size=4096)
+    with pytest.raises(Exception, match="not in the list of choices|cannot run here"):
+        stylise(client, left="stya2k")
+    with pytest.raises(Exception, match="less than minimum value 0"):
+        stylise(client, alpha=-1)
