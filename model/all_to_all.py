@@ -10,8 +10,8 @@ from .function import mean_std, mvn
 
 
 def positions(x):
-    """(B, C, H, W) -> (B, 1, H*W, C)."""
-    return x.flatten(2).transpose(1, 2).unsqueeze(1)
+    """(B, C, H, W) -> (B, 1, H*W, C), contiguous (the fused attention kernels need unit stride on C)."""
+    return x.flatten(2).transpose(1, 2).contiguous().unsqueeze(1)
 
 
 def unflatten(x, like):

@@ -76,7 +76,7 @@ def run_timed(net, content, style, seed):
         out = net(content, style)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return out, time.perf_counter() - start, peak_memory_mib(device)
+    return out.float(), time.perf_counter() - start, peak_memory_mib(device)
 
 
 def thumbnail(img):
