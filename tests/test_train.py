@@ -1,0 +1,145 @@
+"""The trainer: CPU smoke runs of both recipes on tiny synthetic folders, exact resume, loss pieces."""
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model import load_method
+from model.a2k import REGION_SIZE
+from model.function import shallow_keys
+from model.train import a2k0, a2k_loss, learning_rate, main, parse_args, stat_loss
+from model.weights import OFFICIAL
+
+
+def write_image(path, height, width, seed):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    img = np.stack([x, y, 0.5 + 0.5 * np.sin(rng.uniform(4, 12) * (x + y) * np.pi)], axis=-1)
+    Image.fromarray((img * 255).astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    contents, styles = root / "contents", root / "styles" / "nested"
+    contents.mkdir()
+    styles.mkdir(parents=True)
+    write_image(contents / "wide.png", 48, 72, 0)
+    write_image(contents / "tall.jpg", 70, 50, 1)
+    (contents / "corrupt.jpg").write_bytes(b"not a jpeg at all")
+    write_image(styles / "paint.png", 64, 64, 2)
+    write_image(styles / "sketch.png", 90, 60, 3)
+    return contents, root / "styles"
+
+
+def train(folders, out, method="stya2k", steps=2, crop=64, *extra):
+    contents, styles = folders
+    argv = ["--method", method, "--contents", str(contents), "--styles", str(styles), "--out", str(out),
+            "--steps", str(steps), "--batch", "2", "--crop", str(crop), "--load-size", str(crop + crop // 4),
+            "--device", "cpu", *extra]
+    return main(argv)
+
+
+def read_log(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("method,half", [("stya2k", True), ("sanet", False)])
+def test_smoke_run_writes_log_samples_and_official_weights(folders, tmp_path, capsys, method, half):
+    out = tmp_path / "run"
+    assert train(folders, out, method, 2, 64, "--sample-every", "1", *(["--half"] if half else [])) == 0
+    assert "skipped 1 of 3 image files" in capsys.readouterr().out
+
+    rows = read_log(out / "losses.csv")
+    assert [r["step"] for r in rows] == ["1", "2"]
+    terms = {"stya2k": ["global", "a2k"], "sanet": ["content", "style", "id1", "id2"]}[method]
+    assert list(rows[0]) == ["step", "lr", *terms, "total", "seconds"]
+    assert all(math.isfinite(float(r[k])) and float(r[k]) > 0 for r in rows for k in terms + ["total"])
+
+    grid = Image.open(out / "samples" / "step_000002.png")
+    assert grid.size == (3 * 64 + 4 * 2, 2 * 64 + 3 * 2)  # 2 pairs (the larger folder), 3 columns, 2 px padding
+    assert (out / "samples" / "step_000001.png").is_file()
+
+    net = load_method(method, out / "weights", "cpu")
+    trained = torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+    for attr, wf in OFFICIAL[method].items():
+        saved = torch.load(out / "weights" / wf.path, weights_only=True)
+        assert {v.dtype for v in saved.values()} == {torch.float16 if half else torch.float32}
+        for key, value in net.get_submodule(attr).state_dict().items():
+            assert value.dtype == torch.float32
+            assert torch.equal(value, trained[attr][key].to(saved[key].dtype).float()), key
+
+    assert train(folders, out, method, 2, 64) == 2  # an existing run is not overwritten without --resume
+
+
+def test_resume_continues_exactly(folders, tmp_path):
+    schedule = ["--decay-every", "1", "--save-every", "1", "--sample-every", "100"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(folders, straight, "stya2k", 4, 32, *schedule) == 0
+    assert train(folders, resumed, "stya2k", 2, 32, *schedule) == 0
+    with open(resumed / "losses.csv", "a") as f:
+        f.write("3,0,0,0,0,0\n")  # a row logged after the checkpoint, by a run that then died
+    assert train(folders, resumed, "stya2k", 4, 32, *schedule, "--batch", "1", "--resume") == 2
+    assert train(folders, resumed, "stya2k", 4, 32, *schedule, "--resume") == 0
+
+    def without_seconds(path):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in read_log(path)]
+
+    assert without_seconds(resumed / "losses.csv") == without_seconds(straight / "losses.csv")
+    assert [r["lr"] for r in read_log(straight / "losses.csv")] == ["0.0002", "0.0002", "6e-05", "1.8e-05"]
+    for wf in OFFICIAL["stya2k"].values():
+        a = torch.load(straight / "weights" / wf.path, weights_only=True)
+        b = torch.load(resumed / "weights" / wf.path, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), wf.path
+
+
+def features(height, width, seed):
+    """Random relu1_1..relu5_1-shaped features of an image of height x width (VGG rounds sizes up)."""
+    gen = torch.Generator().manual_seed(seed)
+    feats = []
+    for channels in (64, 128, 256, 512, 512):
+        feats.append(torch.randn(1, channels, height, width, generator=gen).relu())
+        height, width = -(-height // 2), -(-width // 2)
+    return feats
+
+
+def test_a2k0_keeps_odd_sizes_and_targets_carry_no_gradient():
+    c, s = features(74, 46, 0), features(50, 64, 1)  # relu2_1 of the content is 37 x 23
+    for i in range(1, 5):
+        out = a2k0(shallow_keys(c, i), shallow_keys(s, i), s[i], REGION_SIZE[i + 1])
+        assert out.shape == c[i].shape and torch.isfinite(out).all()
+    o = [f.clone().requires_grad_() for f in features(74, 46, 2)]
+    c = [f.requires_grad_() for f in c]
+    loss = a2k_loss(o, c, s)
+    loss.backward()
+    assert math.isfinite(loss.item()) and loss.item() > 0
+    assert all(f.grad is not None for f in o[1:]) and all(f.grad is None for f in c)
+
+
+def test_a2k0_of_a_map_with_itself_in_one_region():
+    """One (padded) region, style = content: PA attends to each position itself (sharp softmax,
+    no 1/sqrt(d)), DA to the region's one aggregated key, so DA + PA - value is the same everywhere."""
+    gen = torch.Generator().manual_seed(0)
+    key, value = torch.randn(1, 64, 3, 4, generator=gen), torch.randn(1, 8, 3, 4, generator=gen)
+    out = a2k0(key, key, value, 4)
+    assert out.shape == value.shape
+    rest = (out - value).flatten(2)
+    assert torch.allclose(rest, rest[..., :1].expand_as(rest), atol=1e-5)
+
+
+def test_stat_loss_is_zero_only_for_equal_statistics():
+    feats = features(32, 32, 0)
+    assert stat_loss(feats[:4], [f.clone() for f in feats[:4]]).item() == 0.0
+    assert stat_loss(feats[:4], [2 * f for f in feats[:4]]).item() > 0
+
+
+def test_learning_rate_schedules():
+    base = ["--contents", "c", "--styles", "s", "--out", "o", "--steps", "50"]
+    stya2k = parse_args(["--method", "stya2k", *base])  # default: 5 periods of 10 steps
+    assert [learning_rate(stya2k, s) / 2e-4 for s in (0, 19, 20, 30, 49)] == pytest.approx([1, 1, 0.3, 0.09, 0.027])
+    sanet = parse_args(["--method", "sanet", *base])
+    assert sanet.batch == 5 and learning_rate(sanet, 20000) == pytest.approx(1e-4 / 2)
