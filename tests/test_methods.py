@@ -42,7 +42,8 @@ def test_official_layouts_load_unchanged(official_weights_dir):
 
 def test_available_methods_lists_missing_files(tmp_path, official_weights_dir):
     status = available_methods(tmp_path)
-    assert {n for n, s in status.items() if s.available} == {"a2k_free", "all2all_free", "adain"}
+    shipped = {"a2k_free", "all2all_free", "adain", "stya2k_here", "sanet_here"}
+    assert {n for n, s in status.items() if s.available} == shipped
     assert [wf.path for wf in status["sanet"].missing] == [
         "sanet/transformer_iter_500000.pth", "sanet/decoder_iter_500000.pth"
     ]
