@@ -1,9 +1,12 @@
-"""The browser demo: Compare (two methods side by side, with votes) and the Attention explorer.
+"""The browser demo: Compare (two methods side by side, with votes) and the Attention explorer;
+the blind preference study for participants at /study, and its live results at /results.
 
     python app.py [--weights-dir DIR] [--device cpu|cuda] [--data-dir data] [--database URL]
                   [--max-size PX] [--max-jobs N] [--host 127.0.0.1] [--port 7860]
 
-Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ...)."""
+Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ...).
+The results page needs the environment variable ADMIN_PASSWORD (no flag: it would show in `ps`).
+At start the sample study (studies/sample) is registered in the database if it is not there yet."""
 import argparse
 import os
 
@@ -15,6 +18,8 @@ from .arena import Arena, Settings  # noqa: E402
 from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
 from .gallery import credits_markdown  # noqa: E402
+from .results_page import build_results_page  # noqa: E402
+from .study_page import build_study_page, register_sample  # noqa: E402
 
 INTRO = """# StyA2K Arena
 **All-to-key attention** (StyA2K, Zhu et al., ICCV 2023) next to **all-to-all attention** (SANet, AdaAttN).
@@ -24,6 +29,7 @@ the attention. Upload a photo and a painting (or pick examples), compare, and vo
 
 def build(arena):
     with gr.Blocks(title="StyA2K Arena") as app:
+        gr.Navbar(visible="hidden")  # the study and results pages are reached by their links only
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Compare"):
@@ -32,6 +38,10 @@ def build(arena):
                 build_explorer_tab(arena, content, style)
         with gr.Accordion("Example image credits", open=False):
             gr.Markdown(credits_markdown())
+    with app.route("Study", "/study", show_in_navbar=False):
+        build_study_page(arena, app)
+    with app.route("Results", "/results", show_in_navbar=False):
+        build_results_page(arena)
     return app
 
 
@@ -52,7 +62,10 @@ def parse(argv=None):
 def main(argv=None):
     args = parse(argv)
     settings = Settings(args.weights_dir, args.device, args.data_dir, args.database,
-                        int(args.max_size) if args.max_size else None, args.max_jobs)
-    app = build(Arena(settings))
+                        int(args.max_size) if args.max_size else None, args.max_jobs,
+                        os.environ.get("ADMIN_PASSWORD") or None)
+    arena = Arena(settings)
+    register_sample(arena.store)
+    app = build(arena)
     app.queue(max_size=64).launch(server_name=args.host, server_port=args.port, max_file_size="25mb",
                                   show_error=True)

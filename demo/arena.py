@@ -2,7 +2,7 @@
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ from .storage import ImageStore, ResultCache
 class Settings:
     """weights_dir: official checkpoints (optional); data_dir: images, cache and (by default) the
     database; max_size: the largest long side a visitor may ask for, in pixels; max_jobs: how many
-    stylisations run at once on the device."""
+    stylisations run at once on the device; admin_password: opens the study results page (None: disabled)."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -29,6 +29,7 @@ class Settings:
     database: str | None = None
     max_size: int | None = None
     max_jobs: int = 1
+    admin_password: str | None = field(default=None, repr=False)
 
     @property
     def torch_device(self):

@@ -1,0 +1,80 @@
+"""The admin results page (/results): the live analysis of a study and its raw votes as CSV.
+
+Disabled unless the app runs with the environment variable ADMIN_PASSWORD set. The event handler
+checks the password on every call, so the API refuses exactly as the page does."""
+import hmac
+import math
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from study.analysis import AnalysisError, analyze
+from study.store import STUDY_NAME, StudyError, load_votes
+
+from .study_page import DEFAULT_STUDY
+
+DISABLED = "The results view is disabled: start the app with the environment variable ADMIN_PASSWORD set."
+
+
+def check_password(expected, given):
+    """Raise gr.Error unless `given` is the admin password (constant-time comparison)."""
+    if not expected:
+        raise gr.Error(DISABLED)
+    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise gr.Error("Wrong password: type the ADMIN_PASSWORD the app was started with.")
+
+
+def summary_markdown(study, r):
+    rate = "n/a (no catch trials)" if math.isnan(r.catch_failure_rate) else f"{r.catch_failure_rate:.3g}"
+    return (f"**Study `{study}`**: {r.n_participants} participants, {r.n_votes} votes; "
+            f"{len(r.excluded)} participant(s) excluded for failing more than "
+            f"{r.settings['max_catch_failures']} catch trial(s); catch failure rate {rate}. "
+            "The statistics leave out catch trials and excluded participants; the CSV has every vote.")
+
+
+def build_results_page(arena):
+    """Lays out the results page inside the current route and wires its one event."""
+    expected = arena.settings.admin_password
+    gr.Navbar(visible="hidden")
+    gr.Markdown("# Study results")
+    if not expected:
+        gr.Markdown(DISABLED)
+    with gr.Row():
+        password = gr.Textbox(label="Admin password", type="password")
+        study = gr.Textbox(label="Study", value=DEFAULT_STUDY, max_length=100)
+        max_failures = gr.Number(0, label="Exclude participants failing more catch trials than", precision=0,
+                                 minimum=0)
+    show = gr.Button("Show results", variant="primary")
+    summary = gr.Markdown()
+    with gr.Column(visible=False) as tables:
+        gr.Markdown("### Method strengths (Bradley-Terry, bootstrap 95% CI)")
+        strengths = gr.Dataframe(interactive=False)
+        gr.Markdown("### Pairwise win rates (decisive votes, Wilson 95% CI)")
+        pairs = gr.Dataframe(interactive=False)
+        gr.Markdown("### Position bias (P(left chosen) over decisive votes, Wilson 95% CI)")
+        position = gr.Dataframe(interactive=False)
+        gr.Markdown("### Catch trials per participant")
+        catch = gr.Dataframe(interactive=False)
+    csv = gr.File(label="Raw votes (CSV)")
+
+    def results(given, name, max_catch_failures):
+        check_password(expected, given)
+        if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
+            raise gr.Error("Type a study name: letters, digits, '_', '-' or '.'.")
+        try:
+            votes = load_votes(arena.store, name)
+        except StudyError as exc:
+            raise gr.Error(str(exc)) from exc
+        path = Path(tempfile.mkdtemp(prefix="votes-")) / f"{name}-votes.csv"
+        votes.to_csv(path, index=False)
+        try:
+            r = analyze(votes, max_catch_failures=int(max_catch_failures or 0))
+        except AnalysisError as exc:
+            return f"**Study `{name}`**: {exc}.", gr.Column(visible=False), None, None, None, None, str(path)
+        return (summary_markdown(name, r), gr.Column(visible=True), r.strengths.round(3), r.pairs.round(3),
+                pd.DataFrame([r.position]).round(3), r.participants, str(path))
+
+    show.click(results, [password, study, max_failures], [summary, tables, strengths, pairs, position, catch, csv],
+               api_name="results")

@@ -1,0 +1,35 @@
+"""Re-render the sample study's images (studies/sample/images) from study.json with python -m study.prepare.
+
+    python studies/sample/build.py [--device cpu|cuda]
+
+The images are committed, so the app never renders them: it only registers them at start
+(demo.study_page.register_sample). Run this after changing study.json or the model, then commit."""
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def main(argv):
+    spec = json.loads((HERE / "study.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        # study.prepare takes folders: copy the chosen examples (same file names, same hashes)
+        for kind in ("contents", "styles"):
+            (Path(tmp) / kind).mkdir()
+            for path in spec[kind]:
+                shutil.copy(REPO / path, Path(tmp) / kind)
+        command = [sys.executable, "-m", "study.prepare", "--contents", f"{tmp}/contents", "--styles", f"{tmp}/styles",
+                   "--methods", ",".join(spec["methods"]), "--study", spec["name"],
+                   "--consent", str(HERE / "consent.md"), "--n-trials", str(spec["n_trials"]),
+                   "--catch-rate", str(spec["catch_rate"]), "--size", str(spec["size"]),
+                   "--images-dir", str(HERE / "images"), "--db", f"{tmp}/build.db", *argv]
+        return subprocess.run(command, cwd=REPO).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,248 @@
+"""The study page (/study) and the results page (/results) of the launched app, over HTTP with
+gradio_client and once in a real headless Chromium. The client sends the page's URL parameters
+with every request, as the browser's Gradio client does (httpx params)."""
+import json
+import re
+import secrets
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from demo.results_page import check_password
+from demo.study_page import SAMPLE, register_sample
+from study.prepare import register
+from study.store import Store, load_votes
+
+from .server import ROOT, Server
+
+PASSWORD = "correct horse battery staple"
+SPEC = json.loads((SAMPLE / "study.json").read_text())
+N_TRIALS = SPEC["n_trials"]
+SMALL = "small"  # a second study, with a Prolific completion code
+SMALL_CODE = "C0MPL3TE"
+LEAKS = ("a2k_free", "all2all_free", "A2K (", "all-to-all", "training-free", "catch")
+FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
+PID = "5f0c1d2e3a4b5c6d7e8f9a0b"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a fresh database that also holds SMALL (3 trials, made from the sample's images)."""
+    data = tmp_path_factory.mktemp("study")
+    with Store(data / "arena.db") as store:
+        store.create_study(SMALL, "Small study: agree to go on.", n_trials=3, catch_rate=0, completion_code=SMALL_CODE,
+                           images_dir=SAMPLE / "images")
+        register(store, SMALL, [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
+                 SAMPLE / "images", SPEC["size"])
+    server = Server(data, env={"ADMIN_PASSWORD": PASSWORD})
+    server.data = data
+    yield server
+    server.stop()
+
+
+def store(server):
+    return Store(server.data / "arena.db")
+
+
+def connect(server, page="study", **params):
+    return Client(server.url, verbose=False, httpx_kwargs={"params": {"page": page, **params}})
+
+
+def screen(values):
+    return dict(zip(FIELDS, values))
+
+
+def open_page(client, saved=None):
+    return screen(client.predict(saved or {}, api_name="/study_open"))
+
+
+def enrol(client, saved=None):
+    """Consent and instructions; returns (what the browser keeps, the first trial's screen)."""
+    *_, saved = client.predict(saved or {}, api_name="/study_agree")
+    return saved, screen(client.predict(api_name="/study_start"))
+
+
+def vote(client, choice, trial):
+    return screen(client.predict(trial, api_name=f"/study_vote_{choice}"))
+
+
+def assert_blind(s):
+    """Nothing in a screen names a method: not the text, not the image files (names, metadata)."""
+    assert not any(leak in json.dumps(s) for leak in LEAKS), s
+    for side in ("left", "right"):
+        if s[side]:
+            assert Path(s[side]).name == "image.png"
+            with Image.open(s[side]) as im:
+                assert im.format == "PNG" and not any(isinstance(v, str) for v in im.info.values())
+
+
+def test_full_session_then_completion_code(server):
+    client = connect(server)
+    first = open_page(client)
+    assert "Click **I agree**" in first["consent"] and not first["trial"]
+    saved, s = enrol(client)
+    participant = saved["sample"]["participant"]
+    choices = ["left", "right", "tie", "both_bad"] * 3
+    for i in range(N_TRIALS):
+        assert f"Trial {i + 1} of {N_TRIALS}" in s["progress"]
+        assert re.fullmatch(r"[\w-]{16,}", s["trial"])
+        assert_blind(s)
+        s = vote(client, choices[i], s["trial"])
+    with store(server) as db:
+        code = db.completion_code(participant)
+        votes = load_votes(db, "sample")
+    assert f"completion code is <b>{code}</b>" in s["done"] and "prolific" not in s["done"].lower()
+    assert not s["trial"] and s["left"] is None
+    assert votes["choice"].tolist()[-N_TRIALS:] == choices[:N_TRIALS]
+    mine = votes.tail(N_TRIALS)
+    assert (mine["response_time_ms"] >= 0).all() and mine["participant"].nunique() == 1
+    decided = mine[mine["choice"].isin(["left", "right"])]
+    sides = decided["left_method"].where(decided["choice"] == "left", decided["right_method"])
+    assert (decided["winner"] == sides).all()  # the side clicked is the side stored
+    with pytest.raises(Exception, match="no pair to answer"):
+        vote(client, "left", s["trial"])
+
+
+def test_reload_resumes_at_the_next_trial(server):
+    client = connect(server)
+    open_page(client)
+    saved, s = enrol(client)
+    *_, clicked_twice = client.predict(saved, api_name="/study_agree")
+    assert clicked_twice == saved  # no second participant
+    s = vote(client, "left", s["trial"])
+    s = vote(client, "right", s["trial"])
+    again = open_page(connect(server), saved)  # a new page load, with what the browser kept
+    assert "Trial 3 of" in again["progress"] and again["trial"] == s["trial"] and not again["consent"]
+
+
+def test_prolific_participant_resumes_and_returns_to_prolific(server):
+    link = {"study": SMALL, "PROLIFIC_PID": PID, "STUDY_ID": "a" * 24, "SESSION_ID": "b" * 24}
+    client = connect(server, **link)
+    assert "Small study" in open_page(client)["consent"]
+    saved, s = enrol(client)
+    vote(client, "left", s["trial"])
+    # another browser: nothing saved, the same PROLIFIC_PID gets the same participant back
+    other = connect(server, **link)
+    assert open_page(other)["consent"]
+    saved_again, s = enrol(other)
+    assert saved_again[SMALL]["participant"] == saved[SMALL]["participant"]
+    assert "Trial 2 of 3" in s["progress"]
+    s = vote(other, "tie", s["trial"])
+    s = vote(other, "right", s["trial"])
+    assert f'href="https://app.prolific.com/submissions/complete?cc={SMALL_CODE}"' in s["done"]
+    raw = b"".join(p.read_bytes() for p in server.data.glob("arena.db*"))
+    assert PID.encode() not in raw  # the database keeps salted hashes only
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"study": "no-such-study"}, "does not run here"),
+    ({"study": "../../etc/passwd"}, "study name in this link is not valid"),
+    ({"study": ""}, "study name in this link is not valid"),
+    ({"PROLIFIC_PID": "x" * 65}, "PROLIFIC_PID in this link is not valid"),
+    ({"STUDY_ID": "<img src=x onerror=alert(1)>"}, "STUDY_ID in this link is not valid"),
+    ({"SESSION_ID": "**bold** [link](http://evil)"}, "SESSION_ID in this link is not valid"),
+])
+def test_bad_links_get_a_message_and_no_echo(server, params, message):
+    client = connect(server, **params)
+    s = open_page(client)
+    assert message in s["message"] and not s["consent"] and not s["trial"]
+    assert not any(v and v in s["message"] for v in params.values())
+    with pytest.raises(Exception, match="Open the study from its link first"):
+        client.predict({}, api_name="/study_agree")
+
+
+def test_forged_and_foreign_trial_tokens_are_refused(server):
+    mine, theirs = connect(server), connect(server)
+    with pytest.raises(Exception, match="no pair to answer"):
+        vote(mine, "left", "anything")
+    for client in (mine, theirs):
+        open_page(client)
+    _, s = enrol(mine)
+    their_saved, t = enrol(theirs)
+    for token in (t["trial"], secrets.token_urlsafe(16), s["trial"] + "x"):
+        with pytest.raises(Exception, match="not for the pair on your screen"):
+            vote(mine, "left", token)
+    with store(server) as db:
+        remaining = db.remaining_trials(their_saved["sample"]["participant"])
+    assert remaining[0]["token"] == t["trial"] and len(remaining) == N_TRIALS  # their trial has no vote
+    assert "Trial 2 of" in vote(mine, "left", s["trial"])["progress"]  # the real one still counts
+
+
+def test_the_study_page_itself_names_no_method(server):
+    config = urllib.request.urlopen(server.url + "config?page=study").read().decode()
+    page = urllib.request.urlopen(server.url + "study").read().decode()
+    info = urllib.request.urlopen(server.url + "gradio_api/info?page=study").read().decode()
+    for text in (config, page, info):
+        assert not any(leak in text for leak in LEAKS)
+
+
+def test_results_need_the_admin_password(server):
+    admin = connect(server, page="results")
+    for wrong in ("", "correct horse", PASSWORD + " "):
+        with pytest.raises(Exception, match="Wrong password"):
+            admin.predict(wrong, "sample", 0, api_name="/results")
+    with pytest.raises(Exception, match="no study named 'nope'"):
+        admin.predict(PASSWORD, "nope", 0, api_name="/results")
+    client = connect(server)  # decisive votes to analyse: 3 trials hold at most 2 catch trials
+    open_page(client)
+    _, s = enrol(client)
+    for _ in range(3):
+        s = vote(client, "left", s["trial"])
+    summary, strengths, pairs, position, catch, csv = admin.predict(PASSWORD, "sample", 10, api_name="/results")
+    with store(server) as db:
+        votes = load_votes(db, "sample")
+    assert "participants" in summary and f"{len(votes)} votes" in summary
+    assert set(pd.DataFrame(strengths["data"], columns=strengths["headers"])["method"]) == set(SPEC["methods"])
+    assert {"a_win_rate", "ci_low", "ci_high"} <= set(pairs["headers"])
+    assert "p_left" in position["headers"] and "n_catch_failed" in catch["headers"]
+    assert len(pd.read_csv(csv)) == len(votes)
+
+
+def test_results_are_disabled_without_a_password():
+    with pytest.raises(Exception, match="disabled"):
+        check_password(None, "")
+
+
+def test_sample_registration_is_idempotent(tmp_path):
+    with Store(tmp_path / "db.sqlite") as db:
+        register_sample(db)
+        first = db.stimuli("sample")
+        register_sample(db)
+        assert db.stimuli("sample") == first
+    assert len(first) == len(SPEC["contents"]) * len(SPEC["styles"]) * (len(SPEC["methods"]) + 1)
+
+
+def test_browser_consents_votes_and_resumes_after_reload(server):
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    seen = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("request", lambda request: seen.append(request.url))
+        page.goto(server.url + "study")
+        page.get_by_role("button", name="I agree").click(timeout=60_000)
+        page.get_by_role("button", name="Start").click()
+        page.get_by_text(f"Trial 1 of {N_TRIALS}").wait_for()
+        page.get_by_role("button", name="Left is better").click()
+        page.get_by_text(f"Trial 2 of {N_TRIALS}").wait_for()
+        page.get_by_role("button", name="Right is better").click()
+        page.get_by_text(f"Trial 3 of {N_TRIALS}").wait_for()
+        page.reload()
+        page.get_by_text(f"Trial 3 of {N_TRIALS}").wait_for(timeout=60_000)
+        page.locator("img[src*='image.png']").nth(1).wait_for()
+        assert page.get_by_role("button", name="I agree").is_hidden()
+        (ROOT / "artifacts").mkdir(exist_ok=True)
+        page.screenshot(path=ROOT / "artifacts" / "study.png", full_page=True)
+        browser.close()
+    assert not any(leak in url for url in seen for leak in LEAKS)
+    with store(server) as db:
+        votes = load_votes(db, "sample")
+    assert votes["choice"].tolist()[-2:] == ["left", "right"]
