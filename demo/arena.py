@@ -9,6 +9,7 @@ import torch
 
 from model import METHODS, available_methods
 from model.methods import default_device
+from model.metrics import evaluate_pair, load_encoder
 from model.profiling import PeakMemory
 from model.stylize import cached_method, stylize
 from model.weights import locate
@@ -60,6 +61,7 @@ class Arena:
         self.images = ImageStore(data / "images")
         self.results = ResultCache(data / "results")
         self.store = Store(settings.database or os.environ.get("DATABASE_URL") or data / "arena.db")
+        self.encoder = None  # the VGG for the metrics, loaded on first use
 
     def runnable(self):
         return [name for name, s in self.status.items() if s.available]
@@ -89,6 +91,14 @@ class Arena:
         sha = self.images.put(output)
         self.results.put(key, {"output": sha, "seconds": seconds, "peak_mib": peak.mib})
         return Result(sha, seconds, peak.mib, False)
+
+    def metrics(self, content_sha, style_sha, outputs):
+        """The paper's metrics for stored outputs {label: sha256} of one comparison: a DataFrame
+        with columns method, content_loss, style_loss, ssim."""
+        if self.encoder is None:
+            self.encoder = load_encoder(self.settings.weights_dir, self.settings.torch_device)
+        images = {label: self.images.get(sha) for label, sha in outputs.items()}
+        return evaluate_pair(self.images.get(content_sha), self.images.get(style_sha), images, self.encoder)
 
     @staticmethod
     def new_token():

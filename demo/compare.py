@@ -2,6 +2,7 @@
 import gradio as gr
 
 from model.images import ImageError, resize_long_side
+from model.metrics import DEFINITIONS
 from model.weights import WeightsError
 from study.store import StudyError
 
@@ -65,6 +66,11 @@ def build_compare_tab(arena):
     with gr.Row():
         buttons = [gr.Button(text, interactive=False) for text in CHOICES.values()]
     vote_info = gr.Markdown()
+    with gr.Accordion("Metrics for this comparison", open=False):
+        measure = gr.Button("Compute content loss, style loss and SSIM")
+        metrics_table = gr.Dataframe(interactive=False, label="Lower losses: closer to the content / the style")
+        gr.Markdown(f"Definitions: {DEFINITIONS}. Time and peak memory are those of the run above "
+                    "(a cached result keeps the numbers of its first run).")
     comparison = gr.State(None)
     missing = missing_methods_markdown(arena)
     if missing:
@@ -97,6 +103,7 @@ def build_compare_tab(arena):
         state = {
             "token": arena.new_token(), "content": content_sha, "style": style_sha,
             "methods": [left_method, right_method], "outputs": [r.sha256 for r in results],
+            "costs": [(r.seconds, r.peak_mib) for r in results],
             "settings": {"size": size_px, "alpha": strength, "preserve_color": keep_colors,
                          "device": settings.torch_device.type},
         }
@@ -117,6 +124,17 @@ def build_compare_tab(arena):
         disabled = [gr.Button(interactive=False) for _ in buttons]
         return (*disabled, f"Recorded: {CHOICES[choice].lower()}. Thank you! Run another comparison to vote again.")
 
+    def metrics(state):
+        if not state:
+            raise gr.Error("Run a comparison first.")
+        labels = [f"{side}: {arena.label(m)}" for side, m in zip(("left", "right"), state["methods"])]
+        table = arena.metrics(state["content"], state["style"], dict(zip(labels, state["outputs"])))
+        table["seconds"] = [round(seconds, 3) for seconds, _ in state["costs"]]
+        table["peak_mib"] = [None if peak is None else round(peak) for _, peak in state["costs"]]
+        return table.round(4)
+
+    measure.click(metrics, [comparison], [metrics_table], api_name="metrics",
+                  concurrency_id="device", concurrency_limit=settings.max_jobs)
     run.click(compare, [content, style, left, right, size, alpha, preserve],
               [out_left, out_right, slider, info, comparison, *buttons, vote_info],
               api_name="stylize", concurrency_id="device", concurrency_limit=settings.max_jobs)

@@ -37,10 +37,12 @@ def build_explorer_tab(arena, content_input, style_input):
                 "painting, at relu4_1 with the training-free pair's keys: A2K (distributed + progressive) "
                 "against all-to-all. Uses the images chosen in the Compare tab.")
     with gr.Row():
-        content_view = gr.Image(label="Content (click a point)", type="pil", interactive=False, height=360)
+        content_view = gr.Image(label="Content (click a point)", type="pil", interactive=False, height=360,
+                                elem_id="explorer-content")
         style_view = gr.Image(label="Style", type="pil", interactive=False, height=360)
     with gr.Row():
-        maps = [gr.Image(label=label, format="png", interactive=False, height=300) for _, label in PANELS]
+        maps = [gr.Image(label=label, format="png", interactive=False, height=300, elem_id=f"explorer-{key}")
+                for key, label in PANELS]
     note = gr.Markdown()
 
     def show(img):

@@ -50,3 +50,22 @@ def test_compare_from_gallery_and_vote(page):
     with Store(page.data_dir / "arena.db") as store:
         votes = store.comparisons()
     assert votes["choice"].tolist() == ["left"] and votes["settings"][0]["size"] == 256
+
+
+def test_attention_explorer_shows_three_maps_for_a_click(page):
+    page.get_by_text("Example photos").wait_for(timeout=60_000)
+    examples = page.locator("button.gallery-item")
+    examples.nth(5).click()
+    page.locator("img[src*='photo_chelsea']").nth(1).wait_for()
+    examples.nth(12 + 9).click()
+    page.locator("img[src*='hokusai_great_wave']").nth(1).wait_for()
+    page.get_by_role("tab", name="Attention explorer").click()
+    content = page.locator("#explorer-content img")
+    content.wait_for()
+    box = content.bounding_box()
+    content.click(position={"x": box["width"] * 0.3, "y": box["height"] * 0.45})
+    page.get_by_text("cell (").wait_for(timeout=60_000)
+    for key in ("da", "pa", "all2all"):
+        page.locator(f"#explorer-{key} img").wait_for()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / "browser-explorer.png", full_page=True)

@@ -47,6 +47,16 @@ def test_stylise_vote_and_read_it_back(server):
         assert (server.data / "images" / sha[:2] / f"{sha}.png").is_file()  # every vote traces to its images
 
 
+def test_metrics_panel_scores_the_current_comparison(server):
+    client = Client(server.url, verbose=False)
+    stylise(client, left="adain", right="a2k_free", size=160)
+    table = client.predict(api_name="/metrics")
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}
+    assert list(rows) == ["left: AdaIN", "right: A2K (training-free)"]
+    for row in rows.values():
+        assert row["content_loss"] > 0 and row["style_loss"] > 0 and -1 <= row["ssim"] < 1 and row["seconds"] > 0
+
+
 def test_repeat_requests_come_from_the_cache(server):
     client = Client(server.url, verbose=False)
     first = stylise(client, size=160)
@@ -77,6 +87,44 @@ def test_bad_uploads_get_clear_messages(server, tmp_path, name, data, message):
     with pytest.raises(Exception, match=message):
         stylise(client, content=tmp_path / name)
     assert stylise(client, size=128)[3]  # and the server keeps serving
+
+
+def image_variants(tmp_path):
+    """name -> file of the content photo in a mode or container a user may upload."""
+    photo = Image.open(CONTENT).convert("RGB").resize((180, 120))
+    files = {}
+
+    def save(name, image, **kwargs):
+        files[name] = tmp_path / name
+        image.save(files[name], **kwargs)
+
+    save("cmyk.jpg", photo.convert("CMYK"))
+    save("gray16.png", photo.convert("L").convert("I;16"))
+    save("palette.png", photo.convert("P"))
+    save("gray.png", photo.convert("L"))
+    save("alpha.png", photo.convert("RGBA"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    save("rotated.jpg", photo, exif=exif)
+    save("animated.gif", photo.convert("P"), save_all=True, append_images=[photo.convert("L").convert("P")])
+    return files
+
+
+def test_image_modes_and_containers_are_converted(server, tmp_path):
+    client = Client(server.url, verbose=False)
+    for name, path in image_variants(tmp_path).items():
+        out = Image.open(stylise(client, content=path, size=128)[0])
+        portrait = name == "rotated.jpg"
+        assert (out.size[1] > out.size[0]) == portrait, name
+
+
+def test_decompression_bomb_is_refused(server, tmp_path):
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10_000, 10_000)).save(bomb)  # 100 megapixels in a few kilobytes
+    assert bomb.stat().st_size < 100_000
+    client = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="100 megapixels; the limit is 40"):
+        stylise(client, content=bomb)
 
 
 def test_out_of_range_settings_are_refused(server):
