@@ -1,7 +1,6 @@
 """What the demo's tabs share: the methods that can run, stored images, cached results, the votes."""
 import os
 import secrets
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 from model import METHODS, available_methods
 from model.methods import default_device
 from model.metrics import evaluate_pair, load_encoder
-from model.profiling import PeakMemory
+from model.profiling import Cost
 from model.stylize import cached_method, stylize
 from model.weights import locate
 from study.store import Store
@@ -84,13 +83,11 @@ class Arena:
             return Result(record["output"], record["seconds"], record["peak_mib"], True)
         net = cached_method(method, self.settings.weights_dir, self.settings.torch_device)
         content, style = self.images.get(content_sha), self.images.get(style_sha)
-        with PeakMemory(self.settings.torch_device) as peak:
-            start = time.perf_counter()
+        with Cost(self.settings.torch_device) as cost:
             output = stylize(content, style, net, size, alpha, preserve_color)
-            seconds = time.perf_counter() - start
         sha = self.images.put(output)
-        self.results.put(key, {"output": sha, "seconds": seconds, "peak_mib": peak.mib})
-        return Result(sha, seconds, peak.mib, False)
+        self.results.put(key, {"output": sha, "seconds": cost.seconds, "peak_mib": cost.mib})
+        return Result(sha, cost.seconds, cost.mib, False)
 
     def metrics(self, content_sha, style_sha, outputs):
         """The paper's metrics for stored outputs {label: sha256} of one comparison: a DataFrame

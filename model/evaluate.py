@@ -7,9 +7,7 @@ Writes to --out: metrics.csv (one row per method), metrics_per_pair.csv, metrics
 table in Markdown with the definitions used) and grid.png (rows = pairs; columns = content, style,
 then each method). Every content and style is resized once, so every method gets the same inputs."""
 import argparse
-import resource
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +19,7 @@ from .images import ImageError, open_image, resize_long_side
 from .methods import METHODS, available_methods, default_device, load_method
 from .metrics import COLUMNS, DEFINITIONS, load_encoder, measure
 from .precision import autocast
+from .profiling import Cost
 from .stylize import image_files, to_image, to_tensor
 from .weights import WeightsError, missing_message
 
@@ -52,31 +51,16 @@ def read_images(paths, size):
 
 
 def memory_column(device):
-    return "peak_cuda_mib" if device.type == "cuda" else "process_peak_rss_mib"
-
-
-def peak_memory_mib(device):
-    """CUDA: max_memory_allocated since the last reset. CPU: the process's peak RSS so far
-    (getrusage ru_maxrss, KiB on Linux; it cannot be reset, so it is not per method)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return "peak_cuda_mib" if device.type == "cuda" else "peak_rss_mib"
 
 
 @torch.inference_mode()
 def run_timed(net, content, style, seed):
-    """Seeded forward -> (raw output (1, 3, H, W), seconds, peak memory in MiB)."""
-    device = content.device
+    """Seeded forward -> (raw output (1, 3, H, W), seconds, peak memory in MiB; see model.profiling.Cost)."""
     torch.manual_seed(seed)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    with autocast(device):
+    with Cost(content.device) as cost, autocast(content.device):
         out = net(content, style)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out.float(), time.perf_counter() - start, peak_memory_mib(device)
+    return out.float(), cost.seconds, cost.mib
 
 
 def thumbnail(img):
@@ -183,8 +167,8 @@ def main(argv=None):
         "peak_cuda_mib: torch.cuda.max_memory_allocated during a forward, max over pairs "
         "(counts the method's and the metric encoder's weights)"
         if device.type == "cuda"
-        else "process_peak_rss_mib: peak resident memory of the whole process so far (getrusage; "
-        "CPU peaks cannot be reset, so this is not per method)"
+        else "peak_rss_mib: the process's peak resident memory during a forward (reset before each "
+        "through /proc/self/clear_refs), max over pairs; it includes the loaded weights"
     )
     notes = [
         "# Quantitative comparison",
