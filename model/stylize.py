@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .images import ImageError, as_rgb, keep_colors, resize_long_side
+from .images import ImageError, as_rgb, keep_colors, open_image, resize_long_side
 from .methods import METHODS, load_method
 from .precision import autocast
 from .weights import WeightsError
@@ -89,28 +89,38 @@ def main(argv=None):
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     jobs = [(c, s, m) for c in contents for s in styles for m in args.method]
-    unreadable = set()
-    done = skipped = 0
+    unreadable = {}  # path -> why
+
+    def read(path):
+        if path not in unreadable:
+            try:
+                return open_image(path)
+            except ImageError as exc:
+                unreadable[path] = exc
+                tqdm.write(f"skipping {path}: {exc}")
+        return None
+
+    done = skipped = failed = 0
     for content, style, method in tqdm(jobs, desc="stylising", unit="image"):
         target = args.out / output_name(content, style, method)
         if target.exists():
             skipped += 1
             continue
-        if content in unreadable or style in unreadable:
+        content_img, style_img = read(content), read(style)
+        if content_img is None or style_img is None:
             continue
         try:
-            image = stylize(content, style, nets[method], args.size, args.alpha, args.preserve_color)
-        except ImageError as exc:
-            bad = content if str(content) in str(exc) else style
-            if bad not in unreadable:
-                tqdm.write(f"skipping {bad}: {exc}")
-            unreadable.add(bad)
+            image = stylize(content_img, style_img, nets[method], args.size, args.alpha, args.preserve_color)
+        except ImageError as exc:  # readable, but unusable at this size (too elongated)
+            tqdm.write(f"skipping {content.name} x {style.name}: {exc}")
+            failed += 1
             continue
         partial = target.with_suffix(".part.png")
         image.save(partial)
         partial.replace(target)
         done += 1
-    print(f"{done} written, {skipped} already there, {len(unreadable)} unreadable file(s) skipped; outputs in {args.out}")
+    print(f"{done} written, {skipped} already there, {len(unreadable)} unreadable file(s) and {failed} unusable "
+          f"pair(s) skipped; outputs in {args.out}")
     return 0
 
 
