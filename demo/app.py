@@ -3,6 +3,7 @@ the blind preference study for participants at /study, and its live results at /
 
     python app.py [--weights-dir DIR] [--device cpu|cuda] [--data-dir data] [--database URL]
                   [--max-size PX] [--max-jobs N] [--host 127.0.0.1] [--port 7860]
+                  [--vote-interval-ms 300] [--votes-per-minute 600]
 
 Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ...).
 The results page needs the environment variable ADMIN_PASSWORD (no flag: it would show in `ps`).
@@ -54,6 +55,10 @@ def parse(argv=None):
     parser.add_argument("--database", default=env("DATABASE_URL"), help="SQLAlchemy URL (default: DATA/arena.db)")
     parser.add_argument("--max-size", type=int, default=env("MAX_SIZE"), help="largest output side, px")
     parser.add_argument("--max-jobs", type=int, default=int(env("MAX_JOBS", "1")), help="stylisations at once")
+    parser.add_argument("--vote-interval-ms", type=int, default=int(env("VOTE_INTERVAL_MS", "300")),
+                        help="least time between two study votes of one participant (0: no limit)")
+    parser.add_argument("--votes-per-minute", type=int, default=int(env("VOTES_PER_MINUTE", "600")),
+                        help="most study votes from one network address per minute (0: no limit)")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("PORT", "7860")))
     return parser.parse_args(argv)
@@ -63,7 +68,7 @@ def main(argv=None):
     args = parse(argv)
     settings = Settings(args.weights_dir, args.device, args.data_dir, args.database,
                         int(args.max_size) if args.max_size else None, args.max_jobs,
-                        os.environ.get("ADMIN_PASSWORD") or None)
+                        os.environ.get("ADMIN_PASSWORD") or None, args.vote_interval_ms, args.votes_per_minute)
     arena = Arena(settings)
     register_sample(arena.store)
     app = build(arena)

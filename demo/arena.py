@@ -21,7 +21,8 @@ from .storage import ImageStore, ResultCache
 class Settings:
     """weights_dir: official checkpoints (optional); data_dir: images, cache and (by default) the
     database; max_size: the largest long side a visitor may ask for, in pixels; max_jobs: how many
-    stylisations run at once on the device; admin_password: opens the study results page (None: disabled)."""
+    stylisations run at once on the device; admin_password: opens the study results page (None: disabled);
+    vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit)."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -30,6 +31,8 @@ class Settings:
     max_size: int | None = None
     max_jobs: int = 1
     admin_password: str | None = field(default=None, repr=False)
+    vote_interval_ms: int = 300
+    votes_per_minute: int = 600
 
     @property
     def torch_device(self):

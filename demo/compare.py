@@ -7,7 +7,7 @@ from model.weights import WeightsError
 from study.store import StudyError
 
 from .gallery import example_paths
-from .storage import StorageError
+from .storage import StorageError, served_copy
 from .upload import ImageUpload
 
 DEFAULT_PAIR = ("a2k_free", "all2all_free")
@@ -95,11 +95,11 @@ def build_compare_tab(arena):
             for i, m in enumerate((left_method, right_method)):
                 progress(i / 2, desc=f"Running {arena.label(m)}")
                 results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors))
+            images = [served_copy(arena.images.path(r.sha256).read_bytes(), out_left.GRADIO_CACHE) for r in results]
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
             raise gr.Error(f"The server cannot run this now: {exc}") from exc
-        images = [arena.images.get(r.sha256) for r in results]
         state = {
             "token": arena.new_token(), "content": content_sha, "style": style_sha,
             "methods": [left_method, right_method], "outputs": [r.sha256 for r in results],

@@ -32,6 +32,18 @@ def atomic_write(path, data):
                            "point --data-dir elsewhere") from exc
 
 
+def served_copy(data, cache_dir):
+    """The bytes `data` as the file cache_dir/<sha256>/image.png, written once and atomically; returns its
+    path. Give Gradio image outputs as such a path in its cache (a component's GRADIO_CACHE), which it
+    serves as it is. Given a PIL image instead, Gradio re-encodes it into a cache file named by its
+    content on every response, rewriting in place a file that another visitor who got the same image
+    may be downloading: they get a truncated image."""
+    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / "image.png"
+    if not path.exists():
+        atomic_write(path, data)
+    return path
+
+
 class ImageStore:
     """PNG files under `root`, addressed by the sha256 of their bytes."""
 

@@ -4,11 +4,12 @@
 
 study defaults to the shipped sample study; the Prolific ids are optional and stored hashed only.
 Consent, instructions, then the participant's trials: two images of the same content and style
-made by two methods. The browser gets the images as bare pixels (Gradio re-encodes them under a
-neutral name, without metadata) and each trial's opaque token, never a method name or file name.
+made by two methods. The browser gets the images as bare pixels (PNG files named image.png, without
+metadata) and each trial's opaque token, never a method name or file name.
 The participant token stays in the browser (gr.BrowserState), so a reload continues where it
 stopped; a returning PROLIFIC_PID gets its token back from the store as well."""
 import html
+import io
 import json
 import re
 import sys
@@ -23,6 +24,8 @@ from study.prepare import register
 from study.store import IDENTITY_KEY, STUDY_NAME, StudyError, VoteRejected
 
 from .compare import CHOICES
+from .limits import VoteLimits
+from .storage import served_copy
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "studies" / "sample"
@@ -97,12 +100,14 @@ def saved_participant(saved, study, who):
     return None
 
 
-def pixels(store, study, sha256):
-    """The stimulus as bare RGB pixels: no file name, no metadata (Gradio would copy PNG text chunks)."""
+def bare_png(store, study, sha256, cache_dir):
+    """The stimulus as a PNG of bare RGB pixels (no metadata: Gradio would pass on PNG text chunks),
+    served from Gradio's cache under the neutral name image.png (see storage.served_copy)."""
     with Image.open(store.image_path(study, sha256)) as image:
         bare = image.convert("RGB")
-    bare.info = {}
-    return bare
+    buf = io.BytesIO()
+    bare.save(buf, "PNG")
+    return served_copy(buf.getvalue(), cache_dir)
 
 
 def progress_html(number, total):
@@ -124,6 +129,8 @@ def done_html(code, prolific):
 def build_study_page(arena, app):
     """Lays out the study page inside the current route of `app` and wires its events."""
     store = arena.store
+    limits = VoteLimits(arena.settings.vote_interval_ms, arena.settings.votes_per_minute)
+    images = {}  # (study, stimulus sha256) -> the path bare_png gave
     session = gr.State(None)  # server-side: study, external ids, participant token, trial shown and when
     saved = gr.BrowserState({}, storage_key=BROWSER_KEY, secret=BROWSER_KEY)  # {study: {participant, who}}
     gr.Navbar(visible="hidden")  # participants see the study only ("hidden": False would not hide it)
@@ -160,6 +167,12 @@ def build_study_page(arena, app):
         out.update({box: gr.Column(visible=name == stage) for name, box in boxes.items()})
         return out
 
+    def image(study, sha256):
+        path = images.get((study, sha256))
+        if path is None or not path.exists():
+            path = images[study, sha256] = bare_png(store, study, sha256, left.GRADIO_CACHE)
+        return path
+
     def consent_screen(state):
         return screen("consent", state, consent=store.study(state["study"])["consent"])
 
@@ -176,8 +189,8 @@ def build_study_page(arena, app):
         shown = remaining[0]
         state = {**state, "trial": shown["token"], "shown_at": time.monotonic()}
         return screen("trial", state, progress=progress_html(shown["position"] + 1, shown["n_trials"]),
-                      left=pixels(store, state["study"], shown["left"]),
-                      right=pixels(store, state["study"], shown["right"]), trial=shown["token"])
+                      left=image(state["study"], shown["left"]), right=image(state["study"], shown["right"]),
+                      trial=shown["token"])
 
     def open_page(browser, request: gr.Request):
         """On page load: check the link, then resume the saved participant or ask for consent."""
@@ -212,13 +225,17 @@ def build_study_page(arena, app):
             raise gr.Error("Agree to the consent form first (reload the page to see it).")
         return next_screen(state)
 
-    def vote(choice, trial_token, state):
-        """Record the answer to the trial on screen (response time measured here, from when it was sent)."""
+    def vote(choice, trial_token, state, address):
+        """Record the answer to the trial on screen (response time measured here, from when it was sent),
+        within the rate limits for the participant and for the network `address`."""
         if not state or not state.get("trial"):
             raise gr.Error("There is no pair to answer: reload the page.")
         if trial_token != state["trial"]:
             raise gr.Error("This answer is not for the pair on your screen, so it was not recorded. "
                            "Answer the pair shown, or reload the page.")
+        refused = limits.check(state["participant"], address)
+        if refused:
+            raise gr.Error(refused)
         elapsed_ms = int((time.monotonic() - state["shown_at"]) * 1000)
         try:
             store.record_vote(trial_token, state["participant"], choice, elapsed_ms)
@@ -226,10 +243,15 @@ def build_study_page(arena, app):
             raise gr.Error(str(exc)) from exc
         return next_screen(state)
 
+    def voter(choice):
+        def handler(token, state, request: gr.Request):
+            return vote(choice, token, state, request.client.host if request.client else "")
+        return handler
+
     study_events = {"concurrency_id": "study", "concurrency_limit": 8}
     app.load(open_page, [saved], outputs, api_name="study_open", **study_events)
     agree.click(give_consent, [session, saved], [*outputs, saved], api_name="study_agree", **study_events)
     start.click(begin, [session], outputs, api_name="study_start", **study_events)
     for choice, button in zip(CHOICES, buttons):
-        button.click(lambda token, state, c=choice: vote(c, token, state), [trial, session], outputs,
+        button.click(voter(choice), [trial, session], outputs,
                      api_name=f"study_vote_{choice}", show_progress="minimal", **study_events)

@@ -40,7 +40,7 @@ def server(tmp_path_factory):
                            images_dir=SAMPLE / "images")
         register(store, SMALL, [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
                  SAMPLE / "images", SPEC["size"])
-    server = Server(data, env={"ADMIN_PASSWORD": PASSWORD})
+    server = Server(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"})  # votes at bot speed
     server.data = data
     yield server
     server.stop()

@@ -1,0 +1,123 @@
+"""Integrity and privacy of the study on the launched app: vote rate limits per participant and per
+network address, no raw network address or Prolific id anywhere the app writes (the SQLite file's
+bytes, every PostgreSQL table, the data folder), blind trials whose image URLs name no method, and
+the results refused while no admin password is set.
+
+The client's address is set with X-Forwarded-For, which uvicorn believes from 127.0.0.1 only (its
+FORWARDED_ALLOW_IPS default): the app then sees that address, while all traffic stays on loopback."""
+import json
+import secrets
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from gradio_client import Client
+from sqlalchemy import func, select
+
+from demo.limits import TOO_FAST, TOO_MANY, VoteLimits
+from study.schema import participants, votes
+from study.store import Store
+
+from .server import Server
+from .study_fixtures import db_url, postgres_server  # noqa: F401
+
+FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
+METHOD_WORDS = ("a2k", "all2all", "adain", "catch")
+
+
+def connect(server, address, **link):
+    """A study client whose requests come from `address`; images stay on the server (FileData dicts)."""
+    return Client(server.url, verbose=False, headers={"X-Forwarded-For": address}, download_files=False,
+                  httpx_kwargs={"params": {"page": "study", **link}})
+
+
+def screen(values):
+    return dict(zip(FIELDS, values))
+
+
+def enrol(client):
+    """Consent and start: (the participant token, the first trial's screen)."""
+    client.predict({}, api_name="/study_open")
+    *_, saved = client.predict({}, api_name="/study_agree")
+    return saved["sample"]["participant"], screen(client.predict(api_name="/study_start"))
+
+
+def vote(client, trial, choice="left"):
+    return screen(client.predict(trial, api_name=f"/study_vote_{choice}"))
+
+
+def count_votes(database):
+    with Store(database) as store, store.engine.connect() as conn:
+        return conn.scalar(select(func.count()).select_from(votes))
+
+
+def test_vote_rate_limits_per_participant_and_per_address(tmp_path):
+    """2 s between a participant's votes, 3 votes a minute per address (tiny limits, to hit them)."""
+    server = Server(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3"})
+    try:
+        a, b, c = (connect(server, "127.0.0.21") for _ in range(3))
+        other = connect(server, "127.0.0.22")
+        (_, sa), (_, sb), (_, sc), (_, so) = (enrol(client) for client in (a, b, c, other))
+        sa = vote(a, sa["trial"])
+        with pytest.raises(Exception, match=TOO_FAST):
+            vote(a, sa["trial"])  # at once: refused, the trial stays on screen
+        time.sleep(2.1)
+        sa = vote(a, sa["trial"])
+        assert "Trial 3 of" in sa["progress"]
+        vote(b, sb["trial"])  # the address's third vote this minute
+        with pytest.raises(Exception, match=TOO_MANY):
+            vote(c, sc["trial"])
+        assert "Trial 2 of" in vote(other, so["trial"])["progress"]  # another address is not held back
+        assert count_votes(tmp_path / "arena.db") == 4
+    finally:
+        server.stop()
+
+
+def test_vote_limits_forget_what_is_past_the_window():
+    limits = VoteLimits(interval_ms=100, per_minute=2, window_s=0.3)
+    assert limits.check("p1", "10.0.0.1") is None and limits.check("p2", "10.0.0.1") is None
+    assert limits.check("p1", "10.0.0.2") == TOO_FAST and limits.check("p3", "10.0.0.1") == TOO_MANY
+    time.sleep(0.35)
+    assert limits.check("p3", "10.0.0.1") is None  # a window later the address may vote again
+    assert len(limits._last) == 1 and len(limits._recent) == 1  # and the others are forgotten
+    assert b"10.0.0.1" not in repr(vars(limits)).encode()  # addresses are held hashed only
+
+
+def stored_bytes(database):
+    """Everything the database holds: the SQLite files' bytes, or every PostgreSQL table's rows as text."""
+    if "://" not in database:
+        return b"".join(p.read_bytes() for p in sorted(Path(database).parent.glob(Path(database).name + "*")))
+    with psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")]
+        assert {"participants", "trials", "votes"} <= set(tables)
+        return "\n".join(str(r[0]) for t in tables for r in conn.execute(f'SELECT t::text FROM "{t}" t')).encode()
+
+
+def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F811
+    raw = {"PROLIFIC_PID": secrets.token_hex(12), "STUDY_ID": secrets.token_hex(12),
+           "SESSION_ID": secrets.token_hex(12)}
+    address = "127.83.19.201"
+    server = Server(tmp_path, "--database", db_url, env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": ""})
+    try:
+        client = connect(server, address, **raw)
+        participant, s = enrol(client)
+        while s["trial"]:
+            assert not any(word in json.dumps(s) for word in METHOD_WORDS), s  # image paths and URLs too
+            s = vote(client, s["trial"])
+        assert "completion code" in s["done"]
+        again = connect(server, address, **raw)  # the same PROLIFIC_PID in another browser: the same participant
+        assert enrol(again)[0] == participant
+        admin = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "results"}})
+        with pytest.raises(Exception, match="results view is disabled"):
+            admin.predict("", "sample", 0, api_name="/results")
+    finally:
+        server.stop()
+    with Store(db_url) as store, store.engine.connect() as conn:
+        rows = conn.execute(select(participants.c.external_key, participants.c.external_ids)).all()
+        assert rows == [(store.hash_id("PROLIFIC_PID", raw["PROLIFIC_PID"]),
+                         {k: store.hash_id(k, v) for k, v in raw.items()})]
+    written = stored_bytes(db_url) + b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    for value in (*raw.values(), address):  # the data folder: images, result cache, the app's log
+        assert value.encode() not in written, f"{value} is stored"

@@ -1,0 +1,96 @@
+"""The launched app under load and faults, on 127.0.0.1 only (bench/load.py does the work):
+concurrent participants on SQLite and PostgreSQL, a SIGKILL and restart in the middle, and a
+flood of stylisations. LOAD_PARTICIPANTS=50 scales the participants up; the figures go to
+artifacts/load.json (the README's Reliability section quotes them)."""
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from bench.load import CONTENT, STYLE, App, flood, limits_env, record, run_participants, verify
+
+from .server import ROOT
+from .study_fixtures import postgres_server  # noqa: F401
+
+PARTICIPANTS = int(os.environ.get("LOAD_PARTICIPANTS", "12"))
+ARTIFACT = ROOT / "artifacts" / "load.json"
+FLOOD = 8
+RSS_GROWTH_MIB = 256  # the most a flood may add to the server's resident memory once the networks are loaded
+RSS_PEAK_MIB = 2048  # the most the server may ever hold resident (VmHWM)
+
+
+def run(data, database, kind, kill_after=None):
+    """PARTICIPANTS full sessions against the app on `database`; asserts that the database agrees."""
+    app = App(data, "--database", database, env=limits_env(PARTICIPANTS)).start()
+    try:
+        people, figures = run_participants(app, PARTICIPANTS, kill_after=kill_after)
+    finally:
+        app.stop()
+    figures["stored"], problems = verify(database, people)
+    record(ARTIFACT, f"{kind}-{PARTICIPANTS}", figures)
+    assert not problems, "\n".join(problems[:20])
+    assert figures["completed"] == PARTICIPANTS and figures["stored"] == 10 * PARTICIPANTS
+    return figures
+
+
+def test_concurrent_participants_on_sqlite(tmp_path):
+    figures = run(tmp_path, str(tmp_path / "arena.db"), "sqlite")
+    assert figures["errors"] == 0 and figures["reconnects"] == 0
+
+
+def test_sigkill_mid_study_loses_no_acknowledged_vote(tmp_path):
+    figures = run(tmp_path, str(tmp_path / "arena.db"), "sqlite-kill", kill_after=10 * PARTICIPANTS // 3)
+    assert figures["acked_before_kill"] >= 10 * PARTICIPANTS // 3 and figures["reconnects"] >= 1
+
+
+@pytest.mark.postgres
+def test_concurrent_participants_on_postgresql(tmp_path, postgres_server):  # noqa: F811
+    host, port = postgres_server
+    name = f"load_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    figures = run(tmp_path, f"postgresql+psycopg://postgres@{host}:{port}/{name}", "postgresql")
+    assert figures["errors"] == 0
+
+
+def test_stylisation_flood_is_queued_in_bounded_memory(tmp_path):
+    app = App(tmp_path).start()
+    try:
+        figures = flood(app, FLOOD)
+    finally:
+        app.stop()
+    record(ARTIFACT, f"flood-{FLOOD}", figures)
+    assert figures["failed"] == 0, figures["errors"]
+    assert figures["rss_peak_mib"] - figures["rss_before_mib"] < RSS_GROWTH_MIB, figures
+    assert figures["hwm_mib"] < RSS_PEAK_MIB, figures
+
+
+def test_the_same_result_images_to_many_at_once_arrive_whole(tmp_path):
+    """Eight visitors ask for the same (cached) comparison six times each, at once: every image
+    arrives whole. Gradio rewrites a PIL image output in place into one cache file per image on every
+    response, and downloads running meanwhile came back cut short (3 of 48 in a trial run, before the
+    app served its images from files written once: demo.storage.served_copy)."""
+    app = App(tmp_path).start()
+
+    def visitor(i):
+        client = Client(app.url, verbose=False, download_files=str(tmp_path / f"visitor{i}"))
+        try:
+            for _ in range(6):
+                left, right, *_ = client.submit(handle_file(CONTENT), handle_file(STYLE), "a2k_free", "all2all_free",
+                                                384, 1.0, False, api_name="/stylize").result(timeout=300)
+                for path in (left, right):
+                    with Image.open(path) as image:
+                        image.load()  # raises on a truncated file
+        finally:
+            client.close()
+
+    try:
+        visitor("first")  # computes the pair once; the rest comes from the result cache
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(visitor, range(8)))
+    finally:
+        app.stop()
