@@ -48,7 +48,13 @@ def build_explorer_tab(arena, content_input, style_input):
     def show(img):
         return None if img is None else resize_long_side(img, SIZE)
 
-    content_input.change(show, content_input, content_view, api_name=False)
+    clean_content = gr.State(None)  # the view gets a marker drawn on it; attention runs on this copy
+
+    def show_content(img):
+        img = show(img)
+        return img, img
+
+    content_input.change(show_content, content_input, [content_view, clean_content], api_name=False)
     style_input.change(show, style_input, style_view, api_name=False)
 
     def explore(content, style, evt: gr.SelectData):
@@ -64,5 +70,5 @@ def build_explorer_tab(arena, content_input, style_input):
         return (mark(content, (x, y)), *panels,
                 f"Position ({x}, {y}) px, cell ({cx}, {cy}) of the relu4_1 grid (8 px cells).")
 
-    content_view.select(explore, [content_view, style_view], [content_view, *maps, note],
+    content_view.select(explore, [clean_content, style_view], [content_view, *maps, note],
                         concurrency_id="device", concurrency_limit=settings.max_jobs, api_name=False)
