@@ -43,6 +43,17 @@ def from_regions(x, p, h, w):
     return x.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, heads * d, h, w)
 
 
+def cut_regions(x, p, heads):
+    """(B, C, H, W) of any size -> region form (B, heads, n, p*p, C/heads) of the map replicate-padded
+    to multiples of p."""
+    return to_regions(pad_to_multiple(x, p), p, heads)
+
+
+def fold_regions(x, p, h, w):
+    """Region form of a padded map -> (B, heads*d, h, w), the padding cropped; inverse of `cut_regions`."""
+    return from_regions(x, p, h + (-h % p), w + (-w % p))[..., :h, :w]
+
+
 def aggregate(k, v, sim_alpha, sim_beta):
     """DA's one key and one value per style region, each (B, heads, n, d).
 
@@ -105,13 +116,13 @@ def branches_reference(q1, k1, v1, q2, k2, v2, sim_alpha, sim_beta, scale=1.0):
 def region_rows(x, p):
     """(B, C, H, W) -> (B, N', C): the positions of the replicate-padded map in region order
     (regions row-major, then positions row-major inside each region)."""
-    return to_regions(pad_to_multiple(x, p), p, 1).flatten(1, 3)
+    return cut_regions(x, p, 1).flatten(1, 3)
 
 
 def fold_rows(rows, p, h, w):
     """(B, N', C) region rows -> (B, C, h, w); inverse of `region_rows`, padding cropped."""
     b, _, c = rows.shape
-    return from_regions(rows.reshape(b, 1, -1, p * p, c), p, h + (-h % p), w + (-w % p))[..., :h, :w]
+    return fold_regions(rows.reshape(b, 1, -1, p * p, c), p, h, w)
 
 
 class A2K(nn.Module):
@@ -158,10 +169,9 @@ class A2K(nn.Module):
             return tuple(fold_rows(torch.cat([x[i] for x in heads], -1), p, h, w) for i in (1, 2))
         cn, sn = mvn(content), mvn(style)
         maps = (self.q(cn), self.k(sn), self.v(style), self.q2(cn), self.k2(sn), self.v2(style))
-        regions = [to_regions(pad_to_multiple(m, p), p, self.heads) for m in maps]
+        regions = [cut_regions(m, p, self.heads) for m in maps]
         da, pa = branches_reference(*regions, self.sim_alpha, self.sim_beta)
-        hp, wp = h + (-h % p), w + (-w % p)
-        return tuple(from_regions(x, p, hp, wp)[..., :h, :w] for x in (da, pa))
+        return tuple(fold_regions(x, p, h, w) for x in (da, pa))
 
     def forward(self, content, style):
         if not self.lean:
@@ -178,20 +188,25 @@ class A2K(nn.Module):
         return fold_rows(rows, self.region_size, *content.shape[-2:]) + content
 
 
-def a2k_mean_std(content_key, style_key, style_value, region_size, scale):
-    """Parameter-free A2K statistics: identity projections, one head, sim_alpha = 1, sim_beta = 0.
+def parameter_free(query_key, style_key, style_value, region_size, scale=1.0):
+    """A2K without parameters: identity projections, one head, sim_alpha = 1, sim_beta = 0.
 
-    content_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws), style_value (B, Cv, Hs, Ws) -> per content
-    position the attention-weighted mean and std of the style values, each (B, Cv, H, W), averaged
-    over the DA and PA branches."""
-    h, w = content_key.shape[-2:]
+    query_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws), style_value (B, Cv, Hs, Ws) ->
+    the DA and PA branches, each (B, Cv, H, W)."""
+    h, w = query_key.shape[-2:]
     p = region_size
-    maps = (content_key, style_key, torch.cat((style_value, style_value * style_value), 1))
-    q, k, v = (to_regions(pad_to_multiple(m, p), p, 1) for m in maps)
+    q, k, v = (cut_regions(m, p, 1) for m in (query_key, style_key, style_value))
+    return tuple(fold_regions(x, p, h, w) for x in branches(q, k, v, q, k, v, 1.0, 0.0, scale))
+
+
+def a2k_mean_std(content_key, style_key, style_value, region_size, scale):
+    """Parameter-free A2K statistics. content_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws),
+    style_value (B, Cv, Hs, Ws) -> per content position the attention-weighted mean and std of the
+    style values, each (B, Cv, H, W), averaged over the DA and PA branches."""
+    values = torch.cat((style_value, style_value * style_value), 1)
     stats = []
-    for branch in branches(q, k, v, q, k, v, 1.0, 0.0, scale):
-        folded = from_regions(branch, p, h + (-h % p), w + (-w % p))[..., :h, :w]
-        mean, second = folded.split(style_value.shape[1], 1)
+    for branch in parameter_free(content_key, style_key, values, region_size, scale):
+        mean, second = branch.split(style_value.shape[1], 1)
         stats.append((mean, (second - mean * mean).relu().sqrt()))
     (mean_da, std_da), (mean_pa, std_pa) = stats
     return (mean_da + mean_pa) / 2, (std_da + std_pa) / 2

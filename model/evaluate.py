@@ -15,12 +15,13 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from .files import image_files
 from .images import ImageError, open_image, resize_long_side
 from .methods import METHODS, available_methods, default_device, load_method
 from .metrics import COLUMNS, DEFINITIONS, load_encoder, measure
+from .pipeline import to_image, to_tensor
 from .precision import autocast
 from .profiling import Cost
-from .stylize import image_files, to_image, to_tensor
 from .weights import WeightsError, missing_message
 
 THUMB = 128  # grid cell side, pixels
@@ -137,7 +138,7 @@ def main(argv=None):
     parser.add_argument("--methods", required=True, help=f"comma-separated, from: {', '.join(METHODS)}")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--size", type=int, default=512, help="long side in pixels (default 512)")
-    parser.add_argument("--weights-dir", help="folder with official checkpoints (see python -m model.weights list)")
+    parser.add_argument("--weights-dir", help="folder with official checkpoints (see python -m model.check_weights)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed before every run (default 0)")
     args = parser.parse_args(argv)

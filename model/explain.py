@@ -2,17 +2,16 @@
 training-free pair (same keys at relu4_1; A2K against all-to-all)."""
 import torch
 
-from .a2k import REGION_SIZE, aggregate, match_regions, pad_to_multiple, to_regions
+from .a2k import REGION_SIZE, aggregate, cut_regions, fold_regions, match_regions
 from .function import shallow_keys
 from .training_free import TrainingFree
 
 
 def region_map(weights, p, h, w):
-    """(n,) per-region or (n, r) per-position weights of a padded (h + pad, w + pad) grid -> (h, w) map."""
-    hp, wp = h + (-h % p), w + (-w % p)
-    grid = weights.reshape(hp // p, wp // p, *([p, p] if weights.dim() == 2 else [1, 1]))
-    grid = grid.expand(hp // p, wp // p, p, p).permute(0, 2, 1, 3).reshape(hp, wp)
-    return grid[:h, :w]
+    """(n,) per-region or (n, r) per-position weights of the padded grid of an (h, w) map -> (h, w) map."""
+    if weights.dim() == 1:
+        weights = weights[:, None].expand(-1, p * p)
+    return fold_regions(weights[None, None, :, :, None], p, h, w)[0, 0]
 
 
 @torch.inference_mode()
@@ -32,16 +31,16 @@ def attention_maps(net, content, style, point):
     y = min(int(point[1] * h / content.shape[-2]), h - 1)
     p = REGION_SIZE[4]
     query = ck[0, :, y, x]
-    keys = to_regions(pad_to_multiple(sk, p), p, 1)  # (1, 1, n, r, C)
+    keys = cut_regions(sk, p, 1)  # (1, 1, n, r, C)
     kagg, _ = aggregate(keys, keys, 1.0, 0.0)
     da = torch.softmax(kagg[0, 0] @ query * net.scale, 0)
-    content_regions = to_regions(pad_to_multiple(ck, p), p, 1)
-    region = (y // p) * ((w + (-w % p)) // p) + x // p
+    content_regions = cut_regions(ck, p, 1)
+    region = (y // p) * -(-w // p) + x // p
     matched = match_regions(content_regions[:, :, region : region + 1], keys)[0, 0, 0]
     pa = torch.zeros(keys.shape[2], keys.shape[3], dtype=query.dtype, device=query.device)
     pa[matched] = torch.softmax(keys[0, 0, matched] @ query * net.scale, 0)
     all2all = torch.softmax(query @ sk[0].flatten(1) * net.scale, 0).reshape(hs, ws)
-    da_map = region_map(da[:, None].expand(-1, p * p), p, hs, ws)
+    da_map = region_map(da, p, hs, ws)
     pa_map = region_map(pa, p, hs, ws)
     return {
         "da": (da_map / da_map.sum()).cpu(),  # renormalised: padded positions are cropped away

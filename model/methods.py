@@ -1,13 +1,13 @@
 """One entry point for every method: which files it needs, whether it can run, and loading it."""
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
 from .baselines import AdaAttNNet, AdaINNet, SANetNet
 from .stya2k import StyA2K
 from .training_free import TrainingFree
-from .weights import ADAIN_DECODER, OFFICIAL, TRAINED, VGG, WeightsError, key_differences, load_into, locate, read_state_dict
+from .weights import ADAIN_DECODER, OFFICIAL, TRAINED, VGG, load_into, locate
 
 
 @dataclass(frozen=True)
@@ -79,22 +79,9 @@ def load_method(name, weights_dir=None, device=None):
     return net.eval().to(device or default_device())
 
 
-def verify(weights_dir):
-    """(WeightFile, status) for every known file: "missing", "ok (path)", or what is wrong with it."""
-    report = {}
+def layouts():
+    """(WeightFile, the state_dict it must fit) for every file of every method, for `weights.verify`."""
     for method in METHODS.values():
         net = method.build()
         for attr, wf in method.all_files().items():
-            if wf in report:
-                continue
-            path = locate(wf, weights_dir)
-            if path is None:
-                report[wf] = "missing"
-                continue
-            try:
-                diff = key_differences(read_state_dict(path, wf), net.get_submodule(attr).state_dict(), wf is VGG)
-            except WeightsError as exc:
-                report[wf] = str(exc)
-                continue
-            report[wf] = f"ok ({path})" if not diff else f"{path}: wrong keys or shapes: " + "; ".join(diff[:10])
-    return list(report.items())
+            yield wf, net.get_submodule(attr).state_dict()

@@ -10,7 +10,7 @@ from .encoder import Encoder
 from .function import mean_std, mvn
 from .images import as_rgb, resize_long_side
 from .methods import default_device
-from .stylize import to_tensor
+from .pipeline import to_tensor
 from .weights import VGG, load_into
 
 DEFINITIONS = "content: MSE of mvn relu4_1 + relu5_1; style: mean/std MSE over relu1_1..relu5_1; SSIM on BT.601 luminance"

@@ -1,6 +1,6 @@
 """How inference runs on each device: float32 on the CPU, autocast to CUDA_DTYPE on CUDA.
 
-float16 was chosen over bfloat16 by `python -m model.bench --precision` (README, Performance):
+float16 was chosen over bfloat16 by `python -m model.speed --precision` (README, Performance):
 its outputs are about 5x closer to float32. channels_last was measured too and made the
 full network 2x slower on an H100, so tensors stay contiguous."""
 import contextlib

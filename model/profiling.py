@@ -10,9 +10,10 @@ PROC = Path("/proc/self")
 
 class Cost:
     """with Cost(device) as cost: ...  then cost.seconds is the block's wall time (CUDA work
-    finished) and cost.mib its peak memory in MiB: on CUDA the allocator's peak above what was
-    allocated at entry; on the CPU the process's peak resident set (VmHWM, reset at entry through
-    /proc/self/clear_refs), or None where that cannot be reset."""
+    finished) and cost.mib the block's peak memory in MiB above what was held at entry: on CUDA
+    the allocator's peak above its allocation at entry; on the CPU the process's peak resident set
+    (VmHWM, reset at entry through /proc/self/clear_refs) above its resident set at entry, or None
+    where the peak cannot be reset."""
 
     def __init__(self, device):
         self.device = torch.device(device)
@@ -28,7 +29,7 @@ class Cost:
         else:
             try:
                 (PROC / "clear_refs").write_text("5")
-                self.base = 0
+                self.base = self.status_kib("VmRSS")
             except OSError:
                 pass
         self.start = time.perf_counter()
@@ -41,6 +42,10 @@ class Cost:
         if self.device.type == "cuda":
             self.mib = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
         elif self.base is not None:
-            match = re.search(r"VmHWM:\s+(\d+) kB", (PROC / "status").read_text())
-            self.mib = int(match.group(1)) / 1024 if match else None
+            self.mib = (self.status_kib("VmHWM") - self.base) / 1024
         return False
+
+    @staticmethod
+    def status_kib(field):
+        """A memory field of /proc/self/status (VmRSS, VmHWM), in KiB."""
+        return int(re.search(rf"{field}:\s+(\d+) kB", (PROC / "status").read_text()).group(1))

@@ -5,24 +5,25 @@ from .stylenet import StyleNet, TwoLevelTransform
 
 
 class Transform(TwoLevelTransform):
-    """A2K at relu4_1 and relu5_1, merged. Keys of latest_net_transform.pth."""
+    """A2K at relu4_1 and relu5_1, merged. Keys of latest_net_transform.pth. lean: see `A2K`."""
 
-    def __init__(self, channels=512):
+    def __init__(self, channels=512, lean=True):
         super().__init__(channels)
-        self.attn_adain_4_1 = A2K(channels, REGION_SIZE[4])
-        self.attn_adain_5_1 = A2K(channels, REGION_SIZE[5])
+        self.attn_adain_4_1 = A2K(channels, REGION_SIZE[4], lean=lean)
+        self.attn_adain_5_1 = A2K(channels, REGION_SIZE[5], lean=lean)
 
     def forward(self, content4, style4, content5, style5):
         return self.merge(self.attn_adain_4_1(content4, style4), self.attn_adain_5_1(content5, style5))
 
 
 class StyA2K(StyleNet):
-    """Files: `a2k` <- latest_net_A2K.pth, `transform` <- latest_net_transform.pth, `decoder` <- latest_net_decoder.pth."""
+    """Files: `a2k` <- latest_net_A2K.pth, `transform` <- latest_net_transform.pth, `decoder` <- latest_net_decoder.pth.
+    lean=False runs every A2K layer in the reference formulation (same numbers; see `A2K`)."""
 
-    def __init__(self):
+    def __init__(self, lean=True):
         super().__init__()
-        self.a2k = A2K(256, REGION_SIZE[3])
-        self.transform = Transform(512)
+        self.a2k = A2K(256, REGION_SIZE[3], lean=lean)
+        self.transform = Transform(512, lean)
         self.decoder = SkipDecoder()
 
     def transfer(self, c, s):

@@ -1,4 +1,5 @@
-"""Train StyA2K (the spec's reference recipe) or SANet (its published recipe) from scratch:
+"""Train StyA2K (the recipe of Zhu et al., "All-to-key Attention for Arbitrary Style Transfer", ICCV
+2023, as in the official code, github.com/LearningHx/StyA2K) or SANet (Park & Lee, CVPR 2019) from scratch:
 
     python -m model.train --method stya2k|sanet --contents DIR --styles DIR --out DIR --steps N
                           [--batch B] [--lr LR] [--decay-every K] [--crop 256] [--load-size 512]
@@ -11,7 +12,7 @@ printed once). Pairs are drawn by shuffling each folder once per pass over it; e
 is a function of (seed, sample number), so a resumed run sees exactly the batches it would have seen.
 
 Recipes (--batch and --lr default to them):
-    stya2k  Adam lr 2e-4, batch 8; L = 10 L_global + 1.25 L_A2K (see SPEC-A2K.md). The lr is
+    stya2k  Adam lr 2e-4, batch 8; L = 10 L_global + 1.25 L_A2K (the paper's losses and weights). The lr is
             multiplied by 0.3 every --decay-every steps after the first two such periods; the
             default --decay-every is steps / 5, so a run of 5 epochs (steps = 5 x images / batch)
             is the paper's "2 epochs at full lr, then 3 more at x0.3 each". Trainable a2k,
@@ -44,14 +45,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from .a2k import A2K, REGION_SIZE, branches, from_regions, pad_to_multiple, to_regions
+from .a2k import REGION_SIZE, parameter_free
 from .baselines import SANetNet
+from .files import IMAGE_SUFFIXES
 from .function import mean_std, mvn, shallow_keys
 from .images import ImageError, open_image
 from .methods import default_device
 from .precision import autocast
 from .stya2k import StyA2K
-from .stylize import IMAGE_SUFFIXES
 from .weights import OFFICIAL, VGG, WeightsError, load_into
 
 RECIPES = {"stya2k": {"lr": 2e-4, "batch": 8}, "sanet": {"lr": 1e-4, "batch": 5}}
@@ -141,13 +142,10 @@ def stat_loss(a_feats, b_feats):
 
 
 def a2k0(query_key, style_key, style_value, region_size):
-    """Parameter-free A2K: identity projections, one head, sim_alpha 1, sim_beta 0, no 1/sqrt(d).
-    query_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws), style_value (B, C, Hs, Ws) -> DA + PA, (B, C, H, W)."""
-    h, w = query_key.shape[-2:]
-    p = region_size
-    q, k, v = (to_regions(pad_to_multiple(x, p), p, 1) for x in (query_key, style_key, style_value))
-    da, pa = branches(q, k, v, q, k, v, 1.0, 0.0)
-    return from_regions(da + pa, p, h + (-h % p), w + (-w % p))[..., :h, :w]
+    """Parameter-free A2K as the L_A2K target (A2K0 of the paper): DA + PA without the 1/sqrt(d) scale.
+    query_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws), style_value (B, C, Hs, Ws) -> (B, C, H, W)."""
+    da, pa = parameter_free(query_key, style_key, style_value, region_size)
+    return da + pa
 
 
 def a2k_loss(o, c, s):
@@ -203,7 +201,7 @@ def build(method, weights_dir):
     """The network with the shipped VGG encoder. StyA2K: trainable convolutions re-initialised
     N(0, 0.02), and its A2K layers switched to the reference formulation (the same numbers in fewer,
     larger ops: faster than the lean one on training crops, measured on the CPU at 64 px)."""
-    net = StyA2K() if method == "stya2k" else SANetNet()
+    net = StyA2K(lean=False) if method == "stya2k" else SANetNet()
     load_into(net.get_submodule("encoder.layers"), VGG, weights_dir, allow_extra=True)
     if method == "stya2k":
         for module in trainable(net, method).values():
@@ -211,8 +209,6 @@ def build(method, weights_dir):
                 if isinstance(m, nn.Conv2d):
                     nn.init.normal_(m.weight, 0.0, 0.02)
                     nn.init.zeros_(m.bias)
-                if isinstance(m, A2K):
-                    m.lean = False
     return net
 
 

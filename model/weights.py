@@ -7,17 +7,15 @@ Layout of a weights folder (all optional):
     sanet/{transformer,decoder}_iter_500000.pth
     adaattn/latest_net_{transformer,decoder,adaattn_3}.pth
 
-    python -m model.weights list            what is known, and where to get it
-    python -m model.weights verify DIR      check every file found in DIR (exit 1 if one is bad)
+`python -m model.check_weights` lists them and checks a folder.
 """
-import argparse
-import hashlib
 import importlib.metadata
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .files import sha256_file
 
 STYA2K_SOURCE = "https://github.com/LearningHx/StyA2K (README: checkpoints/A2K/)"
 SANET_SOURCE = "https://github.com/GlebSBrykin/SANET (README: pre-trained decoder and transformer)"
@@ -111,18 +109,10 @@ def missing_message(wf, weights_dir):
     return f"{wf.name} is missing: it holds {wf.purpose}. Get it from {wf.source} and put it at {where}."
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_state_dict(path, wf):
     """torch.load(weights_only=True). A packaged copy must have its published sha256; a file the
     user points to is checked by its keys and shapes (it may be, say, a float16 copy)."""
-    if wf.sha256 is not None and path == packaged_path(wf) and sha256(path) != wf.sha256:
+    if wf.sha256 is not None and path == packaged_path(wf) and sha256_file(path) != wf.sha256:
         raise WeightsError(
             f"{path} is not the expected {wf.name} ({wf.purpose}): its sha256 differs from {wf.sha256}. "
             f"Get the right file from {wf.source}."
@@ -162,27 +152,22 @@ def load_into(module, wf, weights_dir=None, allow_extra=False):
     module.load_state_dict({k: state[k] for k in expected})
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m model.weights", description="Known weight files.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list the known files and where to get them")
-    check = sub.add_parser("verify", help="check the files in a weights folder")
-    check.add_argument("dir", type=Path)
-    args = parser.parse_args(argv)
-    if args.command == "list":
-        for wf in KNOWN:
-            print(f"{wf.path}\n    {wf.purpose}\n    from {wf.source}\n    sha256 {wf.sha256 or 'not published'}")
-        return 0
-    if not args.dir.is_dir():
-        print(f"{args.dir} is not a folder", file=sys.stderr)
-        return 2
-    from .methods import verify
-
-    report = verify(args.dir)
-    for wf, status in report:
-        print(f"{wf.path}: {status}")
-    return 1 if any(not (s == "missing" or s.startswith("ok")) for _, s in report) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def verify(weights_dir, layouts):
+    """layouts: (WeightFile, the state_dict its file must fit) pairs, as `model.methods.layouts` gives
+    them. Returns (WeightFile, status) for each distinct file: "missing", "ok (path)", or what is
+    wrong with it."""
+    report = {}
+    for wf, expected in layouts:
+        if wf in report:
+            continue
+        path = locate(wf, weights_dir)
+        if path is None:
+            report[wf] = "missing"
+            continue
+        try:
+            diff = key_differences(read_state_dict(path, wf), expected, wf is VGG)
+        except WeightsError as exc:
+            report[wf] = str(exc)
+            continue
+        report[wf] = f"ok ({path})" if not diff else f"{path}: wrong keys or shapes: " + "; ".join(diff[:10])
+    return list(report.items())

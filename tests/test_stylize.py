@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from model.images import ImageError, open_image
-from model.stylize import stylize
+from model.pipeline import stylize
 
 ROOT = Path(__file__).parents[1]
 CONTENT = ROOT / "examples/contents/animal_red_panda.jpg"

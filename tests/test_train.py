@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from model import load_method
 from model.a2k import REGION_SIZE
 from model.function import shallow_keys
+from model.methods import load_method
 from model.train import a2k0, a2k_loss, learning_rate, main, parse_args, stat_loss
 from model.weights import OFFICIAL
 

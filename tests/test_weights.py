@@ -4,8 +4,8 @@ import shutil
 import pytest
 import torch
 
-from model import WeightsError, load_method
-from model.weights import VGG, packaged_path
+from model.methods import load_method
+from model.weights import VGG, WeightsError, packaged_path
 
 
 @pytest.fixture
@@ -80,8 +80,8 @@ def test_tampered_packaged_file_fails_its_checksum(tmp_path, monkeypatch):
         load_method("adain", None, "cpu")
 
 
-def test_weights_verify_flags_a_bad_file(weights):
-    from model.weights import main
+def test_check_weights_flags_a_bad_file(weights):
+    from model.check_weights import main
 
     (weights / "sanet/decoder_iter_500000.pth").write_bytes(b"\x00" * 10)
-    assert main(["verify", str(weights)]) == 1
+    assert main([str(weights)]) == 1

@@ -1,9 +1,9 @@
 """Time and peak memory against resolution, for attention modules and whole networks.
 
-    python -m model.bench --device cpu --sizes 256,512,1024 --out runs/bench-cpu
-    python -m model.bench --device cuda --sizes 256,512,1024,2048,4096 --out runs/bench-cuda
-    python -m model.bench --device cuda --sizes 4096 --style-size 1024 --only network:stya2k --out runs/target
-    python -m model.bench --plot runs/bench-cpu/bench.csv        (needs matplotlib)
+    python -m model.speed --device cpu --sizes 256,512,1024 --out runs/bench-cpu
+    python -m model.speed --device cuda --sizes 256,512,1024,2048,4096 --out runs/bench-cuda
+    python -m model.speed --device cuda --sizes 4096 --style-size 1024 --only network:stya2k --out runs/target
+    python -m model.speed --plot runs/bench-cpu/bench.csv        (needs matplotlib)
 
 Scopes: "attention" runs one layer on random relu3_1-sized features (256 channels, 1/4 of the
 input side): A2K lean, A2K reference formulation, all-to-all (SANet's layer). "network" runs every
@@ -16,11 +16,9 @@ A case whose previous size took more than --budget / 16 seconds is skipped at th
 import argparse
 import csv
 import json
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ from .a2k import A2K, REGION_SIZE
 from .all_to_all import SANet
 from .methods import METHODS
 from .precision import autocast
+from .profiling import Cost
 from .stya2k import StyA2K
 
 ATTENTION = {
@@ -39,19 +38,11 @@ ATTENTION = {
 }
 
 
-def reference_stya2k():
-    net = StyA2K()
-    for m in net.modules():
-        if isinstance(m, A2K):
-            m.lean = False
-    return net
-
-
 NETWORKS = {}
 for _name, _method in METHODS.items():  # one entry per architecture: stya2k_here costs what stya2k does
     if _method.build not in NETWORKS.values():
         NETWORKS[_name] = _method.build
-NETWORKS["stya2k_reference"] = reference_stya2k
+NETWORKS["stya2k_reference"] = lambda: StyA2K(lean=False)
 FIELDS = ["device", "scope", "case", "size", "style_size", "pixels", "seconds", "peak_mib", "status"]
 
 
@@ -65,35 +56,21 @@ def inputs(scope, size, style_size, device):
 
 
 def measure(scope, case, size, style_size, device):
-    """Seconds (median of up to 3 runs after a warm-up, a single run when one takes over 10 s) and peak MiB."""
+    """Seconds (median of up to 3 runs after a warm-up, a single run when one takes over 10 s) and
+    peak MiB (the largest `Cost` of a run: memory above what the inputs and weights hold)."""
     device = torch.device(device)
     net = (ATTENTION if scope == "attention" else NETWORKS)[case]().eval().to(device)
     content, style = inputs(scope, size, style_size, device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def run():
-        with torch.inference_mode(), autocast(device):
-            net(content, style)
-        sync()
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    times = []
+    times, peaks = [], []
     while len(times) < 4:
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+        with Cost(device) as cost, torch.inference_mode(), autocast(device):
+            net(content, style)
+        times.append(cost.seconds)
+        peaks.append(cost.mib)
         if times[0] > 10:
             break
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     seconds = times[0] if len(times) == 1 else statistics.median(times[1:])
-    return seconds, peak / 2**20
+    return seconds, max(peaks)
 
 
 def measure_isolated(scope, case, size, style_size, device):
@@ -101,7 +78,7 @@ def measure_isolated(scope, case, size, style_size, device):
     if device != "cpu":
         return measure(scope, case, size, style_size, device)
     args = json.dumps([scope, case, size, style_size, device])
-    out = subprocess.run([sys.executable, "-m", "model.bench", "--one", args], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "model.speed", "--one", args], capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}")
     return tuple(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -175,7 +152,7 @@ def precision(weights_dir, device, sizes, out):
     that can run; writes precision.csv (mean and max absolute error in 8-bit levels, PSNR in dB)."""
     from .images import open_image, resize_long_side
     from .methods import available_methods, load_method
-    from .stylize import to_image, to_tensor
+    from .pipeline import to_image, to_tensor
 
     examples = Path(__file__).parents[1] / "examples"
     pairs = [("contents/photo_chelsea.jpg", "styles/gogh_cafe_terrace_night.jpg"),
@@ -208,7 +185,7 @@ def precision(weights_dir, device, sizes, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m model.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m model.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", default="256,512,1024", help="input sides in pixels, comma-separated")
     parser.add_argument("--style-size", type=int, help="style side (default: the same as the content)")
@@ -217,7 +194,7 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--plot", type=Path, help="only plot an existing bench.csv")
     parser.add_argument("--precision", action="store_true", help="measure autocast error against float32 (CUDA)")
-    parser.add_argument("--weights-dir", help="for --precision: weights folder (see python -m model.weights)")
+    parser.add_argument("--weights-dir", help="for --precision: weights folder (see python -m model.check_weights)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
