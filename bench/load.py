@@ -12,14 +12,10 @@ import argparse
 import json
 import os
 import secrets
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,94 +25,17 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from sqlalchemy import func, select
 
-from study.schema import participants, trials, votes
+from study.schema import CHOICES, participants, trials, votes
 from study.store import Store
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"  # every request of these checks goes to the loopback interface only
+from .server import ROOT, App, wait_until_up
+
 FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
-CHOICES = ("left", "right", "tie", "both_bad")
 STUDY = "sample"
 REQUEST_TIMEOUT_S = 120  # one request, queue wait included
 MAX_RECONNECTS = 5  # per participant
 CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
 STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def answers(url, timeout=2):
-    try:
-        urllib.request.urlopen(url, timeout=timeout)
-        return True
-    except OSError:
-        return False
-
-
-def wait_until_up(url, deadline):
-    """Poll the app every 0.25 s until it answers or the monotonic `deadline` passes."""
-    while time.monotonic() < deadline:
-        if answers(url):
-            return True
-        time.sleep(0.25)
-    return False
-
-
-class App:
-    """`python app.py ARGS` on a free 127.0.0.1 port with `data_dir`; start() again after kill() reuses
-    the port and the data folder."""
-
-    def __init__(self, data_dir, *args, env=None):
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}/"
-        self.args = ["--host", HOST, "--port", str(self.port), "--data-dir", str(self.data_dir), *args]
-        self.env = {**os.environ, **(env or {})}
-        self.log = self.data_dir / "server.log"
-        self.process = None
-
-    def start(self, timeout=180):
-        with open(self.log, "a") as log:
-            self.process = subprocess.Popen([sys.executable, "app.py", *self.args], cwd=ROOT, env=self.env,
-                                            stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while not answers(self.url):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the app did not start; its log ends:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.25)
-        return self
-
-    def kill(self):
-        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
-
-    def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
-
-    def cpu_seconds(self):
-        """CPU time (user + system) the server process has used."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def memory_mib(self, field_name="VmRSS"):
-        """The server process's VmRSS (resident now) or VmHWM (peak resident) in MiB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no {field_name} in /proc/{self.process.pid}/status")
 
 
 @dataclass

@@ -15,6 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves thi
 
 import gradio as gr  # noqa: E402
 
+from study.store import data_dir  # noqa: E402
+
 from .arena import Arena, Settings  # noqa: E402
 from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
@@ -51,8 +53,8 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(prog="python app.py", description="StyA2K Arena demo")
     parser.add_argument("--weights-dir", default=env("WEIGHTS_DIR"), help="folder with official checkpoints")
     parser.add_argument("--device", default=env("DEVICE"), help="cpu, cuda, cuda:1 (default: cuda if present)")
-    parser.add_argument("--data-dir", default=env("DATA_DIR", "data"), help="images, cache and database")
-    parser.add_argument("--database", default=env("DATABASE_URL"), help="SQLAlchemy URL (default: DATA/arena.db)")
+    parser.add_argument("--data-dir", default=data_dir(), help="images, cache and database (env DATA_DIR; default data/)")
+    parser.add_argument("--database", help="SQLAlchemy URL or SQLite file (env DATABASE_URL; default DATA_DIR/arena.db)")
     parser.add_argument("--max-size", type=int, default=env("MAX_SIZE"), help="largest output side, px")
     parser.add_argument("--max-jobs", type=int, default=int(env("MAX_JOBS", "1")), help="stylisations at once")
     parser.add_argument("--vote-interval-ms", type=int, default=int(env("VOTE_INTERVAL_MS", "300")),

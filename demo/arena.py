@@ -1,18 +1,16 @@
 """What the demo's tabs share: the methods that can run, stored images, cached results, the votes."""
-import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from model import METHODS, available_methods
-from model.methods import default_device
+from model.methods import METHODS, available_methods, default_device
 from model.metrics import evaluate_pair, load_encoder
+from model.pipeline import cached_method, stylize
 from model.profiling import Cost
-from model.stylize import cached_method, stylize
 from model.weights import locate
-from study.store import Store
+from study.store import Store, default_url
 
 from .storage import ImageStore, ResultCache
 
@@ -62,7 +60,7 @@ class Arena:
         data = Path(settings.data_dir)
         self.images = ImageStore(data / "images")
         self.results = ResultCache(data / "results")
-        self.store = Store(settings.database or os.environ.get("DATABASE_URL") or data / "arena.db")
+        self.store = Store(settings.database or default_url(data))
         self.encoder = None  # the VGG for the metrics, loaded on first use
 
     def runnable(self):

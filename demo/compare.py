@@ -6,12 +6,12 @@ from model.metrics import DEFINITIONS
 from model.weights import WeightsError
 from study.store import StudyError
 
+from .choices import CHOICE_LABELS
 from .gallery import example_paths
 from .storage import StorageError, served_copy
 from .upload import ImageUpload
 
 DEFAULT_PAIR = ("a2k_free", "all2all_free")
-CHOICES = {"left": "Left is better", "right": "Right is better", "tie": "Tie", "both_bad": "Both bad"}
 MIN_SIZE = 128
 
 
@@ -64,7 +64,7 @@ def build_compare_tab(arena):
         out_right = gr.Image(label="Right", format="png", interactive=False, buttons=["download", "fullscreen"])
     slider = gr.ImageSlider(label="Left | right (drag to compare)", format="png", interactive=False)
     with gr.Row():
-        buttons = [gr.Button(text, interactive=False) for text in CHOICES.values()]
+        buttons = [gr.Button(text, interactive=False) for text in CHOICE_LABELS.values()]
     vote_info = gr.Markdown()
     with gr.Accordion("Metrics for this comparison", open=False):
         measure = gr.Button("Compute content loss, style loss and SSIM")
@@ -122,7 +122,7 @@ def build_compare_tab(arena):
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc
         disabled = [gr.Button(interactive=False) for _ in buttons]
-        return (*disabled, f"Recorded: {CHOICES[choice].lower()}. Thank you! Run another comparison to vote again.")
+        return (*disabled, f"Recorded: {CHOICE_LABELS[choice].lower()}. Thank you! Run another comparison to vote again.")
 
     def metrics(state):
         if not state:
@@ -138,7 +138,7 @@ def build_compare_tab(arena):
     run.click(compare, [content, style, left, right, size, alpha, preserve],
               [out_left, out_right, slider, info, comparison, *buttons, vote_info],
               api_name="stylize", concurrency_id="device", concurrency_limit=settings.max_jobs)
-    for choice, button in zip(CHOICES, buttons):
+    for choice, button in zip(CHOICE_LABELS, buttons):
         button.click(lambda state, c=choice: vote(c, state), [comparison], [*buttons, vote_info],
                      api_name=f"vote_{choice}")
     return content, style

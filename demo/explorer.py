@@ -6,7 +6,7 @@ from PIL import Image, ImageDraw
 
 from model.explain import attention_maps
 from model.images import resize_long_side
-from model.stylize import cached_method, to_tensor
+from model.pipeline import cached_method, to_tensor
 
 SIZE = 384  # long side the explorer works at, px
 PANELS = (("da", "A2K: distributed attention (weight of each style region)"),

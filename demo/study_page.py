@@ -23,7 +23,7 @@ from PIL import Image
 from study.prepare import register
 from study.store import IDENTITY_KEY, STUDY_NAME, StudyError, VoteRejected
 
-from .compare import CHOICES
+from .choices import CHOICE_LABELS
 from .limits import VoteLimits
 from .storage import served_copy
 
@@ -150,7 +150,7 @@ def build_study_page(arena, app):
                              buttons=["fullscreen"])
         with gr.Row():
             buttons = [gr.Button(text, variant="primary" if c in ("left", "right") else "secondary")
-                       for c, text in CHOICES.items()]
+                       for c, text in CHOICE_LABELS.items()]
         trial = gr.Textbox(visible="hidden")  # the shown trial's token: a vote names the pair it answers
     with gr.Column(visible=False) as done_box:
         done = gr.HTML()
@@ -252,6 +252,6 @@ def build_study_page(arena, app):
     app.load(open_page, [saved], outputs, api_name="study_open", **study_events)
     agree.click(give_consent, [session, saved], [*outputs, saved], api_name="study_agree", **study_events)
     start.click(begin, [session], outputs, api_name="study_start", **study_events)
-    for choice, button in zip(CHOICES, buttons):
+    for choice, button in zip(CHOICE_LABELS, buttons):
         button.click(voter(choice), [trial, session], outputs,
                      api_name=f"study_vote_{choice}", show_progress="minimal", **study_events)

@@ -3,7 +3,7 @@
     python -m study.analyze --db URL_OR_PATH --study NAME --out DIR
                             [--max-catch-failures 0] [--bootstrap 1000] [--seed 0]
 
---db defaults to env DATABASE_URL, else runs/study.db.
+--db defaults to env DATABASE_URL, else DATA_DIR/arena.db (DATA_DIR: env, else data/), the app's database.
 """
 import argparse
 import sys

@@ -8,7 +8,8 @@
 Runs `python -m model.stylize` in a subprocess (skipped when every output exists), then registers
 each CONTENT__STYLE__METHOD.png with its sha256 hashes, plus one catch image per content x style
 (CONTENT__STYLE__catch.png: a rendered output blurred beyond recognition and colour-inverted).
---db defaults to env DATABASE_URL, else runs/study.db; --images-dir to runs/study/NAME.
+--db defaults to the app's database: env DATABASE_URL, else DATA_DIR/arena.db (DATA_DIR: env, else data/);
+--images-dir to runs/study/NAME.
 """
 import argparse
 import hashlib
@@ -21,7 +22,7 @@ from PIL import Image, ImageFilter, ImageOps
 from .store import CATCH, Store, StudyError, default_url
 
 REPO = Path(__file__).resolve().parents[1]
-# the same as model.stylize (which study/ must not import: it pulls in torch)
+# model.files' contract, kept here because study/ never imports model/ (tests/test_contracts.py pins it)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 CATCH_RECIPE = "gaussian blur (radius = long side / 16), colours inverted"
 

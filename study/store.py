@@ -13,7 +13,7 @@ import re
 import secrets
 from collections import Counter
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,6 @@ from .schema import (
     votes,
 )
 
-DEFAULT_DB = "runs/study.db"
 BUSY_TIMEOUT_MS = 5000
 CATCH = "catch"  # the method name of the deliberately broken stimuli
 IDENTITY_KEY = "PROLIFIC_PID"  # the external id that identifies a person: they resume, never restart
@@ -50,13 +49,19 @@ class VoteRejected(StudyError):
     """A vote that is not stored: unknown or foreign trial, a second vote, or an invalid answer."""
 
 
-def default_url():
-    """The database to use when none is given: env DATABASE_URL, else the SQLite file DEFAULT_DB."""
-    return os.environ.get("DATABASE_URL") or DEFAULT_DB
+def data_dir():
+    """The app's data folder (images, result cache, the default database): env DATA_DIR, else data/."""
+    return Path(os.environ.get("DATA_DIR") or "data")
+
+
+def default_url(data=None):
+    """The database of the app, study.prepare and study.analyze when none is given: env DATABASE_URL,
+    else the SQLite file arena.db in the data folder `data` (default: `data_dir()`)."""
+    return os.environ.get("DATABASE_URL") or str(Path(data or data_dir()) / "arena.db")
 
 
 def now():
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def make_engine(url_or_path):

@@ -3,7 +3,6 @@ over SQLite and PostgreSQL, a small stimulus set, and the frozen version-1 schem
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.server import free_port
 from study.store import CATCH, Store
 
 METHODS = ("a2k_free", "adain", "all2all_free")
@@ -34,12 +34,6 @@ def _unprivileged_user():
     return pwd.getpwnam("study-pg")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def postgres_server():
     """A PostgreSQL server (initdb + pg_ctl) in a temp folder on a free local port, for the whole session.
@@ -53,7 +47,7 @@ def postgres_server():
         user = _unprivileged_user()
         os.chown(root, user.pw_uid, user.pw_gid)
         as_user.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
     run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True, text=True, **as_user)  # noqa: E731
     try:
         run(initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")

@@ -1,14 +1,12 @@
 """The page in a real headless Chromium: pick gallery examples, compare, vote; a screenshot is kept."""
-import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
+from bench.server import ROOT, App
 from study.store import Store
 
-from .server import ROOT, Server
-
-playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 ARTIFACTS = ROOT / "artifacts"
@@ -18,8 +16,8 @@ ARTIFACTS = ROOT / "artifacts"
 def page(tmp_path):
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
-    server = Server(tmp_path)
-    with playwright.sync_playwright() as p:
+    server = App(tmp_path).start()
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server.url)

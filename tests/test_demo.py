@@ -5,9 +5,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from bench.server import ROOT, App
 from study.store import Store
-
-from .server import ROOT, Server
 
 CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
 STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
@@ -16,7 +15,7 @@ STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("arena")
-    server = Server(data, "--max-size", "512")
+    server = App(data, "--max-size", "512").start()
     server.data = data
     yield server
     server.stop()

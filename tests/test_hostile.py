@@ -16,10 +16,9 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from sqlalchemy import func, select
 
+from bench.server import ROOT, App
 from study.schema import metadata
 from study.store import Store
-
-from .server import ROOT, Server
 
 PASSWORD = "hostile-test-password"
 CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
@@ -34,7 +33,7 @@ NOT_SHOWN = "not for the pair on your screen"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("hostile")
-    server = Server(data, "--max-size", "512", env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"})
+    server = App(data, "--max-size", "512", env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"}).start()
     server.data = data
     server.health = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "study"}})
     yield server

@@ -15,11 +15,11 @@ import pytest
 from gradio_client import Client
 from sqlalchemy import func, select
 
+from bench.server import App
 from demo.limits import TOO_FAST, TOO_MANY, VoteLimits
 from study.schema import participants, votes
 from study.store import Store
 
-from .server import Server
 from .study_fixtures import db_url, postgres_server  # noqa: F401
 
 FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
@@ -54,7 +54,7 @@ def count_votes(database):
 
 def test_vote_rate_limits_per_participant_and_per_address(tmp_path):
     """2 s between a participant's votes, 3 votes a minute per address (tiny limits, to hit them)."""
-    server = Server(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3"})
+    server = App(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3"}).start()
     try:
         a, b, c = (connect(server, "127.0.0.21") for _ in range(3))
         other = connect(server, "127.0.0.22")
@@ -99,7 +99,7 @@ def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F81
     raw = {"PROLIFIC_PID": secrets.token_hex(12), "STUDY_ID": secrets.token_hex(12),
            "SESSION_ID": secrets.token_hex(12)}
     address = "127.83.19.201"
-    server = Server(tmp_path, "--database", db_url, env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": ""})
+    server = App(tmp_path, "--database", db_url, env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": ""}).start()
     try:
         client = connect(server, address, **raw)
         participant, s = enrol(client)

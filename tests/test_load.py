@@ -12,8 +12,8 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from bench.load import CONTENT, STYLE, App, flood, limits_env, record, run_participants, verify
+from bench.server import ROOT
 
-from .server import ROOT
 from .study_fixtures import postgres_server  # noqa: F401
 
 PARTICIPANTS = int(os.environ.get("LOAD_PARTICIPANTS", "12"))

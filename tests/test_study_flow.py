@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 from gradio_client import Client
 from PIL import Image
+from playwright.sync_api import sync_playwright
 
+from bench.server import ROOT, App
 from demo.results_page import check_password
 from demo.study_page import SAMPLE, register_sample
 from study.prepare import register
 from study.store import Store, load_votes
-
-from .server import ROOT, Server
 
 PASSWORD = "correct horse battery staple"
 SPEC = json.loads((SAMPLE / "study.json").read_text())
@@ -40,7 +40,7 @@ def server(tmp_path_factory):
                            images_dir=SAMPLE / "images")
         register(store, SMALL, [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
                  SAMPLE / "images", SPEC["size"])
-    server = Server(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"})  # votes at bot speed
+    server = App(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"}).start()  # votes at bot speed
     server.data = data
     yield server
     server.stop()
@@ -219,11 +219,10 @@ def test_sample_registration_is_idempotent(tmp_path):
 
 
 def test_browser_consents_votes_and_resumes_after_reload(server):
-    playwright = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
     seen = []
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.on("request", lambda request: seen.append(request.url))

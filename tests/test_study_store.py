@@ -5,13 +5,12 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
-from tests.study_fixtures import METHODS, SCHEMA_V1, add_stimuli, db_url, fake_sha, postgres_server, store  # noqa: F401
 
 from study.schema import SCHEMA_VERSION, participants, trials, votes
 from study.store import (
@@ -23,6 +22,7 @@ from study.store import (
     migrate,
     schema_version,
 )
+from tests.study_fixtures import METHODS, SCHEMA_V1, add_stimuli, db_url, fake_sha, postgres_server, store  # noqa: F401
 
 VIEW_KEYS = {"token", "position", "n_trials", "left", "right"}
 
@@ -112,7 +112,7 @@ def test_database_constraints_hold_without_the_api(store):
     pid = store.new_participant(study)
     with store.engine.connect() as conn:
         trial_id = conn.scalar(select(trials.c.id).where(trials.c.token == store.remaining_trials(pid)[0]["token"]))
-    row = {"trial_id": trial_id, "choice": "left", "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc)}
+    row = {"trial_id": trial_id, "choice": "left", "created_at": datetime(2026, 1, 1, tzinfo=UTC)}
     with store.engine.begin() as conn:
         conn.execute(insert(votes).values(**row))
     for bad in (row, {**row, "choice": "maybe"}):  # a second vote; a choice outside the CHECK
