@@ -10,8 +10,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from study.analysis import AnalysisError, analyze
-from study.store import STUDY_NAME, StudyError, load_votes
+from study.analysis import AnalysisError, Rules, analyze
+from study.store import STUDY_NAME, StudyError, load_participants, load_votes
 
 from .study_page import DEFAULT_STUDY
 
@@ -28,10 +28,9 @@ def check_password(expected, given):
 
 def summary_markdown(study, r):
     rate = "n/a (no catch trials)" if math.isnan(r.catch_failure_rate) else f"{r.catch_failure_rate:.3g}"
-    return (f"**Study `{study}`**: {r.n_participants} participants, {r.n_votes} votes; "
-            f"{len(r.excluded)} participant(s) excluded for failing more than "
-            f"{r.settings['max_catch_failures']} catch trial(s); catch failure rate {rate}. "
-            "The statistics leave out catch trials and excluded participants; the CSV has every vote.")
+    return (f"**Study `{study}`** (live: participants still voting are kept): {r.flow_sentence} "
+            f"Catch failure rate {rate}. The statistics leave out catch trials and excluded participants; "
+            "the CSV has every vote.")
 
 
 def build_results_page(arena):
@@ -51,11 +50,11 @@ def build_results_page(arena):
     with gr.Column(visible=False) as tables:
         gr.Markdown("### Method strengths (Bradley-Terry, bootstrap 95% CI)")
         strengths = gr.Dataframe(interactive=False)
-        gr.Markdown("### Pairwise win rates (decisive votes, Wilson 95% CI)")
+        gr.Markdown("### Pairwise win rates (decisive votes, participant-bootstrap 95% CI, Holm-adjusted p)")
         pairs = gr.Dataframe(interactive=False)
-        gr.Markdown("### Position bias (P(left chosen) over decisive votes, Wilson 95% CI)")
+        gr.Markdown("### Position bias (P(left chosen) over decisive votes, participant-bootstrap 95% CI)")
         position = gr.Dataframe(interactive=False)
-        gr.Markdown("### Catch trials per participant")
+        gr.Markdown("### Per participant")
         catch = gr.Dataframe(interactive=False)
     csv = gr.File(label="Raw votes (CSV)")
 
@@ -64,13 +63,13 @@ def build_results_page(arena):
         if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
             raise gr.Error("Type a study name: letters, digits, '_', '-' or '.'.")
         try:
-            votes = load_votes(arena.store, name)
+            votes, participants = load_votes(arena.store, name), load_participants(arena.store, name)
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc
         path = Path(tempfile.mkdtemp(prefix="votes-")) / f"{name}-votes.csv"
         votes.to_csv(path, index=False)
         try:
-            r = analyze(votes, max_catch_failures=int(max_catch_failures or 0))
+            r = analyze(votes, participants, Rules(int(max_catch_failures or 0), keep_incomplete=True))
         except AnalysisError as exc:
             return f"**Study `{name}`**: {exc}.", gr.Column(visible=False), None, None, None, None, str(path)
         return (summary_markdown(name, r), gr.Column(visible=True), r.strengths.round(3), r.pairs.round(3),

@@ -1,14 +1,17 @@
-"""Statistics of a blind 2AFC preference study, on the vote table of `study.store.load_votes`.
+"""Statistics of a blind 2AFC preference study, on the tables of `study.store.load_votes` and
+`study.store.load_participants`.
 
 Win rates use decisive votes (left/right); ties and both_bad are counted separately. A pair's two
 methods are in alphabetical order, method_a then method_b: a_win_rate is P(method_a chosen).
+Each participant gives many votes, which are not independent: intervals and p-values resample
+participants (cluster bootstrap), and Holm's procedure adjusts the p-values of a table's rows.
 """
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
-from scipy.stats import binomtest, norm
+from scipy.stats import norm
 
 OUTCOMES = ("a", "b", "tie", "both_bad")  # method_a chosen, method_b chosen, tie, both bad
 AGREEMENT_MEASURE = (
@@ -22,33 +25,93 @@ class AnalysisError(ValueError):
 
 
 def wilson_interval(k, n, level=0.95):
-    """Wilson score interval (low, high) of the proportion k / n; NaNs when n == 0."""
-    if n == 0:
-        return float("nan"), float("nan")
+    """Wilson score interval (low, high) of the proportion k / n, treating the n votes as independent;
+    k, n: scalars or arrays of the same shape; NaN where n == 0."""
+    k, n = np.asarray(k, dtype=float), np.asarray(n, dtype=float)
     z = norm.ppf(0.5 + level / 2)
-    p = k / n
-    centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
-    half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
-    return float(centre - half), float(centre + half)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z**2 / (2 * n)) / (1 + z**2 / n)
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / (1 + z**2 / n)
+    return (centre - half)[()], (centre + half)[()]
 
 
-def binomial_p(k, n):
-    """Exact two-sided binomial test of k successes in n against p = 0.5; NaN when n == 0."""
-    return float(binomtest(int(k), int(n), 0.5).pvalue) if n else float("nan")
+def participant_draws(n_people, n_boot, rng):
+    """(n_boot, n_people) counts: how often each participant appears in each bootstrap resample
+    (n_people drawn with replacement)."""
+    return rng.multinomial(n_people, np.full(n_people, 1 / n_people), size=n_boot)
 
 
-def catch_summary(votes, max_failures=0):
-    """One row per participant: n_votes, n_catch, n_catch_failed, and excluded (more than
-    max_failures failed catch trials)."""
-    failed = votes["is_catch"] & ~votes["catch_passed"].fillna(True).astype(bool)
-    by = votes["participant"]
-    out = pd.DataFrame({
-        "n_votes": by.value_counts(),
-        "n_catch": votes["is_catch"].groupby(by).sum(),
-        "n_catch_failed": failed.groupby(by).sum(),
-    }).astype(int).rename_axis("participant").sort_index()
-    out["excluded"] = out["n_catch_failed"] > max_failures
-    return out.reset_index()
+def cluster_bootstrap(wins, totals, n_boot=2000, seed=0, level=0.95, null=0.5):
+    """Participant-clustered inference on the ratios sum(wins) / sum(totals) of G groups.
+
+    wins, totals: (G, P) counts per group (e.g. method pair) and participant (zeros where a
+    participant has no vote in a group). Participants are resampled with replacement, the same
+    n_boot resamples (numpy seed `seed`) for every group. Returns a dict of (G,) arrays: estimate,
+    ci_low and ci_high (percentile interval at `level`), and p_value, the two-sided bootstrap test
+    of estimate == null (inverting the percentile interval: 2 (1 + #resamples on the far side of
+    null) / (1 + #resamples), at least 2 / (n_boot + 1)). NaN for a group without votes."""
+    wins, totals = np.atleast_2d(np.asarray(wins, dtype=float)), np.atleast_2d(np.asarray(totals, dtype=float))
+    if wins.shape[1] == 0:  # nobody voted
+        nothing = np.full(len(wins), np.nan)
+        return {"estimate": nothing, "ci_low": nothing, "ci_high": nothing, "p_value": nothing}
+    draws = participant_draws(wins.shape[1], n_boot, np.random.default_rng(seed)).astype(float)  # (B, P)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        estimate = wins.sum(axis=1) / totals.sum(axis=1)
+        boot = (draws @ wins.T) / (draws @ totals.T)  # (B, G)
+    valid = ~np.isnan(boot)
+    n_valid = valid.sum(axis=0)
+    low = np.full(len(estimate), np.nan)
+    high = low.copy()
+    some = n_valid > 0
+    if some.any():
+        low[some], high[some] = np.nanquantile(boot[:, some], [(1 - level) / 2, (1 + level) / 2], axis=0)
+    far = np.minimum((boot <= null).sum(axis=0), (boot >= null).sum(axis=0))
+    p = np.minimum(1.0, 2 * (1 + far) / (n_valid + 1))
+    p[np.isnan(estimate)] = np.nan
+    return {"estimate": estimate, "ci_low": low, "ci_high": high, "p_value": p}
+
+
+def holm(p_values):
+    """Holm's step-down adjustment of a family of p-values (array-like; NaNs are left out of the
+    family and stay NaN): the k-th smallest of m becomes max over j <= k of (m - j + 1) p_(j), capped at 1."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    q = p[tested]
+    order = np.argsort(q, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((len(q) - np.arange(len(q))) * q[order]))
+    ranked = np.empty_like(q)
+    ranked[order] = adjusted
+    out[tested] = ranked
+    return out
+
+
+@dataclass(frozen=True)
+class Rules:
+    """Which participants the analysis leaves out. include: participant ids to restrict the analysis
+    to (None: everyone), described by include_source (e.g. "the Prolific export FILE")."""
+
+    max_catch_failures: int = 0  # exclude participants failing more catch trials than this
+    keep_incomplete: bool = False  # keep participants who did not vote on every trial
+    fast_ms: float = 1000.0  # a median response time under this (ms) flags a participant
+    exclude_fast: bool = False  # exclude flagged participants instead of only flagging them
+    include: frozenset = None
+    include_source: str = ""
+
+    def describe(self):
+        """The rules as sentences, with their values."""
+        out = [f"Participants failing more than {self.max_catch_failures} catch trial(s) are excluded.",
+               "Incomplete participants (fewer votes than trials) are "
+               + ("kept (--keep-incomplete)." if self.keep_incomplete
+                  else "excluded (default; --keep-incomplete keeps them)."),
+               f"A median response time under {self.fast_ms:g} ms "
+               + ("excludes a participant (--exclude-fast)." if self.exclude_fast
+                  else "flags a participant, who is kept (default; --exclude-fast excludes them)."),
+               "Participants without any vote are excluded."]
+        if self.include is not None:
+            out.insert(0, f"Only participants in {self.include_source or 'the list'} are analysed.")
+        return out
 
 
 def _oriented(votes):
@@ -68,20 +131,143 @@ def _outcome_counts(v, keys):
     return v.groupby(keys)["outcome"].value_counts().unstack(fill_value=0).reindex(columns=list(OUTCOMES), fill_value=0)
 
 
-def pair_win_rates(votes, by=(), level=0.95):
-    """One row per method pair (per value of the `by` columns, e.g. ["style"]): n_votes, a_wins,
-    b_wins, ties, both_bad, n_decisive, a_win_rate with its Wilson interval (ci_low, ci_high), and
-    p_value, the exact two-sided binomial test of a_win_rate = 0.5."""
-    counts = _outcome_counts(_oriented(votes), [*by, "method_a", "method_b"])
+def participant_table(votes, participants, rules=Rules()):
+    """One row per enrolled participant: participant, n_trials (assigned), n_votes, completed, n_catch,
+    n_catch_failed, median_rt_ms (over all their votes; NaN without times), share_left (of their
+    decisive votes on method trials), fast (median_rt_ms < rules.fast_ms), excluded, and reason
+    (every rule that excludes them, '; '-joined; '' when kept)."""
+    unknown = set(votes["participant"]) - set(participants["participant"])
+    if unknown:
+        raise AnalysisError(f"votes of participants missing from the participant table: {sorted(unknown)[:5]}")
+    by = votes["participant"]
+    failed = votes["is_catch"] & ~votes["catch_passed"].fillna(True).astype(bool)
+    method = votes[~votes["is_catch"] & votes["choice"].isin(["left", "right"])]
+    per = pd.DataFrame({
+        "n_catch": votes["is_catch"].groupby(by).sum(),
+        "n_catch_failed": failed.groupby(by).sum(),
+        "median_rt_ms": votes["response_time_ms"].astype(float).groupby(by).median(),
+        "share_left": (method["choice"] == "left").groupby(method["participant"]).mean(),
+    })
+    out = participants[["participant", "n_trials", "n_votes", "completed"]].merge(
+        per, left_on="participant", right_index=True, how="left")
+    out[["n_catch", "n_catch_failed"]] = out[["n_catch", "n_catch_failed"]].fillna(0).astype(int)
+    out["fast"] = out["median_rt_ms"] < rules.fast_ms
+    reasons = []
+    for row in out.itertuples():
+        why = []
+        if rules.include is not None and row.participant not in rules.include:
+            why.append("not in " + (rules.include_source or "the list"))
+        if row.n_votes == 0:
+            why.append("no vote")
+        elif not row.completed and not rules.keep_incomplete:
+            why.append(f"incomplete ({row.n_votes} of {row.n_trials} trials)")
+        if row.n_catch_failed > rules.max_catch_failures:
+            why.append(f"failed {row.n_catch_failed} of {row.n_catch} catch trials")
+        if row.fast and rules.exclude_fast:
+            why.append(f"median response time {row.median_rt_ms:.0f} ms < {rules.fast_ms:g} ms")
+        reasons.append("; ".join(why))
+    out["excluded"] = [bool(r) for r in reasons]
+    out["reason"] = reasons
+    return out.reset_index(drop=True)
+
+
+def participant_flow(people, votes, rules=Rules()):
+    """CONSORT-style flow of a participant_table: (DataFrame of stage, excluded, remaining, note; a
+    sentence). Rules apply in the table's order; a participant counts at the first rule excluding them.
+    votes: the load_votes table, for the number of method votes analysed."""
+    remaining = pd.Series(True, index=people.index)
+    rows = [("enrolled (consented, trials assigned)", "", len(people), "")]
+
+    def step(stage, hit, applies=True, kept_note=""):
+        """Exclude the remaining participants that `hit` marks (applies) or only count them (kept_note)."""
+        n = int((remaining & hit).sum())
+        if applies:
+            remaining[hit] = False
+        rows.append((stage, n if applies else 0, int(remaining.sum()), "" if applies else f"{n} {kept_note}"))
+        return n
+
+    listed = ""
+    if rules.include is not None:
+        source = rules.include_source or "the list"
+        listed = f"{step('not in ' + source, ~people['participant'].isin(rules.include))} not in {source}, "
+    no_vote = step("no vote", people["n_votes"] == 0)
+    incomplete = step("incomplete (fewer votes than trials)", ~people["completed"], not rules.keep_incomplete,
+                      "kept (--keep-incomplete)")
+    catch = step(f"failed more than {rules.max_catch_failures} catch trial(s)",
+                 people["n_catch_failed"] > rules.max_catch_failures)
+    fast = step(f"median response time under {rules.fast_ms:g} ms", people["fast"].astype(bool), rules.exclude_fast,
+                "flagged, kept")
+    rows.append(("analysed", "", int(remaining.sum()), ""))
+    flow = pd.DataFrame(rows, columns=["stage", "excluded", "remaining", "note"])
+    n_trials = people["n_trials"].unique()
+    trials = f"all {n_trials[0]} trials" if len(n_trials) == 1 else "all their trials"
+    analysed = set(people.loc[remaining, "participant"])
+    n_method = int((votes["participant"].isin(analysed) & ~votes["is_catch"]).sum())
+    sentence = (
+        f"Of {len(people)} enrolled participants, {int((people['n_votes'] > 0).sum())} voted and "
+        f"{int(people['completed'].sum())} completed {trials}. Excluded: {listed}{no_vote} with no vote, "
+        + (f"none for being incomplete ({incomplete} kept)" if rules.keep_incomplete else f"{incomplete} incomplete")
+        + f", {catch} who failed more than {rules.max_catch_failures} catch trial(s), "
+        + (f"{fast} with a median response time under {rules.fast_ms:g} ms" if rules.exclude_fast
+           else f"none for speed ({fast} with a median response time under {rules.fast_ms:g} ms flagged and kept)")
+        + f". Analysed: {len(analysed)} participants and {n_method} method votes (of {len(votes)} votes stored).")
+    return flow, sentence
+
+
+def _per_participant(v, keys, column):
+    """(groups, participants) sums of the 0/1 column `column` of v, groups as in _outcome_counts."""
+    per = v.groupby([*keys, "participant"])[column].sum()
+    return per.unstack("participant", fill_value=0)
+
+
+def pair_win_rates(votes, by=(), n_boot=2000, seed=0, level=0.95):
+    """One row per method pair (per value of the `by` columns, e.g. ["style"]): n_participants, n_votes,
+    a_wins, b_wins, ties, both_bad, n_decisive, a_win_rate, its participant-bootstrap interval
+    (ci_low, ci_high) and p_value (against 0.5; see cluster_bootstrap), p_holm (Holm over the rows),
+    and the per-vote Wilson interval that treats votes as independent (wilson_low_per_vote,
+    wilson_high_per_vote; too narrow when participants differ)."""
+    v = _oriented(votes)
+    keys = [*by, "method_a", "method_b"]
+    counts = _outcome_counts(v, keys)
     out = counts.rename(columns={"a": "a_wins", "b": "b_wins", "tie": "ties"})
     out.insert(0, "n_votes", counts.sum(axis=1))
+    out.insert(0, "n_participants", v.groupby(keys)["participant"].nunique())
     out["n_decisive"] = out["a_wins"] + out["b_wins"]
-    out["a_win_rate"] = out["a_wins"] / out["n_decisive"].where(out["n_decisive"] > 0)
-    ci = [wilson_interval(k, n, level) for k, n in zip(out["a_wins"], out["n_decisive"])]
-    out["ci_low"], out["ci_high"] = [c[0] for c in ci], [c[1] for c in ci]
-    out["p_value"] = [binomial_p(k, n) for k, n in zip(out["a_wins"], out["n_decisive"])]
+    v["win"] = (v["outcome"] == "a").astype(int)
+    v["decisive"] = v["outcome"].isin(["a", "b"]).astype(int)
+    wins = _per_participant(v, keys, "win").reindex(counts.index)
+    totals = _per_participant(v, keys, "decisive").reindex(counts.index)
+    boot = cluster_bootstrap(wins.to_numpy(), totals.to_numpy(), n_boot, seed, level)
+    out["a_win_rate"] = boot["estimate"]
+    out["ci_low"], out["ci_high"], out["p_value"] = boot["ci_low"], boot["ci_high"], boot["p_value"]
+    out["p_holm"] = holm(boot["p_value"])
+    out["wilson_low_per_vote"], out["wilson_high_per_vote"] = wilson_interval(out["a_wins"], out["n_decisive"], level)
     out.columns.name = None
     return out.reset_index()
+
+
+def preference_spread(votes):
+    """How much participants differ: per method pair, the standard deviation across participants of
+    their own P(method_a chosen) on decisive votes, by the method of moments (binomial noise removed;
+    0 when votes vary no more than chance). Returns (DataFrame of method_a, method_b, n_participants,
+    a_win_rate, spread; the pooled spread, a participant-weighted root mean square; NaN if unknown)."""
+    v = _oriented(votes)
+    v = v[v["outcome"].isin(["a", "b"])]
+    rows = []
+    for (a, b), g in v.groupby(["method_a", "method_b"]):
+        k = (g["outcome"] == "a").groupby(g["participant"]).sum().to_numpy(float)
+        n = g.groupby("participant").size().to_numpy(float)
+        rate, h = k.sum() / n.sum(), np.mean(1 / n)
+        spread = np.nan
+        if len(n) >= 2 and h < 1:
+            s2 = np.sum((k / n - rate) ** 2) / (len(n) - 1)
+            spread = np.sqrt(np.clip((s2 - rate * (1 - rate) * h) / (1 - h), 0, None))
+        rows.append((a, b, len(n), rate, spread))
+    table = pd.DataFrame(rows, columns=["method_a", "method_b", "n_participants", "a_win_rate", "spread"])
+    known = table.dropna(subset=["spread"])
+    pooled = (float(np.sqrt(np.average(known["spread"] ** 2, weights=known["n_participants"])))
+              if len(known) else float("nan"))
+    return table, pooled
 
 
 def bradley_terry(wins, pseudo=0.5, compared=None, tol=1e-10, max_iter=20_000):
@@ -106,7 +292,7 @@ def bradley_terry(wins, pseudo=0.5, compared=None, tol=1e-10, max_iter=20_000):
     return p
 
 
-def bt_strengths(votes, n_boot=1000, seed=0, level=0.95):
+def bt_strengths(votes, n_boot=2000, seed=0, level=0.95):
     """One row per method, strongest first: strength (Bradley-Terry, summing to 1 over methods),
     its bootstrap percentile interval (ci_low, ci_high; participants resampled with replacement,
     numpy seed `seed`), and decisive wins and losses."""
@@ -127,8 +313,7 @@ def bt_strengths(votes, n_boot=1000, seed=0, level=0.95):
     if n_groups > 1:
         raise AnalysisError("some methods were never compared with the others, even indirectly: "
                             "their strengths cannot be put on one scale")
-    rng = np.random.default_rng(seed)
-    draws = rng.multinomial(len(people), np.full(len(people), 1 / len(people)), size=n_boot)  # (B, P)
+    draws = participant_draws(len(people), n_boot, np.random.default_rng(seed))  # (B, P)
     boot = bradley_terry(np.tensordot(draws, per_person, axes=1), compared=compared)  # (B, M)
     low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
     out = pd.DataFrame({"method": methods, "strength": bradley_terry(wins), "ci_low": low, "ci_high": high,
@@ -136,14 +321,37 @@ def bt_strengths(votes, n_boot=1000, seed=0, level=0.95):
     return out.sort_values("strength", ascending=False, ignore_index=True)
 
 
-def position_bias(votes, level=0.95):
-    """P(left chosen) over decisive non-catch votes: n_decisive, n_left, p_left, its Wilson interval
-    (ci_low, ci_high) and p_value (exact two-sided binomial test against 0.5)."""
+def position_bias(votes, n_boot=2000, seed=0, level=0.95):
+    """P(left chosen) over decisive non-catch votes: n_participants, n_decisive, n_left, p_left, its
+    participant-bootstrap interval (ci_low, ci_high) and p_value against 0.5 (see cluster_bootstrap),
+    and the per-vote Wilson interval (wilson_low_per_vote, wilson_high_per_vote)."""
     v = votes[~votes["is_catch"] & votes["choice"].isin(["left", "right"])]
-    n, k = len(v), int((v["choice"] == "left").sum())
+    left = (v["choice"] == "left").groupby(v["participant"]).sum()
+    total = v.groupby("participant").size()
+    boot = cluster_bootstrap(left.to_numpy()[None], total.to_numpy()[None], n_boot, seed, level)
+    n, k = int(total.sum()), int(left.sum())
     low, high = wilson_interval(k, n, level)
-    return {"n_decisive": n, "n_left": k, "p_left": k / n if n else float("nan"),
-            "ci_low": low, "ci_high": high, "p_value": binomial_p(k, n)}
+    return {"n_participants": len(total), "n_decisive": n, "n_left": k, "p_left": float(boot["estimate"][0]),
+            "ci_low": float(boot["ci_low"][0]), "ci_high": float(boot["ci_high"][0]),
+            "p_value": float(boot["p_value"][0]),
+            "wilson_low_per_vote": float(low), "wilson_high_per_vote": float(high)}
+
+
+def response_times(votes, people, fast_ms):
+    """Response times (ms) in four rows: votes and participant medians, of all participants and of the
+    analysed ones (people: a participant_table). Columns: n, p5, p25, median, p75, p95, and
+    share_under_threshold (share below fast_ms)."""
+    kept = set(people.loc[~people["excluded"], "participant"])
+    rt = votes["response_time_ms"].astype(float)
+    medians = people.set_index("participant")["median_rt_ms"]
+    series = {"votes, all participants": rt, "votes, analysed participants": rt[votes["participant"].isin(kept)],
+              "participant medians, all": medians, "participant medians, analysed": medians[medians.index.isin(kept)]}
+    rows = []
+    for name, x in series.items():
+        x = x.dropna().to_numpy()
+        q = np.quantile(x, [0.05, 0.25, 0.5, 0.75, 0.95]) if len(x) else np.full(5, np.nan)
+        rows.append((name, len(x), *q, float(np.mean(x < fast_ms)) if len(x) else np.nan))
+    return pd.DataFrame(rows, columns=["times", "n", "p5", "p25", "median", "p75", "p95", "share_under_threshold"])
 
 
 def agreement(votes):
@@ -170,40 +378,58 @@ def agreement(votes):
 class Results:
     """What `analyze` found. DataFrames are tidy; see the function that makes each."""
 
-    n_participants: int
-    n_votes: int
-    participants: pd.DataFrame  # catch_summary
+    n_participants: int  # enrolled
+    n_analysed: int  # participants left after the exclusions
+    n_votes: int  # every stored vote, catch trials and excluded participants included
+    n_method_votes: int  # non-catch votes of the analysed participants
+    participants: pd.DataFrame  # participant_table
     excluded: list  # participant ids left out of everything below
+    flow: pd.DataFrame  # participant_flow
+    flow_sentence: str
     catch_failure_rate: float  # over all catch votes, excluded participants included
     strengths: pd.DataFrame  # bt_strengths
     pairs: pd.DataFrame  # pair_win_rates
     pairs_by_style: pd.DataFrame
     pairs_by_content: pd.DataFrame
     position: dict  # position_bias
+    response_times: pd.DataFrame
+    spread: pd.DataFrame  # preference_spread, per pair
+    pooled_spread: float
+    tie_rate: float  # share of the analysed method votes that are tie or both_bad
     agreement: dict
-    settings: dict  # max_catch_failures, n_boot, seed, level
+    rules: Rules
+    settings: dict  # the rules' values, n_boot, seed, level
 
 
-def analyze(votes, max_catch_failures=0, n_boot=1000, seed=0, level=0.95):
-    """Every statistic of the study. Participants with more than max_catch_failures failed catch
-    trials are excluded first; catch votes never enter the method statistics."""
+def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95):
+    """Every statistic of the study. votes: load_votes; participants: load_participants. The rules
+    decide who is excluded first; catch votes never enter the method statistics."""
     if votes.empty:
         raise AnalysisError("the study has no votes yet")
-    people = catch_summary(votes, max_catch_failures)
+    people = participant_table(votes, participants, rules)
     excluded = people.loc[people["excluded"], "participant"].tolist()
     kept = votes[~votes["participant"].isin(excluded)]
     if kept["is_catch"].all():
-        raise AnalysisError("no method votes are left after excluding participants who failed catch trials; "
-                            "raise --max-catch-failures to keep them")
+        raise AnalysisError("no method votes are left after the exclusions; --keep-incomplete keeps "
+                            "incomplete participants, --max-catch-failures keeps those failing catch trials")
+    flow, sentence = participant_flow(people, votes, rules)
+    method = kept[~kept["is_catch"]]
     catch = votes.loc[votes["is_catch"], "catch_passed"]
+    spread, pooled = preference_spread(kept)
+    boot = {"n_boot": n_boot, "seed": seed, "level": level}
     return Results(
-        n_participants=len(people), n_votes=len(votes), participants=people, excluded=excluded,
+        n_participants=len(people), n_analysed=len(people) - len(excluded), n_votes=len(votes),
+        n_method_votes=len(method), participants=people, excluded=excluded, flow=flow,
+        flow_sentence=sentence,
         catch_failure_rate=float(1 - catch.astype(bool).mean()) if len(catch) else float("nan"),
-        strengths=bt_strengths(kept, n_boot, seed, level),
-        pairs=pair_win_rates(kept, level=level),
-        pairs_by_style=pair_win_rates(kept, by=["style"], level=level),
-        pairs_by_content=pair_win_rates(kept, by=["content"], level=level),
-        position=position_bias(kept, level),
-        agreement=agreement(kept),
-        settings={"max_catch_failures": max_catch_failures, "n_boot": n_boot, "seed": seed, "level": level},
+        strengths=bt_strengths(kept, **boot),
+        pairs=pair_win_rates(kept, **boot),
+        pairs_by_style=pair_win_rates(kept, by=["style"], **boot),
+        pairs_by_content=pair_win_rates(kept, by=["content"], **boot),
+        position=position_bias(kept, **boot),
+        response_times=response_times(votes, people, rules.fast_ms),
+        spread=spread, pooled_spread=pooled,
+        tie_rate=float((~method["choice"].isin(["left", "right"])).mean()),
+        agreement=agreement(kept), rules=rules,
+        settings={**{k: v for k, v in asdict(rules).items() if k != "include"}, **boot},
     )

@@ -1,17 +1,25 @@
 """Analyse a preference study and write its report:
 
     python -m study.analyze --db URL_OR_PATH --study NAME --out DIR
-                            [--max-catch-failures 0] [--bootstrap 1000] [--seed 0]
+                            [--max-catch-failures 0] [--keep-incomplete] [--fast-ms 1000] [--exclude-fast]
+                            [--prolific-ids EXPORT.csv [--only-prolific-ids] [--reject-catch-failures 2]]
+                            [--bootstrap 2000] [--seed 0]
 
 --db defaults to env DATABASE_URL, else DATA_DIR/arena.db (DATA_DIR: env, else data/), the app's database.
+--prolific-ids matches the participant ids of a Prolific export to the stored salted hashes and writes
+prolific_{approve,reject,review}.csv.
 """
 import argparse
 import sys
 from pathlib import Path
 
-from .analysis import AnalysisError, analyze
+import numpy as np
+
+from .analysis import AnalysisError, Rules, analyze
+from .power import ALPHA, POWER, SPREAD, Design, minimum_detectable_effect
+from .prolific import DECISIONS, decide, read_export, write_lists
 from .report import write_report
-from .store import StudyError, default_url, load_votes
+from .store import CATCH, IDENTITY_KEY, Store, StudyError, default_url, load_participants, load_votes
 
 
 def main(argv=None):
@@ -21,25 +29,62 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path, help="folder for the CSVs, plots and report")
     parser.add_argument("--max-catch-failures", type=int, default=0,
                         help="exclude participants failing more catch trials than this (default 0: any failure)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--keep-incomplete", action="store_true",
+                        help="keep participants who did not answer every trial (default: excluded)")
+    parser.add_argument("--fast-ms", type=float, default=1000.0,
+                        help="flag participants whose median response time is under this, in ms (default 1000)")
+    parser.add_argument("--exclude-fast", action="store_true", help="exclude flagged fast participants (default: kept)")
+    parser.add_argument("--prolific-ids", type=Path, help="Prolific's export CSV: write approve/reject/review lists")
+    parser.add_argument("--only-prolific-ids", action="store_true",
+                        help="analyse only participants whose id is in the --prolific-ids export")
+    parser.add_argument("--reject-catch-failures", type=int, default=2,
+                        help="reject a submission with at least this many failed catch trials (default 2)")
+    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     args = parser.parse_args(argv)
     if "://" not in args.db and not Path(args.db).is_file():
         print(f"error: no database file at {args.db}; pass --db PATH_OR_URL", file=sys.stderr)
         return 2
-    if args.bootstrap < 1 or args.max_catch_failures < 0:
-        print("error: --bootstrap must be at least 1 and --max-catch-failures at least 0", file=sys.stderr)
+    if args.bootstrap < 1 or args.max_catch_failures < 0 or args.reject_catch_failures < 1 or args.fast_ms < 0:
+        print("error: --bootstrap and --reject-catch-failures must be at least 1, --max-catch-failures and "
+              "--fast-ms at least 0", file=sys.stderr)
+        return 2
+    if args.only_prolific_ids and not args.prolific_ids:
+        print("error: --only-prolific-ids needs --prolific-ids EXPORT.csv", file=sys.stderr)
         return 2
     try:
-        votes = load_votes(args.db, args.study)
-        results = analyze(votes, args.max_catch_failures, args.bootstrap, args.seed)
-    except (StudyError, AnalysisError) as exc:
+        with Store(args.db) as store:
+            settings, stimuli = store.study(args.study), store.stimuli(args.study)
+            votes, participants = load_votes(store, args.study), load_participants(store, args.study)
+            ids = read_export(args.prolific_ids) if args.prolific_ids else []
+            keys = {pid: store.hash_id(IDENTITY_KEY, pid) for pid in ids}
+        listed = frozenset(participants.loc[participants["external_key"].isin(set(keys.values())), "participant"])
+        rules = Rules(args.max_catch_failures, args.keep_incomplete, args.fast_ms, args.exclude_fast,
+                      listed if args.only_prolific_ids else None,
+                      f"the Prolific export {args.prolific_ids.name}" if args.only_prolific_ids else "")
+        results = analyze(votes, participants, rules, args.bootstrap, args.seed)
+    except (StudyError, AnalysisError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_report(results, votes, args.out, args.study)
-    print(results.strengths.to_string(index=False))
-    print(f"{results.n_participants} participants ({len(results.excluded)} excluded), {results.n_votes} votes; "
-          f"P(left) = {results.position['p_left']:.3f} (p = {results.position['p_value']:.2g})")
+    n_methods = len({s["method"] for s in stimuli} - {CATCH})
+    spread = results.pooled_spread
+    design = Design(settings["n_trials"], settings["catch_rate"], n_methods,
+                    SPREAD if np.isnan(spread) else spread, results.tie_rate)
+    effect, _ = minimum_detectable_effect(design, results.n_analysed, seed=args.seed)
+    power = {"effect": effect, "power": POWER, "alpha": ALPHA, "design": design,
+             "spread_note": f"spread {'assumed' if np.isnan(spread) else 'observed'}, tie rate observed"}
+    write_report(results, votes, args.out, settings, stimuli, power)
+    print(results.pairs[["method_a", "method_b", "n_participants", "a_win_rate", "ci_low", "ci_high", "p_value",
+                         "p_holm"]].to_string(index=False))
+    print(results.flow_sentence)
+    print(f"minimum detectable effect ({POWER:.0%} power): win rate {effect:.3f} vs 0.5")
+    if ids:
+        decisions = decide(ids, keys.get, participants, results.participants, args.reject_catch_failures,
+                           args.max_catch_failures, args.fast_ms)
+        write_lists(decisions, args.out)
+        counts = decisions["decision"].value_counts()
+        print(f"Prolific: {len(ids)} ids, " + ", ".join(f"{counts.get(d, 0)} {d}" for d in DECISIONS)
+              + f": {args.out / 'prolific_approve.csv'} and the reject and review lists beside it")
     print(f"report: {args.out / 'report.html'}")
     return 0
 

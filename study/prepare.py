@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageOps
 
+from .power import Design, participants_needed, summary
 from .store import CATCH, Store, StudyError, default_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +153,9 @@ def main(argv=None):
     for name in missing:
         print(f"warning: {name} was not rendered (an unreadable input?); it is left out", file=sys.stderr)
     print(f"study {args.study}: {total} stimuli registered ({new} new, catch images included) in {images_dir}")
+    design = Design(args.n_trials, args.catch_rate, len(methods))
+    print(f"power: {summary(design, 0.6, participants_needed(design, 0.6, n_sims=500)[0])} (spread and ties assumed; "
+          f"after a pilot: python -m study.power --db DB --study {args.study})")
     return 0
 
 

@@ -1,106 +1,295 @@
-"""Write an analysis to a folder: tidy CSVs, the raw votes (CSV and Parquet), PNG plots, and the
-same report as Markdown (report.md) and HTML (report.html)."""
+"""Write an analysis to a folder: tidy CSVs, the raw votes (CSV and Parquet), PNG plots, example
+thumbnails, and the same report as Markdown (report.md) and HTML (report.html).
+
+Both reports come from one list of blocks, so they say the same; the tables in them are formatted
+for reading (intervals as "low–high"), the CSVs hold every column at full precision.
+"""
 import html
 import math
+import re
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .prepare import sha256_file  # noqa: E402
+from .store import CATCH  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+THUMBNAIL = 240  # px, long side of the example images
+NUMBER = re.compile(r"[-+0-9.e /–]*")  # a cell of a right-aligned column: numbers, "a / b", intervals
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:64em;margin:1.5em auto;padding:0 1em;line-height:1.45}"
+    "div.wide{overflow-x:auto;max-width:100%;margin:.5em 0}"
+    "table{border-collapse:collapse;font-size:88%}"
+    "td,th{padding:3px 7px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top;overflow-wrap:break-word}"
+    "th{background:#f3f3f3}.n{text-align:right}"
+    "table.examples td{text-align:center}figure{margin:0}figcaption{font-size:90%}"
+    "img{max-width:100%;height:auto}"
+)
+
+
+def code_version():
+    """The git commit of the code (with ' + uncommitted changes' when the checkout differs), or a note."""
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,  # noqa: E731
+                                        check=True, timeout=20).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        dirty = run("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout, or git is missing)"
+    return commit + (" + uncommitted changes" if dirty else "")
 
 
 def _fmt(x):
-    if isinstance(x, float):
+    if isinstance(x, (float, np.floating)):
         return "" if math.isnan(x) else f"{x:.3g}"
-    return str(x)
+    return "" if x is None or x is pd.NA else str(x)
 
 
-def _markdown_table(df):
-    rows = [[_fmt(x) for x in row] for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+def _interval(low, high):
+    return "" if np.isnan(low) or np.isnan(high) else f"{low:.3f}–{high:.3f}"
 
 
-def _html_table(df):
-    return df.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.3g}", border=0, classes="t")
+def _p(p):
+    return "" if np.isnan(p) else f"{p:.3g}"
 
 
-def _plot_strengths(strengths, path):
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(strengths)))
-    s = strengths.iloc[::-1]
-    ax.errorbar(s["strength"], range(len(s)), fmt="o", capsize=4,
-                xerr=[s["strength"] - s["ci_low"], s["ci_high"] - s["strength"]])
-    ax.set_yticks(range(len(s)), s["method"])
-    ax.axvline(1 / len(s), color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("Bradley-Terry strength (sums to 1; dashed: all equal)")
+def pairs_display(pairs, by=()):
+    """The pair table as the report shows it."""
+    out = pd.DataFrame({c: pairs[c] for c in by})
+    out["pair (a vs b)"] = pairs["method_a"] + " vs " + pairs["method_b"]
+    out["participants"] = pairs["n_participants"]
+    out["decisive / all votes"] = [f"{d} / {n}" for d, n in zip(pairs["n_decisive"], pairs["n_votes"])]
+    out["a_win_rate"] = [f"{x:.3f}" for x in pairs["a_win_rate"]]
+    out["95% CI (participant bootstrap)"] = [_interval(a, b) for a, b in zip(pairs["ci_low"], pairs["ci_high"])]
+    out["p (bootstrap)"] = pairs["p_value"].map(_p)
+    out["p_holm"] = pairs["p_holm"].map(_p)
+    out["95% CI per vote (Wilson, secondary)"] = [
+        _interval(a, b) for a, b in zip(pairs["wilson_low_per_vote"], pairs["wilson_high_per_vote"])]
+    return out
+
+
+def response_times_display(times):
+    """The response-time table as the report shows it (whole ms)."""
+    out = times.copy()
+    for c in ("p5", "p25", "median", "p75", "p95"):
+        out[c] = out[c].map(lambda x: "" if np.isnan(x) else f"{x:.0f}")
+    out["share_under_threshold"] = out["share_under_threshold"].map(lambda x: "" if np.isnan(x) else f"{x:.3f}")
+    return out.rename(columns={c: f"{c} (ms)" for c in ("p5", "p25", "median", "p75", "p95")})
+
+
+def people_display(people):
+    """The per-participant table as the report shows it."""
+    return pd.DataFrame({
+        "participant": people["participant"],
+        "votes / trials": [f"{v} / {t}" for v, t in zip(people["n_votes"], people["n_trials"])],
+        "catch failed / seen": [f"{f} / {n}" for f, n in zip(people["n_catch_failed"], people["n_catch"])],
+        "median response (ms)": people["median_rt_ms"].map(lambda x: "" if np.isnan(x) else f"{x:.0f}"),
+        "share left": people["share_left"].map(lambda x: "" if np.isnan(x) else f"{x:.2f}"),
+        "fast": people["fast"].map({True: "flagged", False: ""}),
+        "excluded (why)": people["reason"],
+    })
+
+
+def design_table(settings, stimuli, pairs):
+    """What participants saw, as (item, value) rows."""
+    methods = sorted({s["method"] for s in stimuli} - {CATCH})
+    contents = sorted({s["content_name"] for s in stimuli})
+    styles = sorted({s["style_name"] for s in stimuli})
+    n_catch = round(settings["n_trials"] * settings["catch_rate"])
+    n_pairs = len(methods) * (len(methods) - 1) // 2
+    catch = next((s["settings"].get("recipe") for s in stimuli if s["method"] == CATCH), None)
+    rows = [
+        ("methods", ", ".join(methods)),
+        ("method pairs", f"{n_pairs}: " + "; ".join(map(" vs ".join, zip(pairs["method_a"], pairs["method_b"])))),
+        ("content images", f"{len(contents)}: " + ", ".join(contents)),
+        ("style images", f"{len(styles)}: " + ", ".join(styles)),
+        ("stimuli", f"{len(contents) * len(styles)} content x style cells x {len(methods)} methods"
+                    + (", plus a catch image per cell" if catch else "")),
+        ("trials per participant", f"{settings['n_trials']}: {settings['n_trials'] - n_catch} method trials "
+                                   f"(about {(settings['n_trials'] - n_catch) / max(n_pairs, 1):.3g} per pair), "
+                                   f"{n_catch} catch trials"),
+        ("catch rate", f"{settings['catch_rate']:.3g}" + (f" (catch image: {catch})" if catch else "")),
+        ("a trial", "two stylisations of the same content and style side by side, sides random per trial, "
+                  "method names hidden; answers: left, right, tie, both bad"),
+        ("assignment", "each participant gets the least-shown method pairs first and, within a pair, the "
+                       "least-shown content x style they have not seen; order shuffled"),
+    ]
+    return pd.DataFrame(rows, columns=["item", "value"])
+
+
+def write_examples(results, votes, stimuli, images_dir, out):
+    """One thumbnail pair per method pair, from the content x style with most analysed votes on it.
+    Returns (rows for an 'examples' block, None) or ([], the reason there are none)."""
+    if images_dir is None:
+        return [], "the study has no images folder"
+    kept = votes[~votes["participant"].isin(results.excluded) & ~votes["is_catch"]]
+    path = {(s["content_name"], s["style_name"], s["method"]): Path(images_dir) / s["path"] for s in stimuli}
+    folder = out / "examples"
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i, (a, b) in enumerate(zip(results.pairs["method_a"], results.pairs["method_b"]), 1):
+        mine = kept[kept[["left_method", "right_method"]].isin([a, b]).all(axis=1)]
+        cells = mine.groupby(["content", "style"]).size().sort_index().sort_values(ascending=False, kind="stable")
+        if cells.empty:
+            continue
+        content, style = cells.index[0]
+        shown = []
+        for side, method in (("a", a), ("b", b)):
+            source, target = path.get((content, style, method)), folder / f"pair{i}_{side}.jpg"
+            if source is None or not source.is_file():
+                return [], f"{source or content + ' x ' + style + ' x ' + method} is missing"
+            with Image.open(source) as im:
+                im = im.convert("RGB")
+                im.thumbnail((THUMBNAIL, THUMBNAIL))
+                im.save(target, quality=85)
+            shown.append((method, f"examples/{target.name}"))
+        rows.append({"pair": f"{a} vs {b}", "cell": f"{content} x {style}", "images": shown})
+    return rows, None
+
+
+def _plot_intervals(labels, estimate, low, high, reference, xlabel, path):
+    fig, ax = plt.subplots(figsize=(6.5, 0.7 + 0.45 * len(labels)))
+    y = np.arange(len(labels))[::-1]
+    ax.errorbar(estimate, y, xerr=[estimate - low, high - estimate], fmt="o", capsize=4)
+    ax.set_yticks(y, labels)
+    ax.axvline(reference, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def _plot_pairs(pairs, path):
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.45 * len(pairs)))
-    p = pairs.iloc[::-1]
-    ax.errorbar(p["a_win_rate"], range(len(p)), fmt="o", capsize=4,
-                xerr=[p["a_win_rate"] - p["ci_low"], p["ci_high"] - p["a_win_rate"]])
-    ax.set_yticks(range(len(p)), [f"{a} over {b}" for a, b in zip(p["method_a"], p["method_b"])])
-    ax.axvline(0.5, color="grey", lw=0.8, ls="--")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("win rate over decisive votes (Wilson interval)")
+def _plot_response_times(votes, people, fast_ms, path):
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    for ax, x, title in ((axes[0], votes["response_time_ms"].astype(float), "every vote"),
+                         (axes[1], people["median_rt_ms"], "participant medians")):
+        x = x.dropna()
+        x = x[x > 0]
+        if len(x):
+            ax.hist(x, bins=np.geomspace(min(x.min(), fast_ms / 2), max(x.max(), fast_ms * 2), 40))
+        ax.set_xscale("log")
+        ax.axvline(fast_ms, color="red", lw=1, ls="--")
+        ax.set_xlabel("response time (ms, log scale; red: threshold)")
+        ax.set_title(title)
+    axes[0].set_ylabel("count")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _blocks(study, r, parquet_note):
-    """The report as (kind, content) blocks: kind in {"h1", "h2", "p", "table", "img"}."""
-    pos, agr, s = r.position, r.agreement, r.settings
-    level = f"{s['level']:.0%}"
-    excluded = ", ".join(map(str, r.excluded)) or "none"
-    yield "h1", f"Preference study {study}"
-    yield "p", (f"{r.n_participants} participants, {r.n_votes} votes. {len(r.excluded)} participant(s) excluded "
-                f"for failing more than {s['max_catch_failures']} catch trial(s); every statistic below "
-                "leaves them and all catch trials out.")
+def _blocks(r, design, examples, power, provenance, parquet_note):
+    """The report as (kind, content) blocks: kind in {"h1", "h2", "p", "table", "img", "examples"}."""
+    s, pos, agr = r.settings, r.position, r.agreement
+    level, n_boot = f"{s['level']:.0%}", s["n_boot"]
+    n_pairs = len(r.pairs)
+    yield "h1", f"Preference study {provenance['study']}"
+    yield "table", pd.DataFrame([
+        ("generated", provenance["date"]), ("code version", provenance["code"]),
+        ("data fingerprint", f"sha256 of votes.csv: {provenance['sha256']}"),
+        ("votes", f"{r.n_votes} stored ({r.n_method_votes} method votes analysed)"),
+    ], columns=["item", "value"])
+    yield "h2", "Design"
+    yield "table", design
+    yield "h2", "Example stimuli"
+    examples_rows, missing = examples
+    if examples_rows:
+        yield "p", ("One content x style per method pair (the one with most analysed votes), as "
+                    f"thumbnails of at most {THUMBNAIL} px.")
+        yield "examples", examples_rows
+    else:
+        yield "p", f"No example images: {missing}."
+    yield "h2", "Participants"
+    yield "p", "Exclusion rules: " + " ".join(r.rules.describe())
+    yield "table", r.flow
+    yield "p", r.flow_sentence
+    yield "h2", "Pairwise win rates"
+    yield "p", (f"a_win_rate: share of decisive (left/right) votes choosing method_a. A participant gives several "
+                f"votes, which are not independent, so the {level} intervals and the p-values (against 0.5) come "
+                f"from {n_boot} bootstrap resamples of participants (percentile interval; the p-value inverts it, "
+                f"so it cannot go below 2/({n_boot}+1) = {2 / (n_boot + 1):.2g}); p_holm adjusts them with Holm's "
+                f"procedure over the {n_pairs} pair(s). The per-vote Wilson interval treats votes as independent "
+                "and is shown only for comparison. Ties and both_bad are counted apart (pairs.csv).")
+    if 2 / (n_boot + 1) > 0.05 / max(n_pairs, 1):
+        yield "p", (f"With {n_pairs} pairs Holm needs p <= {0.05 / n_pairs:.2g} for the smallest p-value, below "
+                    f"what {n_boot} resamples can show: rerun with more --bootstrap resamples.")
+    yield "table", pairs_display(r.pairs)
+    yield "img", "pairs.png"
     yield "h2", "Method strengths (Bradley-Terry)"
     yield "p", (f"Maximum-likelihood strengths (MM algorithm, 0.5 pseudo-wins each way per compared pair), "
-                f"summing to 1; {level} percentile intervals from {s['n_boot']} bootstrap resamples of "
+                f"summing to 1; {level} percentile intervals from {n_boot} bootstrap resamples of "
                 f"participants (seed {s['seed']}).")
     yield "table", r.strengths
     yield "img", "strengths.png"
-    yield "h2", "Pairwise win rates"
-    yield "p", (f"a_win_rate: share of decisive (left/right) votes for method_a; {level} Wilson intervals; "
-                "p_value: exact two-sided binomial test against 0.5. Ties and both_bad are counted apart.")
-    yield "table", r.pairs
-    yield "img", "pairs.png"
+    yield "h2", "Sample size"
+    yield "p", (f"Minimum detectable effect of the study as run: with {r.n_analysed} analysed participants, a win "
+                f"rate of {power['effect']:.3f} against 0.5 is detected with {power['power']:.0%} power at "
+                f"alpha {power['alpha']:g}" + (f" (Holm over {n_pairs} pairs)" if n_pairs > 1 else "")
+                + f", by simulating {power['design'].describe()} ({power['spread_note']}; "
+                "python -m study.power gives the participants needed for a chosen effect).")
+    yield "p", ("Between-participant spread: the standard deviation across participants of their own "
+                "P(method_a chosen), by the method of moments (binomial noise removed).")
+    yield "table", r.spread
     yield "h2", "Position bias"
-    yield "p", (f"P(left chosen) over {pos['n_decisive']} decisive votes: {_fmt(pos['p_left'])} "
-                f"({level} interval {_fmt(pos['ci_low'])} to {_fmt(pos['ci_high'])}), binomial test against 0.5: "
-                f"p = {_fmt(pos['p_value'])}. Sides are randomised per trial, so a bias adds noise, not a "
-                "method advantage.")
+    yield "p", (f"P(left chosen) over {pos['n_decisive']} decisive votes of {pos['n_participants']} participants: "
+                f"{pos['p_left']:.3f} ({level} participant-bootstrap interval "
+                f"{_interval(pos['ci_low'], pos['ci_high'])}, "
+                f"p = {_p(pos['p_value'])}; per-vote Wilson "
+                f"{_interval(pos['wilson_low_per_vote'], pos['wilson_high_per_vote'])}). "
+                "Sides are randomised per trial, so a bias adds noise, not a method advantage.")
+    yield "h2", "Response times"
+    yield "p", (f"From showing the images to the click, in ms; share_under_threshold: below {s['fast_ms']:g} ms, the "
+                "fast-responder threshold.")
+    yield "table", response_times_display(r.response_times)
+    yield "img", "response_times.png"
     yield "h2", "Catch trials"
-    yield "p", (f"Catch-trial failure rate (all participants): {_fmt(r.catch_failure_rate)}. "
-                f"Excluded participants: {excluded}. Per participant: catch_trials.csv.")
+    rate = "n/a (no catch votes)" if math.isnan(r.catch_failure_rate) else f"{r.catch_failure_rate:.3g}"
+    unseen = int(((r.participants["n_catch"] == 0) & ~r.participants["excluded"]).sum())
+    yield "p", (f"Catch-trial failure rate over all catch votes: {rate}. Analysed participants who saw no catch "
+                f"trial: {unseen}. Excluded participants: {', '.join(map(str, r.excluded)) or 'none'}.")
     yield "h2", "Inter-rater agreement"
     yield "p", (f"{agr['measure']}. {agr['n_items']} items, {agr['n_rater_pairs']} rater pairs: pairwise "
                 f"agreement {_fmt(agr['pairwise_agreement'])} (chance {_fmt(agr['chance_agreement'])}), "
                 f"Fleiss' kappa {_fmt(agr['fleiss_kappa'])}.")
+    yield "h2", "Per participant"
+    yield "table", people_display(r.participants)
     yield "h2", "Win rates per style"
-    yield "table", r.pairs_by_style
+    yield "p", "Intervals and p-values as above; Holm over this table's rows."
+    yield "table", pairs_display(r.pairs_by_style, ["style"])
     yield "h2", "Win rates per content"
-    yield "table", r.pairs_by_content
+    yield "p", "Intervals and p-values as above; Holm over this table's rows."
+    yield "table", pairs_display(r.pairs_by_content, ["content"])
     yield "h2", "Files"
-    yield "p", ("strengths.csv, pairs.csv, pairs_by_style.csv, pairs_by_content.csv, position_bias.csv, "
-                "agreement.csv, catch_trials.csv; raw votes (catch trials and excluded participants included): "
-                f"votes.csv{parquet_note}.")
+    yield "p", ("pairs.csv, pairs_by_style.csv, pairs_by_content.csv, strengths.csv, participants.csv, flow.csv, "
+                "response_times.csv, spread.csv, position_bias.csv, agreement.csv; raw votes (catch trials and "
+                f"excluded participants included): votes.csv{parquet_note}.")
+
+
+def _cell_md(x):
+    return _fmt(x).replace("|", "\\|")
 
 
 def _markdown(blocks):
     out = []
     for kind, x in blocks:
         if kind == "table":
-            out.append(_markdown_table(x))
+            lines = ["| " + " | ".join(map(str, x.columns)) + " |", "|" + "---|" * len(x.columns)]
+            rows = ["| " + " | ".join(map(_cell_md, row)) + " |" for row in x.itertuples(index=False)]
+            out.append("\n".join(lines + rows))
+        elif kind == "examples":
+            lines = ["| pair | content x style | method_a | method_b |", "|---|---|---|---|"]
+            for e in x:
+                images = " | ".join(f"![{m}]({src}) {m}" for m, src in e["images"])
+                lines.append(f"| {e['pair']} | {e['cell']} | {images} |")
+            out.append("\n".join(lines))
         elif kind == "img":
             out.append(f"![{x}]({x})")
         else:
@@ -108,31 +297,55 @@ def _markdown(blocks):
     return "\n\n".join(out) + "\n"
 
 
+def _cell_html(text):
+    """Escaped text with line-break chances after '_', '/' and '–' (long file and method names)."""
+    return re.sub(r"([_/–])", r"\1<wbr>", html.escape(text))
+
+
+def _html_table(df):
+    cells = [[_fmt(v) for v in row] for row in df.itertuples(index=False)]
+    numeric = [bool(cells) and all(NUMBER.fullmatch(row[i]) for row in cells) for i in range(len(df.columns))]
+    tag = lambda kind, i, text: f'<{kind}{" class=n" if numeric[i] else ""}>{_cell_html(text)}</{kind}>'  # noqa: E731
+    head = "".join(tag("th", i, str(c)) for i, c in enumerate(df.columns))
+    body = "".join("<tr>" + "".join(tag("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in cells)
+    return f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
 def _html(title, blocks):
     body = []
     for kind, x in blocks:
         if kind == "table":
             body.append(_html_table(x))
+        elif kind == "examples":
+            rows = "".join(
+                f"<tr><td>{_cell_html(e['pair'])}</td><td>{_cell_html(e['cell'])}</td>"
+                + "".join(f'<td><figure><img src="{html.escape(src)}" alt="{html.escape(m)}">'
+                          f"<figcaption>{html.escape(m)}</figcaption></figure></td>" for m, src in e["images"])
+                + "</tr>" for e in x)
+            body.append('<div class="wide"><table class="examples"><thead><tr><th>pair</th><th>content x style</th>'
+                        f"<th>method_a</th><th>method_b</th></tr></thead><tbody>{rows}</tbody></table></div>")
         elif kind == "img":
             body.append(f'<img src="{html.escape(x)}" alt="{html.escape(x)}">')
         else:
             body.append(f"<{kind}>{html.escape(x)}</{kind}>")
-    style = ("body{font-family:sans-serif;max-width:60em;margin:2em auto;padding:0 1em}"
-             "table.t{border-collapse:collapse;font-size:90%}table.t td,table.t th{padding:2px 8px;"
-             "border-bottom:1px solid #ddd;text-align:right}img{max-width:100%}")
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return (f"<!doctype html>\n<html><head><meta charset='utf-8'>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(results, votes, out_dir, study):
-    """Write everything into out_dir (created); returns the paths written."""
+def write_report(results, votes, out_dir, settings, stimuli, power):
+    """Write everything into out_dir (created); returns the paths written.
+    settings: Store.study (name, n_trials, catch_rate, images_dir); stimuli: Store.stimuli;
+    power: {"effect", "power", "alpha", "design" (study.power.Design), "spread_note"}: the minimum
+    detectable effect (study.power.minimum_detectable_effect)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = {
-        "strengths.csv": results.strengths, "pairs.csv": results.pairs,
-        "pairs_by_style.csv": results.pairs_by_style, "pairs_by_content.csv": results.pairs_by_content,
+        "votes.csv": votes, "pairs.csv": results.pairs, "pairs_by_style.csv": results.pairs_by_style,
+        "pairs_by_content.csv": results.pairs_by_content, "strengths.csv": results.strengths,
+        "participants.csv": results.participants, "flow.csv": results.flow,
+        "response_times.csv": results.response_times, "spread.csv": results.spread,
         "position_bias.csv": pd.DataFrame([results.position]), "agreement.csv": pd.DataFrame([results.agreement]),
-        "catch_trials.csv": results.participants, "votes.csv": votes,
     }
     for name, df in tables.items():
         df.to_csv(out / name, index=False)
@@ -143,9 +356,19 @@ def write_report(results, votes, out_dir, study):
         parquet_note = " and votes.parquet"
     except ImportError:
         parquet_note = " (no Parquet copy: pyarrow is not installed; pip install pyarrow)"
-    _plot_strengths(results.strengths, out / "strengths.png")
-    _plot_pairs(results.pairs, out / "pairs.png")
-    blocks = list(_blocks(study, results, parquet_note))
+    p, st = results.pairs, results.strengths
+    _plot_intervals([f"{a} over {b}" for a, b in zip(p["method_a"], p["method_b"])], p["a_win_rate"], p["ci_low"],
+                    p["ci_high"], 0.5, "win rate over decisive votes (participant-bootstrap interval)",
+                    out / "pairs.png")
+    _plot_intervals(list(st["method"]), st["strength"], st["ci_low"], st["ci_high"], 1 / len(st),
+                    "Bradley-Terry strength (sums to 1; dashed: all equal)", out / "strengths.png")
+    _plot_response_times(votes, results.participants, results.settings["fast_ms"], out / "response_times.png")
+    examples = write_examples(results, votes, stimuli, settings.get("images_dir"), out)
+    provenance = {"study": settings["name"], "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                  "code": code_version(), "sha256": sha256_file(out / "votes.csv")}
+    design = design_table(settings, stimuli, results.pairs)
+    blocks = list(_blocks(results, design, examples, power, provenance, parquet_note))
     (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
-    (out / "report.html").write_text(_html(f"Preference study {study}", blocks), encoding="utf-8")
-    return written + [out / n for n in ("strengths.png", "pairs.png", "report.md", "report.html")]
+    (out / "report.html").write_text(_html(f"Preference study {settings['name']}", blocks), encoding="utf-8")
+    images = [out / n for n in ("pairs.png", "strengths.png", "response_times.png")]
+    return written + images + sorted((out / "examples").glob("*.jpg")) + [out / "report.md", out / "report.html"]

@@ -504,3 +504,34 @@ def load_votes(source, study):
     passed[df["is_catch"]] = df["choice"].isin(["left", "right"]) & (df["choice"] != df["catch_side"])
     df.insert(df.columns.get_loc("is_catch") + 1, "catch_passed", passed)
     return df.drop(columns="catch_side")
+
+
+def load_participants(source, study):
+    """One row per participant enrolled in `study` (source: a Store, a URL or a SQLite path), in
+    enrolment order. Columns: participant (int, as in load_votes), enrolled_at (UTC), n_trials
+    (assigned, catch trials included), n_votes, completed (a vote on every assigned trial), and
+    external_key (the salted hash of PROLIFIC_PID, None without one; compare with Store.hash_id)."""
+    store = source if isinstance(source, Store) else Store(source)
+    try:
+        with store._read() as conn:
+            study_id = store._study(conn, study)["id"]
+            rows = conn.execute(
+                select(participants.c.id.label("participant"), participants.c.created_at.label("enrolled_at"),
+                       func.count(trials.c.id).label("n_trials"), func.count(votes.c.id).label("n_votes"),
+                       participants.c.external_key)
+                .select_from(participants)
+                .outerjoin(trials, trials.c.participant_id == participants.c.id)
+                .outerjoin(votes, votes.c.trial_id == trials.c.id)
+                .where(participants.c.study_id == study_id)
+                .group_by(participants.c.id, participants.c.created_at, participants.c.external_key)
+                .order_by(participants.c.id)
+            ).mappings()
+            rows = [dict(r) for r in rows]
+    finally:
+        if store is not source:
+            store.close()
+    df = pd.DataFrame(rows, columns=["participant", "enrolled_at", "n_trials", "n_votes", "external_key"])
+    df["enrolled_at"] = pd.to_datetime(df["enrolled_at"], utc=True)
+    df[["n_trials", "n_votes"]] = df[["n_trials", "n_votes"]].astype(int)
+    df.insert(4, "completed", (df["n_votes"] >= df["n_trials"]) & (df["n_trials"] > 0))
+    return df

@@ -1,5 +1,7 @@
-"""The study's statistics: unit checks, and a simulated study (through the real store) with a known
-preference, a left bias and careless participants, which the analysis must recover."""
+"""The study's statistics: unit checks; simulations of many studies whose participants each have
+their own preference (interval coverage, Holm on planted nulls, the spread estimator); and a
+simulated study (through the real store) with a known preference, a left bias and careless
+participants, which the analysis must recover."""
 import random
 
 import numpy as np
@@ -9,17 +11,21 @@ from sqlalchemy import select
 
 from study.analysis import (
     AnalysisError,
+    Rules,
     agreement,
     analyze,
-    binomial_p,
     bradley_terry,
-    catch_summary,
+    cluster_bootstrap,
+    holm,
     pair_win_rates,
+    participant_table,
+    position_bias,
+    preference_spread,
     wilson_interval,
 )
 from study.analyze import main as analyze_main
 from study.schema import participants
-from study.store import CATCH, Store, load_votes
+from study.store import CATCH, Store, load_participants, load_votes
 from tests.study_fixtures import add_stimuli
 
 # true Bradley-Terry strengths: a2k_free beats each of the others 65% of the time, they tie 50/50
@@ -36,10 +42,21 @@ def frame(rows):
     df["winner"] = np.where(df["choice"] == "left", df["left_method"],
                             np.where(df["choice"] == "right", df["right_method"], None))
     df["catch_passed"] = df["catch_passed"].astype("boolean")
+    df["response_time_ms"] = pd.array([1500] * len(df), dtype="Int64")
     return df
 
 
-def test_wilson_interval_and_binomial_test():
+def people_of(votes, n_trials=None):
+    """The participant table of load_participants for a frame: everyone completed (n_trials = their votes)
+    unless n_trials is given."""
+    n = votes.groupby("participant").size()
+    out = pd.DataFrame({"participant": n.index, "n_trials": n_trials or n.to_numpy(), "n_votes": n.to_numpy()})
+    out["completed"] = out["n_votes"] >= out["n_trials"]
+    out["external_key"] = None
+    return out
+
+
+def test_wilson_interval():
     z2 = 1.959964**2
     assert wilson_interval(0, 10) == pytest.approx((0.0, z2 / (10 + z2)), abs=1e-6)
     low, high = wilson_interval(10, 10)
@@ -47,7 +64,73 @@ def test_wilson_interval_and_binomial_test():
     low, high = wilson_interval(65, 100)
     assert low < 0.65 < high and high - low < wilson_interval(13, 20)[1] - wilson_interval(13, 20)[0]
     assert np.isnan(wilson_interval(0, 0)).all()
-    assert binomial_p(9, 10) == pytest.approx(22 / 1024)
+    lows, highs = wilson_interval(np.array([0, 65]), np.array([10, 100]))  # vectorised
+    assert lows[1] == pytest.approx(low) and highs[0] == pytest.approx(z2 / (10 + z2), abs=1e-6)
+
+
+def test_holm_by_hand():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> raised to 0.06 (monotone)
+    adjusted = holm([0.01, 0.04, 0.03, 0.005, np.nan])
+    assert adjusted[:4] == pytest.approx([0.03, 0.06, 0.06, 0.02]) and np.isnan(adjusted[4])
+    assert holm([0.5, 0.4]) == pytest.approx([0.8, 0.8])  # 0.4 x 2 = 0.8; 0.5 x 1 raised to 0.8
+    assert holm([0.3, 0.6, 0.9]) == pytest.approx([0.9, 1.0, 1.0])  # capped at 1
+    assert holm([0.02]) == pytest.approx([0.02]) and len(holm([])) == 0
+
+
+def simulate_counts(rng, n_studies, n_people, n_votes, rate, spread):
+    """Decisive votes of n_studies studies: each participant has their own P(a) ~ Beta(mean rate, sd spread)
+    and gives n_votes votes. Returns (wins, totals), each (n_studies, n_people)."""
+    shape = (n_studies, n_people)
+    nu = rate * (1 - rate) / spread**2 - 1 if spread else None
+    p = rng.beta(rate * nu, (1 - rate) * nu, shape) if spread else np.full(shape, rate)
+    return rng.binomial(n_votes, p), np.full((n_studies, n_people), n_votes)
+
+
+def test_clustered_intervals_cover_the_population_rate_and_per_vote_ones_do_not():
+    rng = np.random.default_rng(1)
+    rate, n_studies = 0.6, 1000
+    wins, totals = simulate_counts(rng, n_studies, n_people=30, n_votes=12, rate=rate, spread=0.2)
+    boot = cluster_bootstrap(wins, totals, n_boot=500, seed=2)
+    clustered = np.mean((boot["ci_low"] <= rate) & (rate <= boot["ci_high"]))
+    low, high = wilson_interval(wins.sum(axis=1), totals.sum(axis=1))
+    per_vote = np.mean((low <= rate) & (rate <= high))
+    print(f"coverage of {rate}: participant bootstrap {clustered:.3f}, per-vote Wilson {per_vote:.3f}")
+    assert 0.90 <= clustered <= 0.98
+    assert per_vote < clustered - 0.08
+    assert boot["estimate"] == pytest.approx(wins.sum(axis=1) / totals.sum(axis=1))
+
+
+def test_holm_keeps_the_family_error_on_planted_nulls():
+    """1000 studies of 4 method pairs with no difference (participants differ, the population does not):
+    unadjusted bootstrap tests reject some pair in far more than 5% of studies, Holm in about 5%;
+    a fifth, real difference is still found."""
+    rng = np.random.default_rng(3)
+    n_studies, n_null = 1000, 4
+    nulls = [simulate_counts(rng, n_studies, 30, 6, 0.5, 0.15) for _ in range(n_null)]
+    real = simulate_counts(rng, n_studies, 30, 6, 0.7, 0.15)
+    wins = np.concatenate([w for w, _ in nulls] + [real[0]])  # (5 x studies, people), pair-major
+    totals = np.concatenate([t for _, t in nulls] + [real[1]])
+    p = cluster_bootstrap(wins, totals, n_boot=400, seed=4)["p_value"].reshape(n_null + 1, n_studies).T
+    adjusted = np.array([holm(row) for row in p])
+    per_test = np.mean(p[:, :n_null] <= 0.05)
+    unadjusted = np.mean((p[:, :n_null] <= 0.05).any(axis=1))
+    family = np.mean((adjusted[:, :n_null] <= 0.05).any(axis=1))
+    print(f"type I error per test {per_test:.3f}; family-wise: unadjusted {unadjusted:.3f}, Holm {family:.3f}")
+    assert 0.02 <= per_test <= 0.08
+    assert unadjusted > 0.12 and family <= 0.075
+    assert np.mean(adjusted[:, n_null] <= 0.05) > 0.9
+
+
+def test_spread_estimator_recovers_the_between_participant_sd():
+    rng = np.random.default_rng(5)
+    rows = []
+    for pair, (rate, spread) in {("a", "b"): (0.6, 0.2), ("a", "c"): (0.5, 0.0)}.items():
+        wins, _ = simulate_counts(rng, 1, 400, 10, rate, spread)
+        for person, k in enumerate(wins[0]):
+            rows += [(person, "x", *pair, "left" if i < k else "right", False, None) for i in range(10)]
+    table, pooled = preference_spread(frame(rows))
+    assert table["spread"].tolist() == pytest.approx([0.2, 0.0], abs=0.03)
+    assert pooled == pytest.approx(np.sqrt(0.2**2 / 2), abs=0.03)
 
 
 def test_bradley_terry_recovers_strengths_from_expected_counts():
@@ -65,10 +148,12 @@ def test_catch_threshold_is_configurable():
     rows = [(1, "c", CATCH, "a", "right", True, True), (1, "c", CATCH, "a", "left", True, False),
             (2, "c", "a", CATCH, "right", True, False), (2, "c", "a", CATCH, "tie", True, False),
             (3, "c", "a", CATCH, "left", True, True), (3, "c", "a", "b", "left", False, None)]
-    strict = catch_summary(frame(rows))
+    votes = frame(rows)
+    strict = participant_table(votes, people_of(votes))
     assert strict["n_catch_failed"].tolist() == [1, 2, 0]
     assert strict.loc[strict["excluded"], "participant"].tolist() == [1, 2]
-    lenient = catch_summary(frame(rows), max_failures=1)
+    assert strict["reason"].tolist() == ["failed 1 of 2 catch trials", "failed 2 of 2 catch trials", ""]
+    lenient = participant_table(votes, people_of(votes), Rules(max_catch_failures=1))
     assert lenient.loc[lenient["excluded"], "participant"].tolist() == [2]
 
 
@@ -76,13 +161,15 @@ def test_win_rates_count_ties_apart_and_agreement_by_hand():
     rows = [(1, "x", "b", "a", "right", False, None), (2, "x", "a", "b", "left", False, None),
             (3, "x", "a", "b", "left", False, None), (4, "y", "a", "b", "left", False, None),
             (5, "y", "b", "a", "left", False, None), (6, "y", "a", "b", "tie", False, None)]
-    pairs = pair_win_rates(frame(rows))
+    pairs = pair_win_rates(frame(rows), n_boot=200)
     row = pairs.iloc[0]
     assert (row["method_a"], row["method_b"], row["a_wins"], row["b_wins"], row["ties"], row["n_decisive"]) \
         == ("a", "b", 4, 1, 1, 5)
-    assert row["a_win_rate"] == pytest.approx(0.8)
-    by_content = pair_win_rates(frame(rows), by=["content"])
+    assert row["a_win_rate"] == pytest.approx(0.8) and row["n_participants"] == 6
+    assert (row["wilson_low_per_vote"], row["wilson_high_per_vote"]) == pytest.approx(wilson_interval(4, 5))
+    by_content = pair_win_rates(frame(rows), by=["content"], n_boot=200)
     assert by_content["a_wins"].tolist() == [3, 1]
+    assert by_content["p_holm"].tolist() == pytest.approx(holm(by_content["p_value"]))
     # items: x = (a, a, a), y = (a, b, tie); rater pairs 6 + 6, agreeing 6 + 0; shares a 4/6, b 1/6, tie 1/6
     result = agreement(frame(rows))
     expected = (4 / 6) ** 2 + 2 * (1 / 6) ** 2
@@ -91,15 +178,26 @@ def test_win_rates_count_ties_apart_and_agreement_by_hand():
     assert result["fleiss_kappa"] == pytest.approx((0.5 - expected) / (1 - expected))
 
 
+def test_ties_only_leave_rates_undefined():
+    votes = frame([(1, "x", "a", "b", "tie", False, None), (2, "x", "b", "a", "both_bad", False, None)])
+    assert np.isnan(position_bias(votes, n_boot=50)["p_left"])
+    pairs = pair_win_rates(votes, n_boot=50)
+    assert pairs[["a_win_rate", "ci_low", "p_value", "p_holm", "wilson_low_per_vote"]].isna().all(axis=None)
+
+
 def test_analysis_errors_say_why():
     with pytest.raises(AnalysisError, match="no votes"):
-        analyze(frame([]))
-    caught = [(1, "x", CATCH, "a", "left", True, False), (1, "x", "a", "b", "left", False, None)]
+        analyze(frame([]), people_of(frame([])))
+    caught = frame([(1, "x", CATCH, "a", "left", True, False), (1, "x", "a", "b", "left", False, None)])
     with pytest.raises(AnalysisError, match="max-catch-failures"):
-        analyze(frame(caught))
-    apart = [(1, "x", "a", "b", "left", False, None), (1, "x", "c", "d", "left", False, None)]
+        analyze(caught, people_of(caught))
+    with pytest.raises(AnalysisError, match="keep-incomplete"):
+        analyze(caught, people_of(caught, n_trials=5), Rules(max_catch_failures=1))
+    apart = frame([(1, "x", "a", "b", "left", False, None), (1, "x", "c", "d", "left", False, None)])
     with pytest.raises(AnalysisError, match="never compared"):
-        analyze(frame(apart), n_boot=10)
+        analyze(apart, people_of(apart), n_boot=10)
+    with pytest.raises(AnalysisError, match="missing from the participant table"):
+        analyze(apart, people_of(apart).iloc[:0])
 
 
 def simulate(store, study, seed=0):
@@ -149,7 +247,7 @@ def test_simulated_study_is_recovered(simulated):
     path, careless = simulated
     votes = load_votes(path, "sim")
     assert len(votes) == N_PEOPLE * N_TRIALS
-    r = analyze(votes, n_boot=1000, seed=0)
+    r = analyze(votes, load_participants(path, "sim"), n_boot=1000, seed=0)
 
     assert r.excluded == careless  # exactly the participants who failed catch trials
     assert r.catch_failure_rate == pytest.approx(N_CARELESS / N_PEOPLE)
@@ -163,7 +261,8 @@ def test_simulated_study_is_recovered(simulated):
     for row in r.pairs.itertuples():
         true_rate = TRUTH[row.method_a] / (TRUTH[row.method_a] + TRUTH[row.method_b])
         assert row.ci_low <= true_rate <= row.ci_high, row
-        assert (row.p_value < 0.05) == (true_rate != 0.5), row
+        assert (row.p_holm < 0.05) == (true_rate != 0.5), row
+        assert row.p_holm >= row.p_value
 
     assert r.position["p_value"] < 0.05 and r.position["ci_low"] <= 0.5 + LEFT_BIAS <= r.position["ci_high"]
     assert set(r.pairs_by_style["style"]) == {"s1.jpg", "s2.jpg"}
@@ -176,8 +275,8 @@ def test_analyze_command_writes_the_report(simulated, tmp_path, capsys):
     out = tmp_path / "report"
     assert analyze_main(["--db", str(path), "--study", "sim", "--out", str(out), "--bootstrap", "200"]) == 0
     for name in ("strengths.csv", "pairs.csv", "pairs_by_style.csv", "pairs_by_content.csv", "position_bias.csv",
-                 "agreement.csv", "catch_trials.csv", "votes.csv", "votes.parquet", "strengths.png", "pairs.png",
-                 "report.md", "report.html"):
+                 "agreement.csv", "participants.csv", "flow.csv", "response_times.csv", "spread.csv", "votes.csv",
+                 "votes.parquet", "strengths.png", "pairs.png", "response_times.png", "report.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     assert len(pd.read_parquet(out / "votes.parquet")) == len(pd.read_csv(out / "votes.csv")) == N_PEOPLE * N_TRIALS
     md, page = (out / "report.md").read_text(), (out / "report.html").read_text()

@@ -1,5 +1,7 @@
 """Stimulus preparation: registration of rendered images (made here with PIL), catch images,
 idempotency, user errors, and one small real run of python -m model.stylize."""
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -40,6 +42,8 @@ def test_prepare_registers_outputs_and_catch_images_once(inputs, capsys):
     assert main(args(inputs)) == 0
     out = capsys.readouterr().out
     assert "rendering" not in out and "12 stimuli registered (12 new" in out  # 2 x 2 x 2 outputs + 4 catch
+    assert re.search(r"power: \d+ participants give 80% power to detect a 60% vs 50% win rate at alpha 0\.05, "
+                     r"with 20 trials per participant \(2 catch\)", out)
     with Store(inputs / "study.db") as store:
         stimuli = store.stimuli("pilot")
         assert store.study("pilot")["consent"] == "I agree to take part."
