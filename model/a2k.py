@@ -199,13 +199,39 @@ def parameter_free(query_key, style_key, style_value, region_size, scale=1.0):
     return tuple(fold_regions(x, p, h, w) for x in branches(q, k, v, q, k, v, 1.0, 0.0, scale))
 
 
+def progressive(query_key, k, v, p, scale, offset):
+    """PA with the content map cut into p x p regions starting `offset` = (dy, dx) pixels above and
+    left of it (the map is replicate-padded there). query_key (B, Ck, H, W); k, v style region forms
+    (B, 1, ns, r, C) -> (B, Cv, H, W)."""
+    dy, dx = offset
+    h, w = query_key.shape[-2:]
+    shifted = F.pad(query_key, (dx, 0, dy, 0), mode="replicate") if dy or dx else query_key
+    q = cut_regions(shifted, p, 1)
+    index = match_regions(q, k)
+    out = attend(q, gather_regions(k, index), gather_regions(v, index), scale)
+    return fold_regions(out, p, *shifted.shape[-2:])[..., dy : dy + h, dx : dx + w]
+
+
 def a2k_mean_std(content_key, style_key, style_value, region_size, scale):
-    """Parameter-free A2K statistics. content_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws),
-    style_value (B, Cv, Hs, Ws) -> per content position the attention-weighted mean and std of the
-    style values, each (B, Cv, H, W), averaged over the DA and PA branches."""
+    """Parameter-free A2K statistics: identity projections, one head, sim_alpha = 1, sim_beta = 0.
+
+    content_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws), style_value (B, Cv, Hs, Ws) -> per content
+    position the attention-weighted mean and std of the style values, each (B, Cv, H, W), averaged
+    over the DA and PA branches. PA is itself the average over four tilings of the content map into
+    regions, offset by half a region (0 or p/2 rows, 0 or p/2 columns): each content position is then
+    matched through four different regions, so one wrong match paints a quarter of a block, and region
+    borders of one tiling fall inside the regions of the others (no hard edges)."""
+    h, w = content_key.shape[-2:]
+    p = region_size
     values = torch.cat((style_value, style_value * style_value), 1)
+    k, v = (cut_regions(m, p, 1) for m in (style_key, values))
+    kagg, vagg = aggregate(k, v, 1.0, 0.0)
+    q = cut_regions(content_key, p, 1)
+    da = fold_regions(attend(q.flatten(2, 3), kagg, vagg, scale).reshape(*q.shape[:-1], vagg.shape[-1]), p, h, w)
+    offsets = [(dy, dx) for dy in (0, p // 2) for dx in (0, p // 2)]
+    pa = sum(progressive(content_key, k, v, p, scale, o) for o in offsets) / len(offsets)
     stats = []
-    for branch in parameter_free(content_key, style_key, values, region_size, scale):
+    for branch in (da, pa):
         mean, second = branch.split(style_value.shape[1], 1)
         stats.append((mean, (second - mean * mean).relu().sqrt()))
     (mean_da, std_da), (mean_pa, std_pa) = stats

@@ -4,12 +4,15 @@
     python -m model.train --method stya2k|sanet --contents DIR --styles DIR --out DIR --steps N
                           [--batch B] [--lr LR] [--decay-every K] [--crop 256] [--load-size 512]
                           [--save-every 1000] [--sample-every 500] [--workers 0] [--device cuda|cpu]
-                          [--seed 0] [--weights-dir DIR] [--half] [--resume] [--time-limit SECONDS]
+                          [--seed 0] [--weights-dir DIR] [--half] [--resume | --init DIR] [--time-limit SECONDS]
 
-Data: every image under --contents and --styles (recursive) is resized to load-size x load-size,
-randomly cropped to crop x crop and flipped at random; unreadable files are skipped (the count is
-printed once). Pairs are drawn by shuffling each folder once per pass over it; every random choice
-is a function of (seed, sample number), so a resumed run sees exactly the batches it would have seen.
+Data: every image under --contents and --styles (recursive) is resized (aspect kept) so that its
+shorter side is a random size in [crop, load-size], randomly cropped to crop x crop and flipped
+left-right at random; each style crop also gets a moderate random colour change (brightness,
+contrast and saturation factors in [0.8, 1.2], hue shift within +-0.05 turn). Unreadable files are
+skipped (the count is printed once). Pairs are drawn by shuffling each folder once per pass over
+it; every random choice is a function of (seed, sample number), so a resumed run sees exactly the
+batches it would have seen. `python -m model.dataset` assembles such folders (see there).
 
 Recipes (--batch and --lr default to them):
     stya2k  Adam lr 2e-4, batch 8; L = 10 L_global + 1.25 L_A2K (the paper's losses and weights). The lr is
@@ -19,12 +22,14 @@ Recipes (--batch and --lr default to them):
             transform and decoder, convolutions initialised N(0, 0.02), biases 0.
     sanet   Adam lr 1e-4 / (1 + 5e-5 step), batch 5; L = content + 3 style + 50 L_id1 + L_id2.
 
-Writes to --out: checkpoint.pt (every --save-every steps and at the end; --resume continues from
-it), losses.csv (step, lr, each unweighted loss term, the weighted total, the step's compute
-seconds), samples/step_NNNNNN.png (rows of content | style | output) and, at the end, the weights
-in the official layout under weights/ (readable by `model.load_method(method, weights_dir=OUT/weights)`
-and by the official code; --half stores them as float16). Mixed precision (float16 autocast with
-a gradient scaler) on CUDA, float32 on the CPU. The VGG encoder is frozen.
+Writes to --out: checkpoint.pt (every --save-every steps and at the end; --resume continues from it;
+--init DIR instead starts the trained parts from DIR's files in the official layout, e.g. an earlier
+run's OUT/weights, with a fresh optimizer and schedule), losses.csv (step, lr, each unweighted loss
+term, the weighted total, the step's compute seconds), samples/step_NNNNNN.png (rows of content |
+style | output) and, at the end, the weights in the official layout under weights/ (readable by
+`model.methods.load_method(method, weights_dir=OUT/weights)` and by the official code; --half stores
+them as float16). Mixed precision (float16 autocast with a gradient scaler) on CUDA, float32 on the
+CPU. The VGG encoder is frozen.
 """
 import argparse
 import csv
@@ -42,6 +47,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import functional as TF
 from torchvision.utils import save_image
 from tqdm import tqdm
 
@@ -60,6 +66,8 @@ WEIGHTS = {"stya2k": {"global": 10.0, "a2k": 1.25}, "sanet": {"content": 1.0, "s
 SANET_LR_DECAY = 5e-5
 STYA2K_LR_FACTOR = 0.3
 SAMPLE_PAIRS = 4
+COLOUR_JITTER = 0.2  # style crops: brightness, contrast and saturation factors in [1 - x, 1 + x]
+HUE_JITTER = 0.05  # style crops: hue shift in turns, in [-x, x]
 
 
 # ---------------------------------------------------------------- data
@@ -100,16 +108,31 @@ def load_square(path, size):
     return open_image(path).resize((size, size), Image.BILINEAR)
 
 
+def load_shorter_side(path, size):
+    """RGB PIL image resized (bilinear, aspect kept) so that its shorter side is `size` pixels."""
+    img = open_image(path)
+    scale = size / min(img.size)
+    return img.resize((max(size, round(img.width * scale)), max(size, round(img.height * scale))), Image.BILINEAR)
+
+
 def to_chw(img):
     """RGB PIL image -> (3, H, W) float32 in [0, 1]."""
     return torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
+def change_colour(x, rng):
+    """(3, H, W) in [0, 1] -> the same with random brightness, contrast, saturation and hue changes
+    (ranges COLOUR_JITTER, HUE_JITTER), applied in that order; stays in [0, 1]."""
+    brightness, contrast, saturation = rng.uniform(1 - COLOUR_JITTER, 1 + COLOUR_JITTER, size=3)
+    x = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x, brightness), contrast), saturation)
+    return TF.adjust_hue(x, rng.uniform(-HUE_JITTER, HUE_JITTER))
+
+
 class PairDataset(Dataset):
     """Item k (the k-th sample of the run) -> (content, style), each (3, crop, crop) in [0, 1].
 
-    Each folder is reshuffled on every pass over it; crops and flips come from a generator seeded
-    by (seed, k), so items do not depend on the worker or on earlier items."""
+    Each folder is reshuffled on every pass over it; scales, crops, flips and colour changes come
+    from a generator seeded by (seed, k), so items do not depend on the worker or on earlier items."""
 
     def __init__(self, contents, styles, load_size, crop, seed):
         self.lists = (contents, styles)
@@ -120,13 +143,15 @@ class PairDataset(Dataset):
         out = []
         for stream, paths in enumerate(self.lists):
             epoch, pos = divmod(k, len(paths))
-            img = load_square(paths[permutation(self.seed, stream, epoch, len(paths))[pos]], self.load_size)
-            x, y = rng.integers(0, self.load_size - self.crop + 1, size=2)
+            size = int(rng.integers(self.crop, self.load_size + 1))
+            img = load_shorter_side(paths[permutation(self.seed, stream, epoch, len(paths))[pos]], size)
+            x = int(rng.integers(0, img.width - self.crop + 1))
+            y = int(rng.integers(0, img.height - self.crop + 1))
             img = img.crop((x, y, x + self.crop, y + self.crop))
             if rng.random() < 0.5:
                 img = img.transpose(Image.FLIP_LEFT_RIGHT)
             out.append(to_chw(img))
-        return tuple(out)
+        return out[0], change_colour(out[1], rng)
 
 
 # ---------------------------------------------------------------- losses
@@ -322,7 +347,9 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-dir", type=Path, help="where vgg_normalised.pth is (default: the packaged copy)")
     parser.add_argument("--half", action="store_true", help="save the final weights as float16")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    start.add_argument("--init", type=Path, help="start the trained parts from this weights folder (official layout)")
     parser.add_argument("--time-limit", type=float, help="stop after this many seconds of training, then save")
     args = parser.parse_args(argv)
     recipe = RECIPES[args.method]
@@ -359,6 +386,12 @@ def main(argv=None):
         print(exc, file=sys.stderr)
         return 1
     modules = trainable(net, args.method)
+    try:
+        for attr, wf in OFFICIAL[args.method].items() if args.init else ():
+            load_into(modules[attr], wf, args.init)
+    except WeightsError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     optimizer = torch.optim.Adam([p for m in modules.values() for p in m.parameters()], lr=args.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda")
     step = 0

@@ -2,7 +2,7 @@
 
 At relu4_1, keys = AdaAttN's shallow-layer keys (mvn of relu1_1..relu4_1, 960 channels), values =
 style relu4_1; the attention gives each content position a mean and a std of the style values and
-the decoder gets std * mvn(content) + mean. Both use the shipped AdaIN decoder: no training."""
+the decoder gets std * mvn(content) + mean (std capped at the style's own). Both use the shipped AdaIN decoder: no training."""
 import math
 
 from .a2k import REGION_SIZE, a2k_mean_std
@@ -27,12 +27,18 @@ class TrainingFree(StyleNet):
         self.decoder = adain_decoder()
 
     def mean_std(self, content_key, style_key, style_value):
+        """Per content position the attended mean and std of the style values (standardised per
+        channel), each (B, Cv, H, W). The std is capped at 1, the style's own std: attention
+        concentrated on a few extreme positions (a wrongly matched region) otherwise yields stds of
+        10 and more, which scale the content's pattern far outside what the decoder was trained on."""
         if self.attention == "a2k":
-            return a2k_mean_std(content_key, style_key, style_value, REGION_SIZE[4], self.scale)
-        mean, std = attention_mean_std(
-            positions(content_key), positions(style_key), positions(style_value), self.scale
-        )
-        return unflatten(mean, content_key), unflatten(std, content_key)
+            mean, std = a2k_mean_std(content_key, style_key, style_value, REGION_SIZE[4], self.scale)
+        else:
+            mean, std = attention_mean_std(
+                positions(content_key), positions(style_key), positions(style_value), self.scale
+            )
+            mean, std = unflatten(mean, content_key), unflatten(std, content_key)
+        return mean, std.clamp(max=1)
 
     def transfer(self, c, s):
         mean, std = self.mean_std(shallow_keys(c, 3), shallow_keys(s, 3), mvn(s[3]))

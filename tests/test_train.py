@@ -10,7 +10,18 @@ from PIL import Image
 from model.a2k import REGION_SIZE
 from model.function import shallow_keys
 from model.methods import load_method
-from model.train import a2k0, a2k_loss, learning_rate, main, parse_args, stat_loss
+from model.train import (
+    COLOUR_JITTER,
+    PairDataset,
+    a2k0,
+    a2k_loss,
+    change_colour,
+    learning_rate,
+    main,
+    parse_args,
+    stat_loss,
+    to_chw,
+)
 from model.weights import OFFICIAL
 
 
@@ -95,6 +106,57 @@ def test_resume_continues_exactly(folders, tmp_path):
         a = torch.load(straight / "weights" / wf.path, weights_only=True)
         b = torch.load(resumed / "weights" / wf.path, weights_only=True)
         assert all(torch.equal(a[k], b[k]) for k in a), wf.path
+
+
+def test_init_starts_from_a_weights_folder(folders, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert train(folders, first, "sanet", 1, 32) == 0
+    assert train(folders, second, "sanet", 1, 32, "--init", str(first / "weights"), "--lr", "0") == 0
+    for wf in OFFICIAL["sanet"].values():
+        a = torch.load(first / "weights" / wf.path, weights_only=True)
+        b = torch.load(second / "weights" / wf.path, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), wf.path
+    assert train(folders, tmp_path / "third", "sanet", 1, 32, "--init", str(tmp_path / "none")) == 1
+    with pytest.raises(SystemExit):
+        parse_args(["--method", "sanet", "--contents", "c", "--styles", "s", "--out", "o", "--steps", "1",
+                    "--resume", "--init", "w"])
+
+
+def test_items_depend_only_on_seed_and_sample_number(folders):
+    contents, styles = ([p for p in sorted(f.rglob("*")) if p.is_file() and p.name != "corrupt.jpg"] for f in folders)
+    a, b = PairDataset(contents, styles, 80, 40, seed=3), PairDataset(contents, styles, 80, 40, seed=3)
+    later = [b[k] for k in (7, 2, 5)]
+    for k, item in zip((7, 2, 5), later):
+        assert all(torch.equal(x, y) for x, y in zip(a[k], item))
+    assert all(x.shape == (3, 40, 40) and 0 <= x.min() and x.max() <= 1 for x in a[5])
+    assert not torch.equal(a[5][1], PairDataset(contents, styles, 80, 40, seed=4)[5][1])
+
+
+def test_scales_crops_flips_and_style_colours(tmp_path):
+    """With load-size = crop, a 32 x 32 content comes back whole, as itself or its mirror (its colours
+    untouched), while the colours of the style crops vary; with a larger load-size it is rescaled."""
+    write_image(tmp_path / "c.png", 32, 32, 0)
+    write_image(tmp_path / "s.png", 32, 48, 1)
+    original = to_chw(Image.open(tmp_path / "c.png").convert("RGB"))
+    items = [PairDataset([tmp_path / "c.png"], [tmp_path / "s.png"], 32, 32, seed=0)[k] for k in range(40)]
+    mirrors = [torch.equal(c, original.flip(-1)) for c, _ in items]
+    assert all(m or torch.equal(c, original) for m, (c, _) in zip(mirrors, items)) and 0 < sum(mirrors) < 40
+    means = torch.stack([s.mean((1, 2)) for _, s in items])
+    assert means.std(0).min() > 0.01  # brightness, contrast, saturation and hue vary per sample
+    scaled = [PairDataset([tmp_path / "c.png"], [tmp_path / "s.png"], 64, 32, seed=0)[k][0] for k in range(10)]
+    assert sum(torch.equal(c, original) or torch.equal(c, original.flip(-1)) for c in scaled) < 5
+
+
+def test_change_colour_matches_its_factors():
+    """With saturation and hue left alone (a grey image), the change is brightness then contrast."""
+    grey = torch.linspace(0.1, 0.6, 50).repeat(3, 50, 1)
+    rng, same = np.random.default_rng(0), np.random.default_rng(0)
+    out = change_colour(grey, rng)
+    brightness, contrast, _ = same.uniform(1 - COLOUR_JITTER, 1 + COLOUR_JITTER, size=3)
+    bright = (grey * brightness).clamp(0, 1)
+    gray_mean = (0.299 * bright[0] + 0.587 * bright[1] + 0.114 * bright[2]).mean()
+    expected = (contrast * bright + (1 - contrast) * gray_mean).clamp(0, 1)
+    assert torch.allclose(out, expected, atol=2e-3)
 
 
 def features(height, width, seed):

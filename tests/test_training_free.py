@@ -1,0 +1,87 @@
+"""The training-free pair's statistics, against a per-position loop written from the definitions."""
+import torch
+
+from model.a2k import a2k_mean_std
+from model.training_free import TrainingFree
+
+
+def weighted_stats(query, keys, values, scale):
+    """softmax(scale <query, keys>)-weighted mean and std of values: (Ck,), (n, Ck), (n, Cv) -> two (Cv,)."""
+    weights = torch.softmax(scale * keys @ query, 0)
+    mean = weights @ values
+    return mean, (weights @ (values * values) - mean * mean).clamp(min=0).sqrt()
+
+
+def padded(x, top, left, p):
+    """Replicate-pad (C, H, W) by top/left, then bottom/right up to multiples of p."""
+    x = torch.cat([x[:, :1]] * top + [x], 1)
+    x = torch.cat([x[:, :, :1]] * left + [x], 2)
+    while x.shape[1] % p:
+        x = torch.cat([x, x[:, -1:]], 1)
+    while x.shape[2] % p:
+        x = torch.cat([x, x[:, :, -1:]], 2)
+    return x
+
+
+def regions(x, p):
+    """(C, H, W) -> list of (p*p, C) position rows, regions row-major, positions row-major."""
+    return [x[:, i : i + p, j : j + p].flatten(1).T for i in range(0, x.shape[1], p) for j in range(0, x.shape[2], p)]
+
+
+def loop_a2k_mean_std(ck, sk, sv, p, scale):
+    """One batch item: ck (Ck, H, W), sk (Ck, Hs, Ws), sv (Cv, Hs, Ws) -> mean, std (Cv, H, W)."""
+    h, w = ck.shape[1:]
+    ks, vs = regions(padded(sk, 0, 0, p), p), regions(padded(sv, 0, 0, p), p)
+    kagg, vagg, v2agg = [], [], []
+    for k, v in zip(ks, vs):
+        kc = k.mean(0)
+        wgt = torch.sigmoid(k @ kc)
+        kagg.append((wgt @ k + kc) / (len(k) + 1))
+        vagg.append((wgt @ v + v.mean(0)) / (len(k) + 1))
+        v2agg.append((wgt @ (v * v) + (v * v).mean(0)) / (len(k) + 1))
+    kagg, vagg, v2agg = torch.stack(kagg), torch.stack(vagg), torch.stack(v2agg)
+    da_m, da_2 = torch.zeros(sv.shape[0], h, w, dtype=sv.dtype), torch.zeros(sv.shape[0], h, w, dtype=sv.dtype)
+    pa_m, pa_2 = torch.zeros(sv.shape[0], h, w, dtype=sv.dtype), torch.zeros(sv.shape[0], h, w, dtype=sv.dtype)
+    for y in range(h):
+        for x in range(w):
+            a = torch.softmax(scale * kagg @ ck[:, y, x], 0)
+            da_m[:, y, x], da_2[:, y, x] = a @ vagg, a @ v2agg
+    for dy in (0, p // 2):
+        for dx in (0, p // 2):
+            big = padded(ck, dy, dx, p)
+            for y in range(h):
+                for x in range(w):
+                    ry, rx = (y + dy) // p * p, (x + dx) // p * p
+                    q = big[:, ry : ry + p, rx : rx + p].flatten(1).T
+                    best = max(range(len(ks)), key=lambda z: (q * ks[z]).sum().item())
+                    a = torch.softmax(scale * ks[best] @ big[:, y + dy, x + dx], 0)
+                    pa_m[:, y, x] += a @ vs[best] / 4
+                    pa_2[:, y, x] += a @ (vs[best] * vs[best]) / 4
+    std = lambda m, s2: (s2 - m * m).clamp(min=0).sqrt()  # noqa: E731
+    return (da_m + pa_m) / 2, (std(da_m, da_2) + std(pa_m, pa_2)) / 2
+
+
+def test_a2k_statistics_match_the_loop():
+    gen = torch.Generator().manual_seed(0)
+    ck, sk = torch.randn(2, 6, 7, 5, generator=gen), torch.randn(2, 6, 6, 9, generator=gen)
+    sv = torch.randn(2, 3, 6, 9, generator=gen)
+    mean, std = a2k_mean_std(ck, sk, sv, 4, 0.5)
+    for b in range(2):
+        m, s = loop_a2k_mean_std(ck[b].double(), sk[b].double(), sv[b].double(), 4, 0.5)
+        assert torch.allclose(mean[b].double(), m, atol=1e-5) and torch.allclose(std[b].double(), s, atol=1e-5)
+
+
+def test_std_is_capped_at_the_styles_own():
+    """A planted style whose one region alternates between -10 and 10 while the rest is 0: content
+    keys that match that region alone would get stds near 10."""
+    keys = torch.zeros(1, 4, 8, 8)
+    keys[:, :, :4, :4] = 5.0  # the odd region's keys
+    values = torch.zeros(1, 2, 8, 8)
+    values[:, :, :4, :4] = 10.0 * (torch.arange(16).reshape(4, 4) % 2 * 2 - 1)
+    content_key = torch.full((1, 4, 4, 4), 5.0)
+    for attention in ("a2k", "all2all"):
+        net = TrainingFree(attention)
+        mean, std = net.mean_std(content_key, keys, values)
+        assert std.max() <= 1.0 and mean.abs().max() <= 10.0
+    _, raw = a2k_mean_std(content_key, keys, values, 4, TrainingFree("a2k").scale)
+    assert raw.max() > 5  # what the cap is there for
