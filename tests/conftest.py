@@ -5,7 +5,8 @@ import pytest
 import torch
 
 DATA = Path(__file__).parent / "data"
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# CUDA variants are always collected: without a GPU they are reported as skipped, never silently absent
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU"))]
 
 
 @pytest.fixture(params=DEVICES)
