@@ -40,8 +40,9 @@ MAX_RESPONSE_MS = 3_600_000  # a browser's response time above an hour is not be
 # the BrowserState secret travels to the page, so it only obfuscates; it stays fixed so that saved
 # participant tokens survive a restart of the app
 BROWSER_KEY = "stya2k-study"
-# the page shows no footer (API and Gradio links) and sets its title to the study's
-PAGE_HEAD = "<style>footer { display: none !important; }</style>"
+# the page shows no footer (API and Gradio links), keeps narrow margins on phones, and sets its title
+PAGE_HEAD = ("<style>footer { display: none !important; } "
+             "@media (max-width: 640px) { .gradio-container .main.app { padding: 8px; } }</style>")
 PAGE_JS = "const set = () => { if (props.value) document.title = props.value; }; watch('value', set); set();"
 
 INSTRUCTIONS = """## How it works

@@ -54,7 +54,7 @@ TRIAL_CSS = """
             visibility: hidden; }
 &[data-state=shown] .side img, &[data-state=ready] .side img, &[data-state=sent] .side img { visibility: visible; }
 .choice { font: inherit; font-weight: 600; font-size: 1rem; padding: 0.55rem 1.2rem; min-width: 9rem;
-          border-radius: var(--button-large-radius, 8px); cursor: pointer;
+          border-radius: var(--button-large-radius, 8px); cursor: pointer; transition: none;
           border: 1px solid var(--button-secondary-border-color, #d0d0d5);
           background: var(--button-secondary-background-fill, #f4f4f5);
           color: var(--button-secondary-text-color, #27272a); }
