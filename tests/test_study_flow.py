@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from gradio_client import Client
@@ -16,6 +17,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from demo.results_page import check_password
+from demo.study_images import StudyImages
 from demo.study_page import SAMPLE, register_sample
 from study.prepare import register
 from study.schema import participants, studies
@@ -295,6 +297,31 @@ def test_results_need_the_admin_password(server):
 def test_results_are_disabled_without_a_password():
     with pytest.raises(Exception, match="disabled"):
         check_password(None, "")
+
+
+def test_catch_images_cannot_be_told_apart_by_bytes_or_size(tmp_path):
+    """The best single threshold on bytes, width or height of the served files (fitted on all of them, so
+    an upper bound for a trivial classifier) does no better than always guessing "real". Unpadded, the
+    blurred catch images are far smaller and a byte threshold finds every one."""
+    with Store(tmp_path / "db.sqlite") as db:
+        register_sample(db)
+        is_catch = {s["output_sha256"]: s["method"] == "catch" for s in db.stimuli("sample")}
+        files = StudyImages(db, tmp_path / "served").files("sample")
+        raw = {sha: db.image_path("sample", sha).stat().st_size for sha in files}
+    labels = np.array([is_catch[sha] for sha in files])
+    served = np.array([(path.stat().st_size, w, h) for path, w, h in files.values()])
+    unpadded = np.array([(raw[sha], w, h) for sha, (_, w, h) in files.items()])
+
+    def best_threshold_accuracy(features):
+        return max(((features[:, k] <= t) == labels).mean() if flip else ((features[:, k] > t) == labels).mean()
+                   for k in range(features.shape[1]) for t in features[:, k] for flip in (False, True))
+
+    chance = max(labels.mean(), 1 - labels.mean())
+    assert best_threshold_accuracy(served) <= chance + 1e-9
+    assert best_threshold_accuracy(unpadded) == 1.0  # what the padding hides
+    for path, _, _ in files.values():
+        with Image.open(path) as im:
+            im.load()  # a valid PNG: decoders skip the padding chunk
 
 
 def test_sample_registration_is_idempotent(tmp_path):
