@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from study.store import Store
 
 from .server import ROOT, App, wait_until_up
 
-FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
+FIELDS = ("message", "title", "consent", "trial", "done")
 STUDY = "sample"
 REQUEST_TIMEOUT_S = 120  # one request, queue wait included
 MAX_RECONNECTS = 5  # per participant
@@ -56,28 +57,39 @@ def call(client, *args, api_name):
     return client.submit(*args, api_name=api_name).result(timeout=REQUEST_TIMEOUT_S)
 
 
-def connect(url, params, downloads):
-    return Client(url, verbose=False, download_files=downloads,
-                  httpx_kwargs={"params": {"page": "study", **params}, "timeout": 60})
+def connect(url, params):
+    return Client(url, verbose=False, httpx_kwargs={"params": {"page": "study", **params}, "timeout": 60})
 
 
-def run_participant(p, url, downloads, deadline, resume):
+def download(url, view):
+    """Both images of the trial on screen, as a browser would fetch them; raises on a short or failed one."""
+    for side in ("left", "right"):
+        with urllib.request.urlopen(url + view[side], timeout=60) as response:
+            if len(response.read()) != int(response.headers["Content-Length"]):
+                raise OSError(f"the {side} image arrived cut short")
+
+
+def run_participant(p, url, deadline, resume):
     """Consent, start, vote on every trial (choices cycling through CHOICES). A lost connection
     (the server killed) is survived when `resume`: wait for the server, reconnect, go on with the
     saved token. An error the app raises (gr.Error) ends the participant, recorded in p.errors."""
     while not p.done and time.monotonic() < deadline:
         client = None
         try:
-            client = connect(url, {"PROLIFIC_PID": p.pid}, downloads)
+            client = connect(url, {"PROLIFIC_PID": p.pid})
             s = dict(zip(FIELDS, call(client, p.saved, api_name="/study_open")))
             if s["consent"]:
                 *_, p.saved = call(client, p.saved, api_name="/study_agree")
                 p.tokens.add(p.saved[STUDY]["participant"])
                 s = dict(zip(FIELDS, call(client, api_name="/study_start")))
+            if s["trial"]:
+                download(url, s["trial"])
             while s["trial"] and time.monotonic() < deadline:
-                trial, choice = s["trial"], CHOICES[(p.index + len(p.acked)) % len(CHOICES)]
+                trial, choice = s["trial"]["trial"], CHOICES[(p.index + len(p.acked)) % len(CHOICES)]
                 start = time.perf_counter()
-                s = dict(zip(FIELDS, call(client, trial, api_name=f"/study_vote_{choice}")))
+                s = dict(zip(FIELDS, call(client, {"trial": trial, "choice": choice}, api_name="/study_vote")))
+                if s["trial"]:
+                    download(url, s["trial"])
                 p.acked.append((trial, choice, time.perf_counter() - start))
             p.done = "completion code" in s["done"]
         except AppError as exc:
@@ -100,8 +112,10 @@ def run_participant(p, url, downloads, deadline, resume):
 def limits_env(participants):
     """Vote limits for a load run: the simulated participants answer as fast as the server does (no
     per-participant interval) and all come from 127.0.0.1, so the per-address limit is twice the
-    run's votes (10 per participant in the sample study): on, but out of reach."""
-    return {"VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": str(20 * participants)}
+    run's votes (10 per participant in the sample study) and the enrolment limit twice the participants:
+    on, but out of reach."""
+    return {"VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": str(20 * participants),
+            "ENROLMENTS_PER_HOUR": str(2 * participants)}
 
 
 def run_participants(app, n, kill_after=None, timeout_s=900):
@@ -112,9 +126,8 @@ def run_participants(app, n, kill_after=None, timeout_s=900):
     acked_at_kill = None
     cpu = app.cpu_seconds()
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="load-downloads-") as downloads, ThreadPoolExecutor(n) as pool:
-        futures = [pool.submit(run_participant, p, app.url, downloads, deadline, kill_after is not None)
-                   for p in people]
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(run_participant, p, app.url, deadline, kill_after is not None) for p in people]
         if kill_after is not None:
             while (sum(len(p.acked) for p in people) < kill_after and time.monotonic() < deadline
                    and not all(f.done() for f in futures)):

@@ -13,7 +13,8 @@ HOST = "127.0.0.1"  # every launched app listens on the loopback interface only
 # the app's settings read from the environment (demo/app.py): a launched app never inherits them from
 # the caller, so that e.g. a DATABASE_URL set in CI cannot send test votes to that database
 SETTINGS_ENV = ("WEIGHTS_DIR", "DEVICE", "DATA_DIR", "DATABASE_URL", "MAX_SIZE", "MAX_JOBS", "HOST", "PORT",
-                "ADMIN_PASSWORD", "VOTE_INTERVAL_MS", "VOTES_PER_MINUTE", "STUDY_ONLY", "STUDY_SALT")
+                "ADMIN_PASSWORD", "VOTE_INTERVAL_MS", "VOTES_PER_MINUTE", "ENROLMENTS_PER_HOUR", "STUDY_ONLY",
+                "STUDY_SALT")
 
 
 def free_port():

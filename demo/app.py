@@ -3,13 +3,16 @@ the blind preference study for participants at /study, and its live results at /
 
     python app.py [--weights-dir DIR] [--device cpu|cuda] [--data-dir data] [--database URL]
                   [--max-size PX] [--max-jobs N] [--host 127.0.0.1] [--port 7860]
-                  [--vote-interval-ms 300] [--votes-per-minute 600]
+                  [--vote-interval-ms 300] [--votes-per-minute 600] [--enrolments-per-hour 20]
+                  [--study-only]
 
-Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ...).
+Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ..., STUDY_ONLY=1).
+--study-only serves /study and /results and nothing that makes or names images: run studies that way.
 The results page needs the environment variable ADMIN_PASSWORD (no flag: it would show in `ps`).
 At start the sample study (studies/sample) is registered in the database if it is not there yet."""
 import argparse
 import os
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
 
@@ -22,6 +25,7 @@ from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
 from .gallery import credits_markdown  # noqa: E402
 from .results_page import build_results_page  # noqa: E402
+from .study_images import StudyImages  # noqa: E402
 from .study_page import build_study_page, register_sample  # noqa: E402
 
 INTRO = """# StyA2K Arena
@@ -30,19 +34,27 @@ The default pair runs offline with no checkpoint: the same VGG encoder, AdaIN de
 the attention. Upload a photo and a painting (or pick examples), compare, and vote."""
 
 
-def build(arena):
-    with gr.Blocks(title="StyA2K Arena") as app:
+STUDY_ONLY_HOME = "This server runs a study. Open it from the link you were given."
+
+
+def build(arena, images):
+    """The app's pages; with arena.settings.study_only the home page says only where the study is."""
+    study_only = arena.settings.study_only
+    with gr.Blocks(title="Study" if study_only else "StyA2K Arena") as app:
         gr.Navbar(visible="hidden")  # the study and results pages are reached by their links only
-        gr.Markdown(INTRO)
-        with gr.Tabs():
-            with gr.Tab("Compare"):
-                content, style = build_compare_tab(arena)
-            with gr.Tab("Attention explorer"):
-                build_explorer_tab(arena, content, style)
-        with gr.Accordion("Example image credits", open=False):
-            gr.Markdown(credits_markdown())
+        if study_only:
+            gr.Markdown(STUDY_ONLY_HOME)
+        else:
+            gr.Markdown(INTRO)
+            with gr.Tabs():
+                with gr.Tab("Compare"):
+                    content, style = build_compare_tab(arena)
+                with gr.Tab("Attention explorer"):
+                    build_explorer_tab(arena, content, style)
+            with gr.Accordion("Example image credits", open=False):
+                gr.Markdown(credits_markdown())
     with app.route("Study", "/study", show_in_navbar=False):
-        build_study_page(arena, app)
+        build_study_page(arena, app, images)
     with app.route("Results", "/results", show_in_navbar=False):
         build_results_page(arena)
     return app
@@ -61,6 +73,10 @@ def parse(argv=None):
                         help="least time between two study votes of one participant (0: no limit)")
     parser.add_argument("--votes-per-minute", type=int, default=int(env("VOTES_PER_MINUTE", "600")),
                         help="most study votes from one network address per minute (0: no limit)")
+    parser.add_argument("--enrolments-per-hour", type=int, default=int(env("ENROLMENTS_PER_HOUR", "20")),
+                        help="participants one network address may enrol in one study per hour (0: no limit)")
+    parser.add_argument("--study-only", action="store_true", default=env("STUDY_ONLY", "") not in ("", "0"),
+                        help="serve the study (/study) and its results (/results) only")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(env("PORT", "7860")))
     return parser.parse_args(argv)
@@ -70,9 +86,12 @@ def main(argv=None):
     args = parse(argv)
     settings = Settings(args.weights_dir, args.device, args.data_dir, args.database,
                         int(args.max_size) if args.max_size else None, args.max_jobs,
-                        os.environ.get("ADMIN_PASSWORD") or None, args.vote_interval_ms, args.votes_per_minute)
+                        os.environ.get("ADMIN_PASSWORD") or None, args.vote_interval_ms, args.votes_per_minute,
+                        args.enrolments_per_hour, args.study_only)
     arena = Arena(settings)
     register_sample(arena.store)
-    app = build(arena)
+    images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
+    app = build(arena, images)
     app.queue(max_size=64).launch(server_name=args.host, server_port=args.port, max_file_size="25mb",
-                                  show_error=True)
+                                  show_error=True, footer_links=[] if args.study_only else None,
+                                  app_kwargs={"routes": [images.route()]})

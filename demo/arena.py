@@ -20,7 +20,9 @@ class Settings:
     """weights_dir: official checkpoints (optional); data_dir: images, cache and (by default) the
     database; max_size: the largest long side a visitor may ask for, in pixels; max_jobs: how many
     stylisations run at once on the device; admin_password: opens the study results page (None: disabled);
-    vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit)."""
+    vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit);
+    enrolments_per_hour: participants one address may enrol in one study per hour (0: no limit);
+    study_only: serve the study and its results only (nothing that makes or names images)."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -31,6 +33,8 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     vote_interval_ms: int = 300
     votes_per_minute: int = 600
+    enrolments_per_hour: int = 20
+    study_only: bool = False
 
     @property
     def torch_device(self):

@@ -1,8 +1,9 @@
-"""Rate limits on study votes, kept in memory only (never in the database).
+"""Rate limits on the study, kept in memory only (never in the database).
 
-A participant may not answer faster than one trial per `interval_ms` (no human does), and one
-network address may cast at most `per_minute` votes in any 60 seconds. Addresses are held as keyed
-hashes (a random key per process), so not even the server's memory keeps a raw address."""
+A participant may not answer faster than one trial per `interval_ms` (no human does), one network
+address may cast at most `per_minute` votes in any 60 seconds, and enrol at most `per_hour`
+participants in one study in any hour. Addresses are held as keyed hashes (a random key per
+process), so not even the server's memory keeps a raw address."""
 import hashlib
 import secrets
 import threading
@@ -11,6 +12,8 @@ from collections import deque
 
 TOO_FAST = "You answered too quickly to have looked at both pictures: look at them, then choose again."
 TOO_MANY = "Too many answers came from your network in the last minute: wait a minute, then choose again."
+TOO_MANY_ENROLMENTS = ("Too many people have started this study from your network in the last hour, so it cannot "
+                       "start here now. Try again in an hour, or from another network.")
 
 
 class VoteLimits:
@@ -51,3 +54,30 @@ class VoteLimits:
         self._last = {p: t for p, t in self._last.items() if now - t <= max(self.window_s, self.interval_s)}
         self._recent = {k: q for k, q in self._recent.items() if q and now - q[-1] <= self.window_s}
         self._swept = now
+
+
+class EnrolLimits:
+    """per_hour: most participants one address may enrol in one study in any window_s (an hour; 0: no limit)."""
+
+    def __init__(self, per_hour, window_s=3600.0):
+        self.per_hour = per_hour
+        self.window_s = window_s
+        self._key = secrets.token_bytes(16)
+        self._lock = threading.Lock()
+        self._recent = {}  # hash of (study, address) -> times of the enrolments let through in the window
+
+    def check(self, study, address):
+        """None if the enrolment may go ahead (it is then counted), else the message to show."""
+        if not self.per_hour:
+            return None
+        now = time.monotonic()
+        key = hashlib.blake2b(f"{study}\0{address}".encode(), key=self._key, digest_size=16).digest()
+        with self._lock:
+            self._recent = {k: q for k, q in self._recent.items() if q and now - q[-1] <= self.window_s}
+            recent = self._recent.setdefault(key, deque())
+            while recent and now - recent[0] > self.window_s:
+                recent.popleft()
+            if len(recent) >= self.per_hour:
+                return TOO_MANY_ENROLMENTS
+            recent.append(now)
+            return None

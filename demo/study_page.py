@@ -2,14 +2,16 @@
 
     /study?study=NAME&PROLIFIC_PID=...&STUDY_ID=...&SESSION_ID=...
 
-study defaults to the shipped sample study; the Prolific ids are optional and stored hashed only.
-Consent, instructions, then the participant's trials: two images of the same content and style
-made by two methods. The browser gets the images as bare pixels (PNG files named image.png, without
-metadata) and each trial's opaque token, never a method name or file name.
+study defaults to the shipped sample study, except on a study-only server (there the link must name
+it); the Prolific ids are optional unless the study requires PROLIFIC_PID, and stored hashed only.
+Consent (or "I do not agree"), instructions, then the participant's trials: two images of the same
+content and style made by two methods. A trial is one HTML block (demo.study_trial) holding both
+images, the trial's opaque token and the buttons; its images come from addresses keyed by the server
+(demo.study_images), never from a method or file name.
 The participant token stays in the browser (gr.BrowserState), so a reload continues where it
-stopped; a returning PROLIFIC_PID gets its token back from the store as well."""
+stopped. Another browser with the same PROLIFIC_PID gets the token back only while it has no vote;
+after that it starts a repeat attempt (Store.new_participant), and a finished one sees the code again."""
 import html
-import io
 import json
 import re
 import sys
@@ -18,32 +20,39 @@ import urllib.parse
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
 
 from study.prepare import register
+from study.schema import CHOICES
 from study.store import IDENTITY_KEY, STUDY_NAME, StudyError, VoteRejected
 
-from .choices import CHOICE_LABELS
-from .limits import VoteLimits
-from .storage import served_copy
+from .limits import EnrolLimits, VoteLimits
+from .study_trial import TRIAL_CSS, TRIAL_JS, trial_html
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "studies" / "sample"
 DEFAULT_STUDY = "sample"
+DEFAULT_TITLE = "Picture study"
 EXTERNAL_IDS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
-EXTERNAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # Prolific's ids are 24 hex digits
+EXTERNAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PROLIFIC_PID = re.compile(r"[0-9a-f]{24}")  # what Prolific's participant ids look like
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
+MAX_RESPONSE_MS = 3_600_000  # a browser's response time above an hour is not believed
 # the BrowserState secret travels to the page, so it only obfuscates; it stays fixed so that saved
 # participant tokens survive a restart of the app
 BROWSER_KEY = "stya2k-study"
+# the page shows no footer (API and Gradio links), keeps narrow margins on phones, and sets its title
+PAGE_HEAD = ("<style>footer { display: none !important; } "
+             "@media (max-width: 640px) { .gradio-container .main.app { padding: 8px; } }</style>")
+PAGE_JS = "const set = () => { if (props.value) document.title = props.value; }; watch('value', set); set();"
 
 INSTRUCTIONS = """## How it works
 Each page shows two pictures: the same photo painted in the same style by two different programs.
-Click the button under your choice: **Left is better** or **Right is better**. If you really cannot
-choose, click **Tie**; if neither picture looks acceptable, click **Both bad**.
+Click the button under the better one (**Left is better** or **Right is better**; on a phone held upright,
+**Top** or **Bottom**). If you really cannot choose, click **Tie**; if neither picture looks acceptable,
+click **Both bad**. With a keyboard: **←** left, **→** right, **↓** tie.
 
-Go with your impression of the whole picture; there are no right or wrong answers. A few pairs contain an
-obviously broken picture, to check that the images load and that you are paying attention.
+Go with your impression of the whole picture; there are no right or wrong answers.
+A few pairs are checks: one of their pictures is obviously broken (blurred, with inverted colours), so choose the other one.
 Your answers are saved as you go: if you reload the page, you continue where you stopped."""
 
 
@@ -75,10 +84,14 @@ def register_sample(store):
               file=sys.stderr)
 
 
-def read_link(params):
+def read_link(params, default_study=DEFAULT_STUDY):
     """(study name, external ids) from the page's URL parameters; LinkError for a bad value.
+    default_study: the study of a link without study= (None: such a link is refused).
     Other parameters are ignored. Raw values never go into a message."""
-    study = params.get("study", DEFAULT_STUDY)
+    study = params.get("study", default_study)
+    if study is None:
+        raise LinkError("This link does not say which study to open (it has no study=...). "
+                        "Open the study from the exact link you were given.")
     if not STUDY_NAME.fullmatch(study):
         raise LinkError("The study name in this link is not valid. Check the link you were given.")
     ids = {}
@@ -100,19 +113,9 @@ def saved_participant(saved, study, who):
     return None
 
 
-def bare_png(store, study, sha256, cache_dir):
-    """The stimulus as a PNG of bare RGB pixels (no metadata: Gradio would pass on PNG text chunks),
-    served from Gradio's cache under the neutral name image.png (see storage.served_copy)."""
-    with Image.open(store.image_path(study, sha256)) as image:
-        bare = image.convert("RGB")
-    buf = io.BytesIO()
-    bare.save(buf, "PNG")
-    return served_copy(buf.getvalue(), cache_dir)
-
-
-def progress_html(number, total):
-    return (f'<div class="study-progress"><progress value="{number - 1}" max="{total}"></progress> '
-            f"<span>Trial {number} of {total}</span></div>")
+def prolific_link(code, text):
+    url = PROLIFIC_COMPLETE + urllib.parse.quote(code, safe="")
+    return f'<p><a href="{html.escape(url)}" class="prolific-return">{text}</a></p>'
 
 
 def done_html(code, prolific):
@@ -120,61 +123,83 @@ def done_html(code, prolific):
     text = ("<h2>Thank you!</h2><p>You have answered every pair. "
             f"Your completion code is <b>{html.escape(code)}</b>.</p>")
     if prolific:
-        url = PROLIFIC_COMPLETE + urllib.parse.quote(code, safe="")
-        text += (f'<p><a href="{html.escape(url)}" class="prolific-return">Return to Prolific to complete '
-                 "the study</a> (or enter the code there).</p>")
+        text += prolific_link(code, "Return to Prolific to complete the study") + "<p>(or enter the code there).</p>"
     return text
 
 
-def build_study_page(arena, app):
-    """Lays out the study page inside the current route of `app` and wires its events."""
+def declined_html(no_consent_code, prolific):
+    """What a participant who does not consent sees: nothing was recorded; Prolific's way back."""
+    text = "<h2>You did not agree to take part</h2><p>Nothing was recorded. You can close this page.</p>"
+    if prolific and no_consent_code:
+        text += prolific_link(no_consent_code, "Return to Prolific") + \
+            f"<p>(or enter the code <b>{html.escape(no_consent_code)}</b> there).</p>"
+    elif prolific:
+        text += "<p>On Prolific, return the study (\"I don't want to take part\").</p>"
+    return text
+
+
+def client_ms(value):
+    """The browser's response time if it is believable (an integer from 0 to an hour), else None."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RESPONSE_MS
+    return value if ok else None
+
+
+def build_study_page(arena, app, images):
+    """Lays out the study page inside the current route of `app` and wires its events.
+    images: the demo.study_images.StudyImages whose route serves the trials' pictures."""
     store = arena.store
-    limits = VoteLimits(arena.settings.vote_interval_ms, arena.settings.votes_per_minute)
-    images = {}  # (study, stimulus sha256) -> the path bare_png gave
+    settings = arena.settings
+    limits = VoteLimits(settings.vote_interval_ms, settings.votes_per_minute)
+    enrolments = EnrolLimits(settings.enrolments_per_hour)
+    default_study = None if settings.study_only else DEFAULT_STUDY
     session = gr.State(None)  # server-side: study, external ids, participant token, trial shown and when
     saved = gr.BrowserState({}, storage_key=BROWSER_KEY, secret=BROWSER_KEY)  # {study: {participant, who}}
     gr.Navbar(visible="hidden")  # participants see the study only ("hidden": False would not hide it)
+    title = gr.HTML(None, html_template="", js_on_load=PAGE_JS, head=PAGE_HEAD, elem_id="study-title",
+                    visible="hidden")
     message = gr.Markdown()
     with gr.Column(visible=False) as consent_box:
         consent = gr.Markdown()
-        agree = gr.Button("I agree", variant="primary")
+        with gr.Row():
+            agree = gr.Button("I agree", variant="primary")
+            decline = gr.Button("I do not agree")
     with gr.Column(visible=False) as instructions_box:
         gr.Markdown(INSTRUCTIONS)
         start = gr.Button("Start", variant="primary")
-    with gr.Column(visible=False) as trial_box:
-        progress = gr.HTML()
-        with gr.Row():
-            left = gr.Image(label="Left", type="pil", format="png", interactive=False, height=420,
-                            buttons=["fullscreen"])
-            right = gr.Image(label="Right", type="pil", format="png", interactive=False, height=420,
-                             buttons=["fullscreen"])
-        with gr.Row():
-            buttons = [gr.Button(text, variant="primary" if c in ("left", "right") else "secondary")
-                       for c, text in CHOICE_LABELS.items()]
-        trial = gr.Textbox(visible="hidden")  # the shown trial's token: a vote names the pair it answers
-    with gr.Column(visible=False) as done_box:
-        done = gr.HTML()
-    boxes = {"consent": consent_box, "instructions": instructions_box, "trial": trial_box, "done": done_box}
-    fields = {"message": message, "consent": consent, "progress": progress, "left": left, "right": right,
-              "trial": trial, "done": done}
+    trial = gr.HTML(None, html_template="${value ? value.html : ''}", css_template=TRIAL_CSS, js_on_load=TRIAL_JS,
+                    elem_id="study-trial")
+    done = gr.HTML()
+    boxes = {"consent": consent_box, "instructions": instructions_box}
+    fields = {"message": message, "title": title, "consent": consent, "trial": trial, "done": done}
     outputs = [*fields.values(), session, *boxes.values()]
 
     def screen(stage, state, **values):
         """Every output: the `stage` box shown, the others hidden; `values` by field name, other fields cleared."""
-        cleared = {"message": "", "consent": "", "progress": "", "left": None, "right": None, "trial": "", "done": ""}
+        page_title = (state or {}).get("title") or DEFAULT_TITLE
+        cleared = {"message": "", "title": page_title, "consent": "", "trial": None, "done": ""}
         out = {fields[name]: value for name, value in {**cleared, **values}.items()}
         out[session] = state
         out.update({box: gr.Column(visible=name == stage) for name, box in boxes.items()})
         return out
 
-    def image(study, sha256):
-        path = images.get((study, sha256))
-        if path is None or not path.exists():
-            path = images[study, sha256] = bare_png(store, study, sha256, left.GRADIO_CACHE)
-        return path
-
     def consent_screen(state):
         return screen("consent", state, consent=store.study(state["study"])["consent"])
+
+    def done_screen(state, participant):
+        code = store.completion_code(participant)
+        return screen(None, {**state, "trial": None}, done=done_html(code, IDENTITY_KEY in state["external_ids"]))
+
+    def trial_view(state, shown, following):
+        """The trial as the browser gets it: token, progress, image addresses and the HTML that shows them."""
+        def side(trial, name):
+            return images.url(state["study"], state["participant"], trial["token"], name, trial[name])
+        (left, width, height), (right, _, _) = side(shown, "left"), side(shown, "right")
+        preload = [side(following, name)[0] for name in ("left", "right")] if following else []
+        number, total = shown["position"] + 1, shown["n_trials"]
+        view = {"trial": shown["token"], "number": number, "total": total, "progress": f"Trial {number} of {total}",
+                "left": left, "right": right, "width": width, "height": height, "next": preload, "notice": "",
+                "retry": 0}
+        return {**view, "html": trial_html(view)}
 
     def next_screen(state):
         """The participant's next unanswered trial, or the completion code when none is left."""
@@ -183,75 +208,87 @@ def build_study_page(arena, app):
         except StudyError:  # a token this database does not know (say, a new database): enrol again
             return consent_screen({**state, "participant": None})
         if not remaining:
-            code = store.completion_code(state["participant"])
-            return screen("done", {**state, "trial": None},
-                          done=done_html(code, IDENTITY_KEY in state["external_ids"]))
-        shown = remaining[0]
-        state = {**state, "trial": shown["token"], "shown_at": time.monotonic()}
-        return screen("trial", state, progress=progress_html(shown["position"] + 1, shown["n_trials"]),
-                      left=image(state["study"], shown["left"]), right=image(state["study"], shown["right"]),
-                      trial=shown["token"])
+            return done_screen(state, state["participant"])
+        view = trial_view(state, remaining[0], remaining[1] if len(remaining) > 1 else None)
+        return screen(None, {**state, "trial": view["trial"], "view": view, "shown_at": time.monotonic()}, trial=view)
 
     def open_page(browser, request: gr.Request):
-        """On page load: check the link, then resume the saved participant or ask for consent."""
+        """On page load: check the link, then resume the saved participant, show a finished one their code,
+        or ask for consent."""
         try:
-            study, external_ids = read_link(dict(request.query_params))
-            store.study(study)
+            study, external_ids = read_link(dict(request.query_params), default_study)
+            spec = store.study(study)
         except LinkError as exc:
             return screen(None, None, message=str(exc))
         except StudyError:
             return screen(None, None, message="This link names a study that does not run here. "
                                               "Check the link you were given.")
         pid = external_ids.get(IDENTITY_KEY)
+        if spec["require_prolific"] and not (pid and PROLIFIC_PID.fullmatch(pid)):
+            return screen(None, None, message="This study runs on Prolific, and this link lacks your Prolific ID. "
+                                              "Open the study from its link on Prolific.")
         who = store.hash_id(IDENTITY_KEY, pid) if pid else ""
-        state = {"study": study, "external_ids": external_ids, "who": who,
+        state = {"study": study, "external_ids": external_ids, "who": who, "title": spec["title"],
                  "participant": saved_participant(browser, study, who)}
-        return next_screen(state) if state["participant"] else consent_screen(state)
+        if state["participant"]:
+            return next_screen(state)
+        finished = store.finished_participant(study, external_ids)
+        return done_screen(state, finished) if finished else consent_screen(state)
 
-    def give_consent(state, browser):
-        """Enrol the participant (a known PROLIFIC_PID gets its token back) and keep the token in the browser."""
+    def give_consent(state, browser, request: gr.Request):
+        """Enrol the participant (within the enrolment limits) and keep the token in the browser."""
         if not state:
             raise gr.Error("Open the study from its link first (or reload the page).")
-        try:  # a second click enrols nobody new
-            token = state["participant"] or store.new_participant(state["study"], state["external_ids"])
-        except StudyError as exc:  # a study without stimuli, say: the message tells its researchers what to do
-            raise gr.Error(str(exc)) from exc
+        token = state["participant"]  # a second click enrols nobody new
+        if token is None:
+            refused = enrolments.check(state["study"], request.client.host if request.client else "")
+            if refused:
+                raise gr.Error(refused)
+            try:
+                token = store.new_participant(state["study"], state["external_ids"])
+            except StudyError as exc:  # a full study; one without stimuli: the message says what to do
+                raise gr.Error(str(exc)) from exc
         browser = {**(browser if isinstance(browser, dict) else {}),
                    state["study"]: {"participant": token, "who": state["who"]}}
         return {**screen("instructions", {**state, "participant": token}), saved: browser}
+
+    def refuse_consent(state):
+        if not state:
+            raise gr.Error("Open the study from its link first (or reload the page).")
+        code = store.study(state["study"])["no_consent_code"]
+        return screen(None, {**state, "trial": None}, done=declined_html(code, IDENTITY_KEY in state["external_ids"]))
 
     def begin(state):
         if not state or not state.get("participant"):
             raise gr.Error("Agree to the consent form first (reload the page to see it).")
         return next_screen(state)
 
-    def vote(choice, trial_token, state, address):
-        """Record the answer to the trial on screen (response time measured here, from when it was sent),
-        within the rate limits for the participant and for the network `address`."""
+    def vote(answer, state, request: gr.Request):
+        """Record the answer to the trial on screen: answer = {"trial": token, "choice": one of CHOICES,
+        "client_ms": the browser's response time}, within the rate limits for the participant and the
+        network address (refused: the same trial again, with a notice)."""
         if not state or not state.get("trial"):
             raise gr.Error("There is no pair to answer: reload the page.")
-        if trial_token != state["trial"]:
+        if not isinstance(answer, dict) or answer.get("trial") != state["trial"]:
             raise gr.Error("This answer is not for the pair on your screen, so it was not recorded. "
                            "Answer the pair shown, or reload the page.")
-        refused = limits.check(state["participant"], address)
+        if answer.get("choice") not in CHOICES:
+            raise gr.Error(f"Choose one of {', '.join(CHOICES)}.")
+        refused = limits.check(state["participant"], request.client.host if request.client else "")
         if refused:
-            raise gr.Error(refused)
-        elapsed_ms = int((time.monotonic() - state["shown_at"]) * 1000)
+            view = {**state["view"], "notice": refused, "retry": state["view"]["retry"] + 1}
+            return screen(None, {**state, "view": view}, trial={**view, "html": trial_html(view)})
+        server_ms = int((time.monotonic() - state["shown_at"]) * 1000)
         try:
-            store.record_vote(trial_token, state["participant"], choice, elapsed_ms)
+            store.record_vote(state["trial"], state["participant"], answer["choice"],
+                              client_ms(answer.get("client_ms")), server_ms)
         except VoteRejected as exc:
             raise gr.Error(str(exc)) from exc
         return next_screen(state)
 
-    def voter(choice):
-        def handler(token, state, request: gr.Request):
-            return vote(choice, token, state, request.client.host if request.client else "")
-        return handler
-
     study_events = {"concurrency_id": "study", "concurrency_limit": 8}
     app.load(open_page, [saved], outputs, api_name="study_open", **study_events)
     agree.click(give_consent, [session, saved], [*outputs, saved], api_name="study_agree", **study_events)
+    decline.click(refuse_consent, [session], outputs, api_name="study_decline", **study_events)
     start.click(begin, [session], outputs, api_name="study_start", **study_events)
-    for choice, button in zip(CHOICE_LABELS, buttons):
-        button.click(voter(choice), [trial, session], outputs,
-                     api_name=f"study_vote_{choice}", show_progress="minimal", **study_events)
+    trial.vote(vote, [trial, session], outputs, api_name="study_vote", show_progress="hidden", **study_events)

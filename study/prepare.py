@@ -4,12 +4,15 @@
                             --study NAME --consent FILE [--n-trials 20] [--catch-rate 0.1]
                             [--db PATH_OR_URL] [--size 512] [--images-dir DIR]
                             [--device cpu|cuda] [--weights-dir DIR] [--completion-code CODE]
+                            [--title TEXT] [--no-consent-code CODE] [--require-prolific]
+                            [--max-participants N] [--url https://HOST]
 
 Runs `python -m model.stylize` in a subprocess (skipped when every output exists), then registers
 each CONTENT__STYLE__METHOD.png with its sha256 hashes, plus one catch image per content x style
 (CONTENT__STYLE__catch.png: a rendered output blurred beyond recognition and colour-inverted).
 --db defaults to the app's database: env DATABASE_URL, else DATA_DIR/arena.db (DATA_DIR: env, else data/);
---images-dir to runs/study/NAME.
+--images-dir to runs/study/NAME. Prints the participants' link (plain and Prolific's template), the
+completion code, the trials per participant and an estimate of the minutes each participant needs.
 """
 import argparse
 import hashlib
@@ -19,13 +22,29 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageOps
 
-from .power import Design, participants_needed, summary
+from .power import Design, participants_needed
+from .power import summary as power_summary
 from .store import CATCH, Store, StudyError, default_url
 
 REPO = Path(__file__).resolve().parents[1]
 # model.files' contract, kept here because study/ never imports model/ (tests/test_contracts.py pins it)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 CATCH_RECIPE = "gaussian blur (radius = long side / 16), colours inverted"
+SECONDS_PER_TRIAL = 8  # a considered look at two pictures and a click
+SECONDS_AROUND = 90  # consent, instructions and the completion code
+PROLIFIC_PARAMS = "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+
+
+def summary(url, study, code, n_trials, catch_rate):
+    """What the researcher needs next: the links, the completion code, the trials and the time per participant."""
+    link = f"{url.rstrip('/')}/study?study={study}"
+    n_catch = round(n_trials * catch_rate)
+    minutes = max(1, round((n_trials * SECONDS_PER_TRIAL + SECONDS_AROUND) / 60))
+    return (f"participant link: {link}\n"
+            f"Prolific study URL: {link}{PROLIFIC_PARAMS}\n"
+            f"completion code: {code}\n"
+            f"trials per participant: {n_trials} ({n_trials - n_catch} comparisons, {n_catch} catch)\n"
+            f"estimated time per participant: about {minutes} min")
 
 
 def image_files(path):
@@ -122,6 +141,11 @@ def main(argv=None):
     parser.add_argument("--images-dir", type=Path, help="where the images go (default: runs/study/NAME)")
     parser.add_argument("--device", help="for the model: cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--weights-dir", help="for the model: folder with official checkpoints")
+    parser.add_argument("--title", help="the participants' page title (default: a neutral one)")
+    parser.add_argument("--no-consent-code", help="Prolific's code for participants who do not consent")
+    parser.add_argument("--require-prolific", action="store_true", help="refuse links without a Prolific ID")
+    parser.add_argument("--max-participants", type=int, help="enrol at most this many participants")
+    parser.add_argument("--url", default="http://HOST:7860", help="the study server's address, for the printed links")
     args = parser.parse_args(argv)
     methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
     images_dir = args.images_dir or Path("runs", "study", args.study)
@@ -135,7 +159,8 @@ def main(argv=None):
         contents, styles = image_files(args.contents), image_files(args.styles)
         with Store(args.db) as store:
             store.create_study(args.study, args.consent.read_text(encoding="utf-8"), args.n_trials,
-                               args.catch_rate, images_dir, args.completion_code)
+                               args.catch_rate, images_dir, args.completion_code, args.title, args.no_consent_code,
+                               args.require_prolific, args.max_participants)
             images_dir.mkdir(parents=True, exist_ok=True)
             expected = [images_dir / output_name(c, s, m) for c in contents for s in styles for m in methods]
             todo = sum(not p.is_file() for p in expected)
@@ -144,6 +169,7 @@ def main(argv=None):
                 render(args.contents, args.styles, methods, args.size, images_dir, args.device, args.weights_dir)
             new, missing = register(store, args.study, contents, styles, methods, images_dir, args.size)
             total = len(store.stimuli(args.study))
+            code = store.study(args.study)["completion_code"]
     except StudyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -154,8 +180,9 @@ def main(argv=None):
         print(f"warning: {name} was not rendered (an unreadable input?); it is left out", file=sys.stderr)
     print(f"study {args.study}: {total} stimuli registered ({new} new, catch images included) in {images_dir}")
     design = Design(args.n_trials, args.catch_rate, len(methods))
-    print(f"power: {summary(design, 0.6, participants_needed(design, 0.6, n_sims=500)[0])} (spread and ties assumed; "
+    print(f"power: {power_summary(design, 0.6, participants_needed(design, 0.6, n_sims=500)[0])} (spread and ties assumed; "
           f"after a pilot: python -m study.power --db DB --study {args.study})")
+    print(summary(args.url, args.study, code, args.n_trials, args.catch_rate))
     return 0
 
 

@@ -4,6 +4,9 @@ Schema versions:
     1  meta, studies, stimuli, participants, trials, votes, comparisons
     2  participants.completed_at: when the participant's last vote came in
     3  comparisons.token: the demo's comparison id, unique, so each comparison gets one vote
+    4  studies.title, no_consent_code, require_prolific, max_participants (set at prepare time);
+       participants.repeat_of (a second attempt with a known PROLIFIC_PID from another browser);
+       votes.server_time_ms (the server's own response time, beside the browser's response_time_ms)
 """
 from sqlalchemy import (
     JSON,
@@ -23,7 +26,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CHOICES = ("left", "right", "tie", "both_bad")
 SIDES = ("left", "right")
 
@@ -62,6 +65,10 @@ studies = Table(
     Column("completion_code", String(64), nullable=False),  # shown when every trial has a vote (Prolific's "cc")
     Column("images_dir", Text),  # stimuli paths are relative to it
     _timestamp("created_at"),
+    Column("title", String(200)),  # the participants' page title (NULL: a neutral default)
+    Column("no_consent_code", String(64)),  # Prolific's code for participants who do not consent
+    Column("require_prolific", Boolean, nullable=False, server_default=text("false")),  # a PROLIFIC_PID is required
+    Column("max_participants", Integer),  # enrolments the study takes (NULL: no limit)
     CheckConstraint("n_trials > 0", name="n_trials"),
     CheckConstraint("catch_rate >= 0 AND catch_rate < 1", name="catch_rate"),
 )
@@ -90,6 +97,9 @@ participants = Table(
     Column("external_ids", JSON),  # {name: salted hash}; raw ids are never stored
     _timestamp("created_at"),
     _timestamp("completed_at", nullable=True),
+    # the first attempt of this PROLIFIC_PID, when this one came from another browser after it had voted
+    # (external_key is then NULL: the key stays with the first attempt)
+    Column("repeat_of", ForeignKey("participants.id")),
     UniqueConstraint("study_id", "external_key"),
 )
 
@@ -115,8 +125,9 @@ votes = Table(
     Column("id", Integer, primary_key=True),
     Column("trial_id", ForeignKey("trials.id"), nullable=False, unique=True),  # one vote per trial, ever
     Column("choice", String(8), nullable=False),
-    Column("response_time_ms", Integer),
+    Column("response_time_ms", Integer),  # measured in the browser: both images painted to the click
     _timestamp("created_at"),
+    Column("server_time_ms", Integer),  # measured on the server: trial sent to vote received (downloads included)
     CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
     CheckConstraint("response_time_ms >= 0", name="response_time"),
 )
@@ -160,5 +171,15 @@ def _v3_comparison_token(conn):
     conn.execute(text("CREATE UNIQUE INDEX uq_comparisons_token ON comparisons (token)"))
 
 
+def _v4_participant_page(conn):
+    """Add the studies' page settings, participants.repeat_of and votes.server_time_ms (all NULL or false)."""
+    conn.execute(text("ALTER TABLE studies ADD COLUMN title VARCHAR(200)"))
+    conn.execute(text("ALTER TABLE studies ADD COLUMN no_consent_code VARCHAR(64)"))
+    conn.execute(text("ALTER TABLE studies ADD COLUMN require_prolific BOOLEAN NOT NULL DEFAULT false"))
+    conn.execute(text("ALTER TABLE studies ADD COLUMN max_participants INTEGER"))
+    conn.execute(text("ALTER TABLE participants ADD COLUMN repeat_of INTEGER REFERENCES participants (id)"))
+    conn.execute(text("ALTER TABLE votes ADD COLUMN server_time_ms INTEGER"))
+
+
 # version -> the step that upgrades a database from version - 1 (frozen SQL: never edit an old step)
-UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token}
+UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token, 4: _v4_participant_page}

@@ -175,10 +175,13 @@ class Store:
 
     # ---- studies and stimuli ----
 
-    def create_study(self, name, consent, n_trials=20, catch_rate=0.1, images_dir=None, completion_code=None):
+    def create_study(self, name, consent, n_trials=20, catch_rate=0.1, images_dir=None, completion_code=None,
+                     title=None, no_consent_code=None, require_prolific=False, max_participants=None):
         """Create a study, or return the id of the existing one with this name if its settings match.
         n_trials: per participant, catch trials included; catch_rate: the fraction that are catch trials.
-        completion_code: shown at the end (e.g. Prolific's); a random one by default."""
+        completion_code: shown at the end (e.g. Prolific's); a random one by default.
+        title: the participants' page title; no_consent_code: Prolific's code for those who decline;
+        require_prolific: refuse links without a well-formed PROLIFIC_PID; max_participants: enrolments taken."""
         if not STUDY_NAME.fullmatch(name or ""):
             raise StudyError(f"study name {name!r}: use 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
         if not (consent or "").strip():
@@ -189,8 +192,12 @@ class Store:
             raise StudyError(f"catch_rate must be in [0, 1), not {catch_rate!r}")
         if n_trials - round(n_trials * catch_rate) < 1:
             raise StudyError(f"with catch_rate={catch_rate}, none of the {n_trials} trials compares methods: lower it")
+        if max_participants is not None and (not isinstance(max_participants, int) or max_participants < 1):
+            raise StudyError(f"max_participants must be a positive integer or None, not {max_participants!r}")
         images_dir = str(Path(images_dir).resolve()) if images_dir is not None else None
-        wanted = {"consent": consent, "n_trials": n_trials, "catch_rate": catch_rate, "images_dir": images_dir}
+        wanted = {"consent": consent, "n_trials": n_trials, "catch_rate": catch_rate, "images_dir": images_dir,
+                  "title": title, "no_consent_code": no_consent_code, "require_prolific": bool(require_prolific),
+                  "max_participants": max_participants}
         with self.engine.begin() as conn:
             row = conn.execute(select(studies).where(studies.c.name == name)).mappings().first()
             if row is not None:
@@ -264,21 +271,29 @@ class Store:
 
     def new_participant(self, study, external_ids=None, rng=None):
         """Enrol a participant and draw their trial sequence; returns their token (the browser keeps it).
-        external_ids: e.g. {"PROLIFIC_PID": ..., "STUDY_ID": ..., "SESSION_ID": ...}, stored hashed only;
-        a PROLIFIC_PID seen before in this study gets its earlier token back (same remaining trials).
-        rng: a random.Random for the draw (default: freshly seeded)."""
+        external_ids: e.g. {"PROLIFIC_PID": ..., "STUDY_ID": ..., "SESSION_ID": ...}, stored hashed only.
+        A PROLIFIC_PID seen before in this study gets the earlier token back while that participant has no
+        vote (nothing of theirs is handed over); after their first vote, a new participant is enrolled as a
+        repeat attempt (repeat_of: the first one), so another browser never sees someone's votes.
+        Raises StudyError when the study has its max_participants. rng: a random.Random for the draw."""
         hashed = {str(k): self.hash_id(k, v) for k, v in (external_ids or {}).items() if v not in (None, "")}
         key = hashed.get(IDENTITY_KEY)
         with self.engine.begin() as conn:
             row = self._study(conn, study, lock=True)  # one enrolment at a time per study keeps pairs balanced
+            first = None
             if key is not None:
-                known = conn.scalar(select(participants.c.token).where(
-                    (participants.c.study_id == row["id"]) & (participants.c.external_key == key)))
-                if known is not None:
-                    return known
+                first = conn.execute(select(participants.c.id, participants.c.token).where(
+                    (participants.c.study_id == row["id"]) & (participants.c.external_key == key))).first()
+                if first is not None and not _voted(conn, first.id):
+                    return first.token
+            enrolled = conn.scalar(select(func.count()).where(participants.c.study_id == row["id"]))
+            if row["max_participants"] is not None and enrolled >= row["max_participants"]:
+                raise StudyError("this study has all the participants it needs and takes no more: thank you "
+                                 "for your interest")
             token = secrets.token_urlsafe(24)
             participant_id = conn.execute(insert(participants).values(
-                token=token, study_id=row["id"], external_key=key, external_ids=hashed or None, created_at=now(),
+                token=token, study_id=row["id"], external_key=None if first else key, external_ids=hashed or None,
+                created_at=now(), repeat_of=first.id if first else None,
             )).inserted_primary_key[0]
             sequence = _draw_trials(_design(conn, row), row["n_trials"], row["catch_rate"], rng or random.Random())
             stamp = now()
@@ -289,6 +304,18 @@ class Store:
                 for i, (left, right, side) in enumerate(sequence)
             ])
             return token
+
+    def finished_participant(self, study, external_ids):
+        """The token of the participant with this PROLIFIC_PID (in external_ids) who answered every trial of
+        the study, or None: such a participant is shown the completion code again, on any browser."""
+        pid = (external_ids or {}).get(IDENTITY_KEY)
+        if not pid:
+            return None
+        with self._read() as conn:
+            study_id = self._study(conn, study)["id"]
+            return conn.scalar(select(participants.c.token).where(
+                (participants.c.study_id == study_id) & (participants.c.external_key == self.hash_id(IDENTITY_KEY, pid))
+                & participants.c.completed_at.is_not(None)))
 
     def _views(self, conn, where):
         left, right = stimuli.alias("l"), stimuli.alias("r")
@@ -319,16 +346,17 @@ class Store:
             raise StudyError("unknown trial: reload the study page to get your next trial")
         return found[0]
 
-    def record_vote(self, trial_token, participant, choice, response_time_ms=None):
+    def record_vote(self, trial_token, participant, choice, response_time_ms=None, server_time_ms=None):
         """Store the participant's answer to a trial. choice: 'left', 'right', 'tie' or 'both_bad';
-        response_time_ms: from showing the images to the click. Raises VoteRejected for an unknown
-        trial, another participant's trial, a second vote on a trial, or an invalid answer."""
+        response_time_ms: from both images painted in the browser to the click (the browser's clock);
+        server_time_ms: from sending the trial to receiving the vote (the server's clock, downloads included).
+        Raises VoteRejected for an unknown trial, another participant's trial, a second vote on a trial,
+        or an invalid answer."""
         if choice not in CHOICES:
             raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
-        if response_time_ms is not None and (isinstance(response_time_ms, bool)
-                                             or not isinstance(response_time_ms, (int, np.integer))
-                                             or response_time_ms < 0):
-            raise VoteRejected(f"response_time_ms must be a non-negative integer, not {response_time_ms!r}")
+        for name, value in (("response_time_ms", response_time_ms), ("server_time_ms", server_time_ms)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+                raise VoteRejected(f"{name} must be a non-negative integer, not {value!r}")
         try:
             with self.engine.begin() as conn:
                 trial = conn.execute(
@@ -342,7 +370,8 @@ class Store:
                     raise VoteRejected("this trial belongs to another participant: reload the study page")
                 conn.execute(insert(votes).values(
                     trial_id=trial.id, choice=choice,
-                    response_time_ms=None if response_time_ms is None else int(response_time_ms), created_at=now()))
+                    response_time_ms=None if response_time_ms is None else int(response_time_ms),
+                    server_time_ms=None if server_time_ms is None else int(server_time_ms), created_at=now()))
                 if _unvoted(conn, trial.participant_id) == 0:
                     conn.execute(update(participants).where(participants.c.id == trial.participant_id)
                                  .values(completed_at=now()))
@@ -388,6 +417,11 @@ class Store:
         with self._read() as conn:
             rows = [dict(r) for r in conn.execute(select(comparisons).order_by(comparisons.c.id)).mappings()]
         return pd.DataFrame(rows, columns=list(comparisons.c.keys()))
+
+
+def _voted(conn, participant_id):
+    return conn.scalar(select(func.count()).select_from(votes).join(trials, trials.c.id == votes.c.trial_id)
+                       .where(trials.c.participant_id == participant_id))
 
 
 def _unvoted(conn, participant_id):
@@ -467,7 +501,9 @@ def load_votes(source, study):
     """One row per vote of `study` (source: a Store, a URL or a SQLite path), in voting order.
     Columns: participant (int), trial (int), position, content, style, left_method, right_method,
     choice, winner (method chosen; None for tie/both_bad), is_catch, catch_passed (nullable bool:
-    the intact image was chosen; NA off catch trials), response_time_ms (Int64), created_at (UTC)."""
+    the intact image was chosen; NA off catch trials), response_time_ms (Int64, the browser's),
+    server_time_ms (Int64, the server's), repeat_attempt (the participant's PROLIFIC_PID had voted in
+    another browser before: see Store.new_participant), created_at (UTC)."""
     store = source if isinstance(source, Store) else Store(source)
     left, right = stimuli.alias("l"), stimuli.alias("r")
     try:
@@ -478,6 +514,7 @@ def load_votes(source, study):
                        left.c.content_name.label("content"), left.c.style_name.label("style"),
                        left.c.method.label("left_method"), right.c.method.label("right_method"),
                        votes.c.choice, trials.c.is_catch, trials.c.catch_side, votes.c.response_time_ms,
+                       votes.c.server_time_ms, participants.c.repeat_of.is_not(None).label("repeat_attempt"),
                        votes.c.created_at)
                 .select_from(votes)
                 .join(trials, trials.c.id == votes.c.trial_id)
@@ -492,10 +529,12 @@ def load_votes(source, study):
         if store is not source:
             store.close()
     columns = ["participant", "trial", "position", "content", "style", "left_method", "right_method",
-               "choice", "is_catch", "catch_side", "response_time_ms", "created_at"]
+               "choice", "is_catch", "catch_side", "response_time_ms", "server_time_ms", "repeat_attempt", "created_at"]
     df = pd.DataFrame(rows, columns=columns)
     df["is_catch"] = df["is_catch"].astype(bool)
+    df["repeat_attempt"] = df["repeat_attempt"].astype(bool)
     df["response_time_ms"] = df["response_time_ms"].astype("Int64")
+    df["server_time_ms"] = df["server_time_ms"].astype("Int64")
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
     winner = np.where(df["choice"] == "left", df["left_method"],
                       np.where(df["choice"] == "right", df["right_method"], None))

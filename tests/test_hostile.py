@@ -24,7 +24,7 @@ PASSWORD = "hostile-test-password"
 CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
 STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
 STIMULUS = next((ROOT / "studies/sample/images").glob("*__a2k_free.png"))
-FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
+FIELDS = ("message", "title", "consent", "trial", "done")
 NOT_AN_IMAGE = "Content photo: the upload is not an image PIL can read"
 BAD_LINK = "in this link is not valid"
 NOT_SHOWN = "not for the pair on your screen"
@@ -131,8 +131,12 @@ def enrolled(server):
     client = study_client(server)
     client.predict({}, api_name="/study_open")
     *_, saved = client.predict({}, api_name="/study_agree")
-    trial = dict(zip(FIELDS, client.predict(api_name="/study_start")))["trial"]
+    trial = dict(zip(FIELDS, client.predict(api_name="/study_start")))["trial"]["trial"]
     return client, saved, trial
+
+
+def answer(client, trial, choice):
+    return client.predict({"trial": trial, "choice": choice, "client_ms": 900}, api_name="/study_vote")
 
 
 def vote_with(token_of):
@@ -140,7 +144,7 @@ def vote_with(token_of):
     def attack(server, tmp_path):
         client, _, trial = enrolled(server)
         token = token_of(server, trial)
-        return lambda: client.predict(token, api_name="/study_vote_left")
+        return lambda: answer(client, token, "left")
     return attack
 
 
@@ -151,22 +155,27 @@ def foreign_trial(server, own):
 
 def replayed_in_same_tab(server, tmp_path):
     client, _, trial = enrolled(server)
-    client.predict(trial, api_name="/study_vote_left")
-    return lambda: client.predict(trial, api_name="/study_vote_right")
+    answer(client, trial, "left")
+    return lambda: answer(client, trial, "right")
 
 
 def replayed_in_second_tab(server, tmp_path):
     """Two tabs of one participant show the same trial; the first answers it, then the second."""
     first, saved, trial = enrolled(server)
     second = study_client(server)
-    assert dict(zip(FIELDS, second.predict(saved, api_name="/study_open")))["trial"] == trial
-    first.predict(trial, api_name="/study_vote_left")
-    return lambda: second.predict(trial, api_name="/study_vote_right")
+    assert dict(zip(FIELDS, second.predict(saved, api_name="/study_open")))["trial"]["trial"] == trial
+    answer(first, trial, "left")
+    return lambda: answer(second, trial, "right")
 
 
 def vote_before_consent(server, tmp_path):
     client = study_client(server)
-    return lambda: client.predict("anything", api_name="/study_vote_tie")
+    return lambda: answer(client, "anything", "tie")
+
+
+def invalid_choice(server, tmp_path):
+    client, _, trial = enrolled(server)
+    return lambda: answer(client, trial, "'; DROP TABLE votes; --")
 
 
 def second_comparison_vote(server, tmp_path):
@@ -250,6 +259,7 @@ CASES = [
     ("replayed-token-same-tab", replayed_in_same_tab, NOT_SHOWN),
     ("replayed-token-second-tab", replayed_in_second_tab, "already has a vote and votes cannot be changed"),
     ("vote-before-consent", vote_before_consent, "no pair to answer"),
+    ("vote-invalid-choice", invalid_choice, "Choose one of"),
     ("second-comparison-vote", second_comparison_vote, "already has a vote"),
     # the study link
     ("study-sql", link(study="sample' OR '1'='1"), f"study name {BAD_LINK}"),

@@ -16,13 +16,13 @@ from gradio_client import Client
 from sqlalchemy import func, select
 
 from bench.server import App
-from demo.limits import TOO_FAST, TOO_MANY, VoteLimits
+from demo.limits import TOO_FAST, TOO_MANY, TOO_MANY_ENROLMENTS, EnrolLimits, VoteLimits
 from study.schema import participants, votes
 from study.store import Store
 
 from .study_fixtures import db_url, postgres_server  # noqa: F401
 
-FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
+FIELDS = ("message", "title", "consent", "view", "done")
 METHOD_WORDS = ("a2k", "all2all", "adain", "catch")
 
 
@@ -33,7 +33,9 @@ def connect(server, address, **link):
 
 
 def screen(values):
-    return dict(zip(FIELDS, values))
+    """The page's fields by name, and the trial's token and progress text (None and "" off trials)."""
+    s = dict(zip(FIELDS, values))
+    return {**s, "trial": s["view"] and s["view"]["trial"], "progress": s["view"]["progress"] if s["view"] else ""}
 
 
 def enrol(client):
@@ -44,7 +46,7 @@ def enrol(client):
 
 
 def vote(client, trial, choice="left"):
-    return screen(client.predict(trial, api_name=f"/study_vote_{choice}"))
+    return screen(client.predict({"trial": trial, "choice": choice, "client_ms": 800}, api_name="/study_vote"))
 
 
 def count_votes(database):
@@ -53,25 +55,37 @@ def count_votes(database):
 
 
 def test_vote_rate_limits_per_participant_and_per_address(tmp_path):
-    """2 s between a participant's votes, 3 votes a minute per address (tiny limits, to hit them)."""
-    server = App(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3"}).start()
+    """2 s between a participant's votes, 3 votes a minute and 3 enrolments an hour per address (tiny limits,
+    to hit them)."""
+    server = App(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3", "ENROLMENTS_PER_HOUR": "3"}).start()
     try:
-        a, b, c = (connect(server, "127.0.0.21") for _ in range(3))
+        a, b, c, d = (connect(server, "127.0.0.21") for _ in range(4))
         other = connect(server, "127.0.0.22")
         (_, sa), (_, sb), (_, sc), (_, so) = (enrol(client) for client in (a, b, c, other))
+        with pytest.raises(Exception, match=TOO_MANY_ENROLMENTS[:40]):
+            enrol(d)  # the address's fourth enrolment in the sample study this hour
         sa = vote(a, sa["trial"])
-        with pytest.raises(Exception, match=TOO_FAST):
-            vote(a, sa["trial"])  # at once: refused, the trial stays on screen
+        refused = vote(a, sa["trial"])  # at once: refused, the trial stays on screen with a notice
+        assert refused["trial"] == sa["trial"] and refused["view"]["notice"] == TOO_FAST
         time.sleep(2.1)
         sa = vote(a, sa["trial"])
         assert "Trial 3 of" in sa["progress"]
         vote(b, sb["trial"])  # the address's third vote this minute
-        with pytest.raises(Exception, match=TOO_MANY):
-            vote(c, sc["trial"])
+        assert vote(c, sc["trial"])["view"]["notice"] == TOO_MANY
         assert "Trial 2 of" in vote(other, so["trial"])["progress"]  # another address is not held back
         assert count_votes(tmp_path / "arena.db") == 4
     finally:
         server.stop()
+
+
+def test_enrolment_limits_are_per_address_and_study_and_forget_the_past():
+    limits = EnrolLimits(per_hour=1, window_s=0.3)
+    assert limits.check("sample", "10.0.0.1") is None and limits.check("other", "10.0.0.1") is None
+    assert limits.check("sample", "10.0.0.1") == TOO_MANY_ENROLMENTS and limits.check("sample", "10.0.0.2") is None
+    time.sleep(0.35)
+    assert limits.check("sample", "10.0.0.1") is None
+    assert EnrolLimits(per_hour=0).check("sample", "10.0.0.1") is None
+    assert b"10.0.0.1" not in repr(vars(limits)).encode()
 
 
 def test_vote_limits_forget_what_is_past_the_window():
@@ -102,13 +116,13 @@ def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F81
     server = App(tmp_path, "--database", db_url, env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": ""}).start()
     try:
         client = connect(server, address, **raw)
-        participant, s = enrol(client)
+        _, s = enrol(client)
         while s["trial"]:
             assert not any(word in json.dumps(s) for word in METHOD_WORDS), s  # image paths and URLs too
             s = vote(client, s["trial"])
         assert "completion code" in s["done"]
-        again = connect(server, address, **raw)  # the same PROLIFIC_PID in another browser: the same participant
-        assert enrol(again)[0] == participant
+        again = connect(server, address, **raw)  # the same PROLIFIC_PID in another browser: the code at once
+        assert "completion code" in screen(again.predict({}, api_name="/study_open"))["done"]
         admin = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "results"}})
         with pytest.raises(Exception, match="results view is disabled"):
             admin.predict("", "sample", 0, api_name="/results")

@@ -1,22 +1,28 @@
 """The study page (/study) and the results page (/results) of the launched app, over HTTP with
 gradio_client and once in a real headless Chromium. The client sends the page's URL parameters
 with every request, as the browser's Gradio client does (httpx params)."""
+import io
 import json
 import re
 import secrets
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from gradio_client import Client
 from PIL import Image
 from playwright.sync_api import sync_playwright
+from sqlalchemy import func, select
 
 from bench.server import ROOT, App
 from demo.results_page import check_password
+from demo.study_images import StudyImages
 from demo.study_page import SAMPLE, register_sample
 from study.prepare import register
+from study.schema import participants, studies
 from study.store import Store, load_votes
 
 PASSWORD = "correct horse battery staple"
@@ -25,7 +31,8 @@ N_TRIALS = SPEC["n_trials"]
 SMALL = "small"  # a second study, with a Prolific completion code
 SMALL_CODE = "C0MPL3TE"
 LEAKS = ("a2k_free", "all2all_free", "A2K (", "all-to-all", "training-free", "catch")
-FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
+FIELDS = ("message", "title", "consent", "view", "done")
+IMAGE_URL = re.compile(r"study-image/[0-9a-f]{40}\.png")
 PID = "5f0c1d2e3a4b5c6d7e8f9a0b"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -40,7 +47,8 @@ def server(tmp_path_factory):
                            images_dir=SAMPLE / "images")
         register(store, SMALL, [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
                  SAMPLE / "images", SPEC["size"])
-    server = App(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"}).start()  # votes at bot speed
+    server = App(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0",  # votes at bot speed
+                            "ENROLMENTS_PER_HOUR": "0"}).start()
     server.data = data
     yield server
     server.stop()
@@ -55,7 +63,9 @@ def connect(server, page="study", **params):
 
 
 def screen(values):
-    return dict(zip(FIELDS, values))
+    """The page's fields by name, and the trial's token and progress text (None and "" off trials)."""
+    s = dict(zip(FIELDS, values))
+    return {**s, "trial": s["view"] and s["view"]["trial"], "progress": s["view"]["progress"] if s["view"] else ""}
 
 
 def open_page(client, saved=None):
@@ -68,17 +78,21 @@ def enrol(client, saved=None):
     return saved, screen(client.predict(api_name="/study_start"))
 
 
-def vote(client, choice, trial):
-    return screen(client.predict(trial, api_name=f"/study_vote_{choice}"))
+def vote(client, choice, trial, client_ms=500):
+    return screen(client.predict({"trial": trial, "choice": choice, "client_ms": client_ms}, api_name="/study_vote"))
 
 
-def assert_blind(s):
-    """Nothing in a screen names a method: not the text, not the image files (names, metadata)."""
+def fetch(server, url):
+    return urllib.request.urlopen(server.url + url).read()
+
+
+def assert_blind(server, s):
+    """Nothing in a screen names a method: not the text, not the image addresses, not the files' metadata."""
     assert not any(leak in json.dumps(s) for leak in LEAKS), s
-    for side in ("left", "right"):
-        if s[side]:
-            assert Path(s[side]).name == "image.png"
-            with Image.open(s[side]) as im:
+    if s["view"]:
+        for url in (s["view"]["left"], s["view"]["right"], *s["view"]["next"]):
+            assert IMAGE_URL.fullmatch(url)
+            with Image.open(io.BytesIO(fetch(server, url))) as im:
                 assert im.format == "PNG" and not any(isinstance(v, str) for v in im.info.values())
 
 
@@ -91,17 +105,18 @@ def test_full_session_then_completion_code(server):
     choices = ["left", "right", "tie", "both_bad"] * 3
     for i in range(N_TRIALS):
         assert f"Trial {i + 1} of {N_TRIALS}" in s["progress"]
-        assert re.fullmatch(r"[\w-]{16,}", s["trial"])
-        assert_blind(s)
-        s = vote(client, choices[i], s["trial"])
+        assert re.fullmatch(r"[\w-]{16,}", s["trial"]) and s["trial"] in s["view"]["html"]
+        assert_blind(server, s)
+        s = vote(client, choices[i], s["trial"], client_ms=700 + i)
     with store(server) as db:
         code = db.completion_code(participant)
         votes = load_votes(db, "sample")
     assert f"completion code is <b>{code}</b>" in s["done"] and "prolific" not in s["done"].lower()
-    assert not s["trial"] and s["left"] is None
+    assert s["view"] is None
     assert votes["choice"].tolist()[-N_TRIALS:] == choices[:N_TRIALS]
     mine = votes.tail(N_TRIALS)
-    assert (mine["response_time_ms"] >= 0).all() and mine["participant"].nunique() == 1
+    assert mine["response_time_ms"].tolist() == [700 + i for i in range(N_TRIALS)]  # the browser's figure
+    assert (mine["server_time_ms"] >= 0).all() and mine["participant"].nunique() == 1
     decided = mine[mine["choice"].isin(["left", "right"])]
     sides = decided["left_method"].where(decided["choice"] == "left", decided["right_method"])
     assert (decided["winner"] == sides).all()  # the side clicked is the side stored
@@ -126,18 +141,93 @@ def test_prolific_participant_resumes_and_returns_to_prolific(server):
     client = connect(server, **link)
     assert "Small study" in open_page(client)["consent"]
     saved, s = enrol(client)
-    vote(client, "left", s["trial"])
-    # another browser: nothing saved, the same PROLIFIC_PID gets the same participant back
+    # another browser before any vote: nothing saved, the same PROLIFIC_PID gets the same participant back
     other = connect(server, **link)
     assert open_page(other)["consent"]
     saved_again, s = enrol(other)
     assert saved_again[SMALL]["participant"] == saved[SMALL]["participant"]
-    assert "Trial 2 of 3" in s["progress"]
-    s = vote(other, "tie", s["trial"])
-    s = vote(other, "right", s["trial"])
+    for choice in ("left", "tie", "right"):
+        s = vote(other, choice, s["trial"])
     assert f'href="https://app.prolific.com/submissions/complete?cc={SMALL_CODE}"' in s["done"]
+    back = open_page(connect(server, **link))  # a third browser: the code at once, no consent
+    assert SMALL_CODE in back["done"] and not back["consent"] and back["view"] is None
     raw = b"".join(p.read_bytes() for p in server.data.glob("arena.db*"))
     assert PID.encode() not in raw  # the database keeps salted hashes only
+
+
+def test_another_browser_after_a_vote_starts_a_flagged_attempt(server):
+    """The resume rule: the browser that saved the token resumes; another browser with the same PROLIFIC_PID
+    gets it back only while it has no vote, else starts a new attempt flagged in the votes."""
+    link = {"study": SMALL, "PROLIFIC_PID": "0123456789abcdef01234567"}
+    first = connect(server, **link)
+    open_page(first)
+    saved, s = enrol(first)
+    s = vote(first, "left", s["trial"])
+    assert "Trial 2 of 3" in open_page(connect(server, **link), saved)["progress"]  # the same browser resumes
+    other = connect(server, **link)
+    open_page(other)
+    other_saved, t = enrol(other)
+    assert other_saved[SMALL]["participant"] != saved[SMALL]["participant"]
+    assert "Trial 1 of 3" in t["progress"]  # none of the first attempt's votes
+    vote(other, "right", t["trial"])
+    with store(server) as db:
+        votes = load_votes(db, SMALL)
+    assert votes["repeat_attempt"].tolist()[-2:] == [False, True]
+
+
+def test_declining_records_nothing_and_gives_the_prolific_return_code(server):
+    with store(server) as db:
+        db.create_study("declinable", "Agree?", n_trials=2, catch_rate=0, images_dir=SAMPLE / "images",
+                        no_consent_code="NOCONSENT", title="Pictures and paintings")
+        register(db, "declinable", [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
+                 SAMPLE / "images", SPEC["size"])
+        before = len(load_votes(db, "declinable"))
+    client = connect(server, study="declinable", PROLIFIC_PID=PID)
+    assert open_page(client)["title"] == "Pictures and paintings"
+    s = screen(client.predict(api_name="/study_decline"))
+    assert "did not agree" in s["done"] and "complete?cc=NOCONSENT" in s["done"] and not s["view"]
+    plain = connect(server, study="declinable")
+    open_page(plain)
+    s = screen(plain.predict(api_name="/study_decline"))
+    assert "Nothing was recorded" in s["done"] and "prolific" not in s["done"].lower()
+    with store(server) as db, db.engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(participants).join(studies).where(
+            studies.c.name == "declinable")) == 0
+        assert len(load_votes(db, "declinable")) == before
+
+
+def test_a_study_can_require_a_prolific_id(server):
+    with store(server) as db:
+        db.create_study("prolific-only", "Agree?", n_trials=2, catch_rate=0, images_dir=SAMPLE / "images",
+                        require_prolific=True)
+    for params in ({}, {"PROLIFIC_PID": "not-a-prolific-id"}):
+        s = open_page(connect(server, study="prolific-only", **params))
+        assert "lacks your Prolific ID" in s["message"] and not s["consent"]
+    assert open_page(connect(server, study="prolific-only", PROLIFIC_PID=PID))["consent"] == "Agree?"
+
+
+def test_image_addresses_are_keyed_per_participant_and_trial(server):
+    """Two participants shown the same stimulus get different addresses; none is a stimulus hash; a
+    catch image weighs exactly as much as a real one (padded)."""
+    seen, sizes = {}, set()
+    with store(server) as db:
+        hashes = {s["output_sha256"] for s in db.stimuli("sample")}
+    for _ in range(2):
+        client = connect(server)
+        open_page(client)
+        saved, s = enrol(client)
+        participant = saved["sample"]["participant"]
+        with store(server) as db:
+            first = db.remaining_trials(participant)[0]
+        for side in ("left", "right"):
+            url = s["view"][side]
+            assert not any(h in url for h in hashes)
+            seen.setdefault(first[side], set()).add(url)
+            sizes.add(len(fetch(server, url)))
+    assert all(len(urls) == len(set(urls)) for urls in seen.values())
+    assert sum(len(urls) for urls in seen.values()) == 4 and len(sizes) == 1
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        fetch(server, "study-image/" + "0" * 40 + ".png")
 
 
 @pytest.mark.parametrize("params,message", [
@@ -209,6 +299,31 @@ def test_results_are_disabled_without_a_password():
         check_password(None, "")
 
 
+def test_catch_images_cannot_be_told_apart_by_bytes_or_size(tmp_path):
+    """The best single threshold on bytes, width or height of the served files (fitted on all of them, so
+    an upper bound for a trivial classifier) does no better than always guessing "real". Unpadded, the
+    blurred catch images are far smaller and a byte threshold finds every one."""
+    with Store(tmp_path / "db.sqlite") as db:
+        register_sample(db)
+        is_catch = {s["output_sha256"]: s["method"] == "catch" for s in db.stimuli("sample")}
+        files = StudyImages(db, tmp_path / "served").files("sample")
+        raw = {sha: db.image_path("sample", sha).stat().st_size for sha in files}
+    labels = np.array([is_catch[sha] for sha in files])
+    served = np.array([(path.stat().st_size, w, h) for path, w, h in files.values()])
+    unpadded = np.array([(raw[sha], w, h) for sha, (_, w, h) in files.items()])
+
+    def best_threshold_accuracy(features):
+        return max(((features[:, k] <= t) == labels).mean() if flip else ((features[:, k] > t) == labels).mean()
+                   for k in range(features.shape[1]) for t in features[:, k] for flip in (False, True))
+
+    chance = max(labels.mean(), 1 - labels.mean())
+    assert best_threshold_accuracy(served) <= chance + 1e-9
+    assert best_threshold_accuracy(unpadded) == 1.0  # what the padding hides
+    for path, _, _ in files.values():
+        with Image.open(path) as im:
+            im.load()  # a valid PNG: decoders skip the padding chunk
+
+
 def test_sample_registration_is_idempotent(tmp_path):
     with Store(tmp_path / "db.sqlite") as db:
         register_sample(db)
@@ -236,7 +351,7 @@ def test_browser_consents_votes_and_resumes_after_reload(server):
         page.get_by_text(f"Trial 3 of {N_TRIALS}").wait_for()
         page.reload()
         page.get_by_text(f"Trial 3 of {N_TRIALS}").wait_for(timeout=60_000)
-        page.locator("img[src*='image.png']").nth(1).wait_for()
+        page.locator("#study-trial [data-state=ready]").wait_for()
         assert page.get_by_role("button", name="I agree").is_hidden()
         (ROOT / "artifacts").mkdir(exist_ok=True)
         page.screenshot(path=ROOT / "artifacts" / "study.png", full_page=True)

@@ -61,6 +61,22 @@ def test_prepare_registers_outputs_and_catch_images_once(inputs, capsys):
     assert "12 stimuli registered (0 new" in capsys.readouterr().out
 
 
+def test_prepare_prints_links_code_trials_and_time_and_stores_page_settings(inputs, capsys):
+    assert main(args(inputs, "--completion-code", "C0DE", "--n-trials", "12", "--catch-rate", "0.25",
+                     "--title", "Paintings", "--no-consent-code", "NOPE", "--require-prolific",
+                     "--max-participants", "40", "--url", "https://study.example.org/")) == 0
+    out = capsys.readouterr().out
+    assert "participant link: https://study.example.org/study?study=pilot\n" in out
+    assert ("Prolific study URL: https://study.example.org/study?study=pilot&PROLIFIC_PID={{%PROLIFIC_PID%}}"
+            "&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}") in out
+    assert "completion code: C0DE" in out and "trials per participant: 12 (9 comparisons, 3 catch)" in out
+    assert "estimated time per participant: about 3 min" in out
+    with Store(inputs / "study.db") as store:
+        study = store.study("pilot")
+    assert (study["title"], study["no_consent_code"], study["require_prolific"], study["max_participants"]) \
+        == ("Paintings", "NOPE", True, 40)
+
+
 def test_missing_outputs_are_reported_and_left_out(inputs):
     (inputs / "images" / output_name("photo0.png", "paint1.jpg", "all2all_free")).unlink()
     contents = sorted((inputs / "contents").iterdir())

@@ -141,6 +141,36 @@ def test_external_ids_are_only_stored_hashed(tmp_path, monkeypatch):
         assert store.hash_id("PROLIFIC_PID", raw["PROLIFIC_PID"]) != salted_here
 
 
+def test_a_known_prolific_id_resumes_only_before_its_first_vote(store):
+    """Another browser with the same PROLIFIC_PID gets the token back while it has no vote; after that it
+    starts a repeat attempt, flagged in the votes, and never sees the first attempt's trials."""
+    study = study_with_stimuli(store, n_trials=3, catch_rate=0)
+    ids = {"PROLIFIC_PID": "5f0c1e2d3a4b5c6d7e8f9a0b"}
+    first = store.new_participant(study, ids)
+    assert store.new_participant(study, ids) == first
+    for t in store.remaining_trials(first):
+        store.record_vote(t["token"], first, "left")
+    assert store.finished_participant(study, ids) == first
+    second = store.new_participant(study, ids)
+    assert second != first and store.progress(second) == {"done": 0, "total": 3}
+    assert store.new_participant(study, ids) not in (first, second)  # each new browser: its own attempt
+    store.record_vote(store.remaining_trials(second)[0]["token"], second, "right")
+    df = load_votes(store, study)
+    assert df["repeat_attempt"].tolist() == [False, False, False, True]
+    assert store.finished_participant(study, {"PROLIFIC_PID": "someone-else"}) is None
+
+
+def test_a_full_study_takes_no_more_participants(store):
+    store.create_study("full", "I agree.", 2, 0, max_participants=2)
+    add_stimuli(store, "full", contents=("c1",), styles=("s1",), catch=False)
+    store.new_participant("full")
+    store.new_participant("full")
+    with pytest.raises(StudyError, match="takes no more"):
+        store.new_participant("full")
+    with pytest.raises(StudyError, match="max_participants"):
+        store.create_study("full", "I agree.", 2, 0, max_participants=3)
+
+
 def test_method_pairs_are_balanced_across_participants(store):
     study = study_with_stimuli(store, n_trials=12, catch_rate=0, catch=False)
     people = [store.new_participant(study, rng=random.Random(i)) for i in range(10)]
@@ -192,12 +222,13 @@ def test_load_votes_one_row_per_vote(store):
     study = study_with_stimuli(store, n_trials=5, catch_rate=0)
     pid = store.new_participant(study)
     for t, choice in zip(store.remaining_trials(pid), ["left", "right", "tie", "both_bad", "left"]):
-        store.record_vote(t["token"], pid, choice, 321)
+        store.record_vote(t["token"], pid, choice, 321, 1500)
     df = load_votes(store, study)
     assert list(df.columns) == ["participant", "trial", "position", "content", "style", "left_method",
                                 "right_method", "choice", "winner", "is_catch", "catch_passed",
-                                "response_time_ms", "created_at"]
+                                "response_time_ms", "server_time_ms", "repeat_attempt", "created_at"]
     assert len(df) == 5 and df["response_time_ms"].eq(321).all() and str(df["created_at"].dt.tz) == "UTC"
+    assert df["server_time_ms"].eq(1500).all() and not df["repeat_attempt"].any()
     expected = [r.left_method if r.choice == "left" else r.right_method if r.choice == "right" else None
                 for r in df.itertuples()]
     assert df["winner"].tolist() == expected
@@ -319,6 +350,10 @@ def test_migration_from_version_1_keeps_data(tmp_path):
         with pytest.raises(VoteRejected, match="already has a vote"):
             store.record_comparison("new", *args, "left")
         assert store.comparisons()["token"].isna().tolist() == [True, False]
+        old = store.study("old")  # version 4: the page settings are off, old votes have no server time
+        assert (old["title"], old["no_consent_code"], old["require_prolific"], old["max_participants"]) \
+            == (None, None, False, None)
+        assert load_votes(store, "old")["server_time_ms"].isna().all()
 
 
 def test_a_newer_schema_is_refused(tmp_path):

@@ -1,0 +1,125 @@
+"""The study's images as browsers get them: at addresses keyed by the server, padded to one size per study.
+
+A trial's image is served at study-image/<name>.png, where name is an HMAC of the participant token, the
+trial token and the side under a random secret that never leaves this process: the address says nothing
+about the stimulus, differs for every participant and trial, and is not shared with the Compare tab's
+files. The bytes are the stimulus as bare RGB pixels (no metadata), padded with a private ancillary PNG
+chunk of random bytes to the size of the study's largest file, so a catch image (blurred, so it would
+compress well) weighs as much as any other; it also has the size in pixels of its cell's real images.
+The padded files are written once per study into `cache_dir` (named by stimulus hash there, on the
+server's disk only) and reused after a restart while the study's stimuli are the same."""
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import struct
+import threading
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+
+from .storage import atomic_write
+
+ROUTE = "study-image"
+NAME = re.compile(r"[0-9a-f]{40}")
+PAD_CHUNK = b"stPd"  # ancillary (s), private (t), reserved bit clear (P), safe to copy (d): decoders skip it
+BLOCK = 4096  # padded sizes are multiples of this
+
+
+def bare_png(path):
+    """The image file at `path` as PNG bytes of its RGB pixels, without any metadata chunk."""
+    with Image.open(path) as image:
+        rgb = image.convert("RGB")
+    buf = io.BytesIO()
+    rgb.save(buf, "PNG")
+    return buf.getvalue(), rgb.size
+
+
+def pad_png(data, size):
+    """The PNG `data` grown to exactly `size` bytes by a PAD_CHUNK of random bytes placed before IEND."""
+    payload = size - len(data) - 12  # a chunk is length (4) + type (4) + data + CRC (4)
+    if payload < 0:
+        raise ValueError(f"cannot pad a {len(data)}-byte PNG to {size} bytes")
+    body = os.urandom(payload)
+    chunk = struct.pack(">I", payload) + PAD_CHUNK + body + struct.pack(">I", zlib.crc32(PAD_CHUNK + body))
+    return data[:-12] + chunk + data[-12:]  # the last 12 bytes are the IEND chunk
+
+
+class StudyImages:
+    """Addresses for the trials' images (`url`) and the route that serves them (`route`).
+    Remembers the last `capacity` addresses handed out (a page reload hands them out again)."""
+
+    def __init__(self, store, cache_dir, capacity=200_000):
+        self.store = store
+        self.cache_dir = Path(cache_dir)
+        self.capacity = capacity
+        self._secret = secrets.token_bytes(32)
+        self._names = OrderedDict()  # name -> (study, stimulus sha256)
+        self._files = {}  # study -> {stimulus sha256: (path, width, height)}
+        self._lock = threading.Lock()
+        self._preparing = threading.Lock()  # one study prepared at a time, once
+
+    def url(self, study, participant, trial, side, sha256):
+        """(relative URL, width, height) of the trial's image on `side`."""
+        name = hmac.new(self._secret, f"{participant}\0{trial}\0{side}".encode(), hashlib.sha256).hexdigest()[:40]
+        _, width, height = self.files(study)[sha256]
+        with self._lock:
+            self._names[name] = (study, sha256)
+            self._names.move_to_end(name)
+            while len(self._names) > self.capacity:
+                self._names.popitem(last=False)
+        return f"{ROUTE}/{name}.png", width, height
+
+    def path(self, name):
+        """The file served at this name, or None for a name not handed out (or forgotten)."""
+        with self._lock:
+            entry = self._names.get(name)
+        return None if entry is None else self.files(entry[0])[entry[1]][0]
+
+    def files(self, study):
+        """{stimulus sha256: (padded file, width, height)} for every stimulus of the study, made on first use."""
+        with self._lock:
+            found = self._files.get(study)
+        if found is not None:
+            return found
+        with self._preparing:
+            found = self._files.get(study) or self._prepare(study)
+            with self._lock:
+                self._files[study] = found
+        return found
+
+    def _prepare(self, study):
+        stimuli = {s["output_sha256"]: s for s in self.store.stimuli(study)}
+        folder = self.cache_dir / hashlib.sha256(study.encode()).hexdigest()[:16]
+        index = folder / "index.json"
+        try:
+            known = json.loads(index.read_text())
+            if set(known) == set(stimuli) and all((folder / f"{sha}.png").is_file() for sha in known):
+                return {sha: (folder / f"{sha}.png", w, h) for sha, (w, h) in known.items()}
+        except (OSError, ValueError):
+            pass
+        bare = {sha: bare_png(self.store.image_path(study, sha)) for sha in stimuli}
+        size = -(-(max(len(data) for data, _ in bare.values()) + 12) // BLOCK) * BLOCK
+        for sha, (data, _) in bare.items():
+            atomic_write(folder / f"{sha}.png", pad_png(data, size))
+        atomic_write(index, json.dumps({sha: dims for sha, (_, dims) in bare.items()}).encode())
+        return {sha: (folder / f"{sha}.png", w, h) for sha, (_, (w, h)) in bare.items()}
+
+    def route(self):
+        """The starlette route serving study-image/<name>.png (404 for any other name)."""
+        async def serve(request):
+            name = request.path_params["name"]
+            path = await run_in_threadpool(self.path, name[:-4]) if NAME.fullmatch(name[:-4]) and name.endswith(".png") else None
+            if path is None:
+                return Response("no such image", status_code=404)
+            return FileResponse(path, media_type="image/png",
+                                headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+        return Route(f"/{ROUTE}/{{name}}", serve, methods=["GET", "HEAD"])

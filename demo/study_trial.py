@@ -1,0 +1,154 @@
+"""One trial of the study as a single HTML block: both images, the trial's token and the choice buttons,
+which the browser swaps together (the study page's gr.HTML renders trial_html and runs TRIAL_JS).
+
+In the browser a trial is `loading` (its images hidden, buttons disabled) until both images have loaded;
+then `shown`, and `ready` one painted frame later: only then do the buttons (and the keys: left and right
+arrows, down for tie) vote, and the response time is counted from that moment. The first vote turns the
+trial `sent`: nothing more is sent for it, double clicks included, until the server's reply brings the
+next trial (or the same one with a notice, when a rate limit refused the vote). The next trial's images
+are fetched while this one is shown, and every new trial starts scrolled to the top.
+Wide screens show the images side by side; a phone held upright shows them top and bottom, with the
+buttons named to match."""
+import html
+
+from .choices import CHOICE_LABELS, STACKED_LABELS
+
+
+def trial_html(view):
+    """The HTML of the trial `view` (see demo.study_page: trial, number, total, left, right, width,
+    height, next, notice, retry). Buttons start disabled: TRIAL_JS enables them."""
+    e = html.escape
+
+    def side(name):
+        return (f'<div class="side"><img src="{e(view[name])}" width="{view["width"]}" height="{view["height"]}" '
+                f'alt="" draggable="false" data-side="{name}">'
+                f'<button type="button" class="choice main" data-choice="{name}" disabled>'
+                f'<span class="wide">{CHOICE_LABELS[name]}</span><span class="tall">{STACKED_LABELS[name]}</span></button></div>')
+
+    others = "".join(f'<button type="button" class="choice" data-choice="{c}" disabled>{CHOICE_LABELS[c]}</button>'
+                     for c in ("tie", "both_bad"))
+    notice = f'<p class="notice" role="alert">{e(view["notice"])}</p>' if view["notice"] else ""
+    return (f'<div class="trial" data-trial="{e(view["trial"])}" data-retry="{view["retry"]}" '
+            f'data-next="{e(" ".join(view["next"]))}">'
+            f'<div class="progress"><progress value="{view["number"] - 1}" max="{view["total"]}"></progress>'
+            f'<span>{e(view["progress"])}</span><span class="status">Loading the pictures&hellip;</span></div>'
+            f'{notice}<div class="pair">{side("left")}{side("right")}</div>'
+            f'<div class="others">{others}</div>'
+            '<p class="keys">Keys: <kbd>&larr;</kbd> left is better, <kbd>&rarr;</kbd> right is better, '
+            '<kbd>&darr;</kbd> tie</p></div>')
+
+
+TRIAL_CSS = """
+.trial { margin: 0 auto; }
+.progress { display: flex; align-items: center; gap: 0.6rem; font-size: 0.95rem; min-height: 1.6rem; }
+.progress progress { flex: 0 1 12rem; min-width: 4rem; }
+.progress span { white-space: nowrap; }
+.status { color: var(--body-text-color-subdued, #666); visibility: hidden; }
+&[data-state=loading] .status { visibility: visible; }
+.notice { margin: 0.3rem 0; padding: 0.4rem 0.6rem; border-radius: 6px; background: #fff4e5; color: #7a4100; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; margin-top: 0.4rem; }
+.side { display: flex; flex-direction: column; align-items: center; gap: 0.5rem; min-width: 0; }
+.side img { display: block; width: 100%; height: auto; max-height: calc(100dvh - 13rem); object-fit: contain;
+            visibility: hidden; }
+&[data-state=shown] .side img, &[data-state=ready] .side img, &[data-state=sent] .side img { visibility: visible; }
+.choice { font: inherit; font-weight: 600; font-size: 1rem; padding: 0.55rem 1.2rem; min-width: 9rem;
+          border-radius: var(--button-large-radius, 8px); cursor: pointer; transition: none;
+          border: 1px solid var(--button-secondary-border-color, #d0d0d5);
+          background: var(--button-secondary-background-fill, #f4f4f5);
+          color: var(--button-secondary-text-color, #27272a); }
+.choice.main { background: var(--button-primary-background-fill, #f97316);
+               border-color: var(--button-primary-border-color, #f97316);
+               color: var(--button-primary-text-color, #fff); }
+.choice:disabled { opacity: 0.45; cursor: default; }
+.choice:focus { outline: none; }
+.choice:focus-visible { outline: 2px solid var(--color-accent, #f97316); outline-offset: 2px; }
+.others { display: flex; justify-content: center; gap: 1rem; margin-top: 0.8rem; }
+.keys { text-align: center; margin: 0.6rem 0 0; font-size: 0.85rem; color: var(--body-text-color-subdued, #666); }
+.keys kbd { border: 1px solid #bbb; border-radius: 4px; padding: 0 0.3rem; font-family: inherit; }
+.tall { display: none; }
+@media (orientation: portrait) and (max-width: 640px) {
+  .pair { grid-template-columns: 1fr; gap: 0.5rem; }
+  .side { gap: 0.3rem; }
+  .side img { max-height: calc((100dvh - 15rem) / 2); }
+  .choice { padding: 0.45rem 0.8rem; }
+  .others { margin-top: 0.5rem; }
+  .wide, .keys { display: none; }
+  .tall { display: inline; }
+}
+"""
+
+TRIAL_JS = """
+const KEYS = {ArrowLeft: 'left', ArrowRight: 'right', ArrowDown: 'tie'};
+const preloaded = [];
+let cur = {token: null};
+const root = () => element.querySelector('.trial');
+
+function apply() {  // only what differs: a re-render of the template runs sync (and so this) again
+  const state = !cur.token ? '' : cur.sent ? 'sent' : cur.ready ? 'ready' : cur.shown ? 'shown' : 'loading';
+  if (element.dataset.state !== state) element.dataset.state = state;
+  for (const b of element.querySelectorAll('button[data-choice]')) {
+    if (b.disabled !== (state !== 'ready')) b.disabled = state !== 'ready';
+  }
+}
+
+function check() {
+  const r = root();
+  if (!r || cur.shown) return;
+  const imgs = [...r.querySelectorAll('.pair img')];
+  if (imgs.length !== 2 || !imgs.every(i => i.complete && i.naturalWidth > 0)) return;
+  const token = cur.token;
+  cur.shown = true;
+  apply();
+  requestAnimationFrame(() => requestAnimationFrame(() => {  // both images painted
+    if (cur.token !== token) return;
+    cur.ready = true;
+    cur.t0 = performance.now();
+    apply();
+  }));
+}
+
+function sync() {
+  const r = root();
+  if (!r) { cur = {token: null}; apply(); return; }
+  if (r.dataset.trial !== cur.token) {
+    cur = {token: r.dataset.trial, retry: r.dataset.retry, shown: false, ready: false, sent: false};
+    if (document.activeElement && element.contains(document.activeElement)) document.activeElement.blur();
+    window.scrollTo(0, 0);
+    preloaded.length = 0;
+    for (const url of (r.dataset.next || '').split(' ').filter(Boolean)) {
+      const im = new Image();
+      im.src = url;
+      preloaded.push(im);
+    }
+  } else if (r.dataset.retry !== cur.retry) {  // the vote was refused: the same trial may be answered again
+    cur.retry = r.dataset.retry;
+    cur.sent = false;
+  }
+  apply();
+  check();
+}
+
+function vote(choice) {
+  if (!cur.ready || cur.sent) return;
+  cur.sent = true;
+  apply();
+  const ms = Math.max(0, Math.round(performance.now() - cur.t0));
+  props.value = {...props.value, trial: cur.token, choice: choice, client_ms: ms};
+  trigger('vote');
+}
+
+element.addEventListener('load', check, true);
+element.addEventListener('click', e => {
+  const b = e.target.closest('button[data-choice]');
+  if (b && element.contains(b)) vote(b.dataset.choice);
+});
+document.addEventListener('keydown', e => {
+  if (!element.isConnected || e.altKey || e.ctrlKey || e.metaKey || !(e.key in KEYS) || !root()) return;
+  e.preventDefault();
+  vote(KEYS[e.key]);
+});
+// the template is re-rendered (its attributes reset) on every change of the value, ours included
+new MutationObserver(sync).observe(element, {subtree: true, childList: true, attributes: true,
+                                             attributeFilter: ['disabled', 'data-trial', 'data-retry', 'src']});
+sync();
+"""
