@@ -26,12 +26,12 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from sqlalchemy import func, select
 
+from demo.study_page import SCREEN
 from study.schema import CHOICES, participants, trials, votes
 from study.store import Store
 
 from .server import ROOT, App, wait_until_up
 
-FIELDS = ("message", "title", "consent", "trial", "done")
 STUDY = "sample"
 REQUEST_TIMEOUT_S = 120  # one request, queue wait included
 MAX_RECONNECTS = 5  # per participant
@@ -77,17 +77,17 @@ def run_participant(p, url, deadline, resume):
         client = None
         try:
             client = connect(url, {"PROLIFIC_PID": p.pid})
-            s = dict(zip(FIELDS, call(client, p.saved, api_name="/study_open")))
+            s = dict(zip(SCREEN, call(client, p.saved, api_name="/study_open")))
             if s["consent"]:
                 *_, p.saved = call(client, p.saved, api_name="/study_agree")
                 p.tokens.add(p.saved[STUDY]["participant"])
-                s = dict(zip(FIELDS, call(client, api_name="/study_start")))
+                s = dict(zip(SCREEN, call(client, api_name="/study_start")))
             if s["trial"]:
                 download(url, s["trial"])
             while s["trial"] and time.monotonic() < deadline:
                 trial, choice = s["trial"]["trial"], CHOICES[(p.index + len(p.acked)) % len(CHOICES)]
                 start = time.perf_counter()
-                s = dict(zip(FIELDS, call(client, {"trial": trial, "choice": choice}, api_name="/study_vote")))
+                s = dict(zip(SCREEN, call(client, {"trial": trial, "choice": choice}, api_name="/study_vote")))
                 if s["trial"]:
                     download(url, s["trial"])
                 p.acked.append((trial, choice, time.perf_counter() - start))

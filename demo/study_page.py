@@ -28,6 +28,9 @@ from study.store import IDENTITY_KEY, STUDY_NAME, StudyError, VoteRejected
 from .limits import EnrolLimits, VoteLimits
 from .study_trial import TRIAL_CSS, TRIAL_JS, trial_html
 
+# the study endpoints' outputs, in order, as API clients (bench/load.py, tests) read them
+SCREEN = ("message", "title", "consent", "trial", "done")
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "studies" / "sample"
 DEFAULT_STUDY = "sample"
@@ -170,7 +173,7 @@ def build_study_page(arena, app, images):
                     elem_id="study-trial")
     done = gr.HTML()
     boxes = {"consent": consent_box, "instructions": instructions_box}
-    fields = {"message": message, "title": title, "consent": consent, "trial": trial, "done": done}
+    fields = dict(zip(SCREEN, (message, title, consent, trial, done)))
     outputs = [*fields.values(), session, *boxes.values()]
 
     def screen(stage, state, **values):

@@ -17,6 +17,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from bench.server import ROOT, App
+from demo.study_page import SCREEN
 from study.schema import metadata
 from study.store import Store
 
@@ -24,7 +25,6 @@ PASSWORD = "hostile-test-password"
 CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
 STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
 STIMULUS = next((ROOT / "studies/sample/images").glob("*__a2k_free.png"))
-FIELDS = ("message", "title", "consent", "trial", "done")
 NOT_AN_IMAGE = "Content photo: the upload is not an image PIL can read"
 BAD_LINK = "in this link is not valid"
 NOT_SHOWN = "not for the pair on your screen"
@@ -131,7 +131,7 @@ def enrolled(server):
     client = study_client(server)
     client.predict({}, api_name="/study_open")
     *_, saved = client.predict({}, api_name="/study_agree")
-    trial = dict(zip(FIELDS, client.predict(api_name="/study_start")))["trial"]["trial"]
+    trial = dict(zip(SCREEN, client.predict(api_name="/study_start")))["trial"]["trial"]
     return client, saved, trial
 
 
@@ -163,7 +163,7 @@ def replayed_in_second_tab(server, tmp_path):
     """Two tabs of one participant show the same trial; the first answers it, then the second."""
     first, saved, trial = enrolled(server)
     second = study_client(server)
-    assert dict(zip(FIELDS, second.predict(saved, api_name="/study_open")))["trial"]["trial"] == trial
+    assert dict(zip(SCREEN, second.predict(saved, api_name="/study_open")))["trial"]["trial"] == trial
     answer(first, trial, "left")
     return lambda: answer(second, trial, "right")
 
@@ -193,7 +193,7 @@ def link(**params):
         client = study_client(server, **params)
 
         def call():
-            s = dict(zip(FIELDS, client.predict({}, api_name="/study_open")))
+            s = dict(zip(SCREEN, client.predict({}, api_name="/study_open")))
             assert not s["consent"] and not s["trial"]
             assert not any(v in s["message"] for v in params.values()), "the raw value is echoed"
             with pytest.raises(Exception, match="Open the study from its link first"):
@@ -290,7 +290,7 @@ def test_hostile_input_is_refused(server, tmp_path, attack, message):
     before = written(server)
     assert re.search(message, refusal(call))
     assert written(server) == before
-    assert dict(zip(FIELDS, server.health.predict({}, api_name="/study_open")))["consent"]  # still serving
+    assert dict(zip(SCREEN, server.health.predict({}, api_name="/study_open")))["consent"]  # still serving
 
 
 def test_uploads_stay_in_the_cache_and_are_never_served_as_markup(server):

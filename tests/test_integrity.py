@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 
 from bench.server import App
 from demo.limits import TOO_FAST, TOO_MANY, TOO_MANY_ENROLMENTS, EnrolLimits, VoteLimits
+from demo.study_page import SCREEN
 from study.schema import participants, votes
 from study.store import Store
 
 from .study_fixtures import db_url, postgres_server  # noqa: F401
 
-FIELDS = ("message", "title", "consent", "view", "done")
 METHOD_WORDS = ("a2k", "all2all", "adain", "catch")
 
 
@@ -34,8 +34,9 @@ def connect(server, address, **link):
 
 def screen(values):
     """The page's fields by name, and the trial's token and progress text (None and "" off trials)."""
-    s = dict(zip(FIELDS, values))
-    return {**s, "trial": s["view"] and s["view"]["trial"], "progress": s["view"]["progress"] if s["view"] else ""}
+    s = dict(zip(SCREEN, values))
+    view = s["trial"]
+    return {**s, "view": view, "trial": view and view["trial"], "progress": view["progress"] if view else ""}
 
 
 def enrol(client):

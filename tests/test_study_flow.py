@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from bench.server import ROOT, App
 from demo.results_page import check_password
 from demo.study_images import StudyImages
-from demo.study_page import SAMPLE, register_sample
+from demo.study_page import SAMPLE, SCREEN, register_sample
 from study.prepare import register
 from study.schema import participants, studies
 from study.store import Store, load_votes
@@ -31,7 +31,6 @@ N_TRIALS = SPEC["n_trials"]
 SMALL = "small"  # a second study, with a Prolific completion code
 SMALL_CODE = "C0MPL3TE"
 LEAKS = ("a2k_free", "all2all_free", "A2K (", "all-to-all", "training-free", "catch")
-FIELDS = ("message", "title", "consent", "view", "done")
 IMAGE_URL = re.compile(r"study-image/[0-9a-f]{40}\.png")
 PID = "5f0c1d2e3a4b5c6d7e8f9a0b"
 CHROMIUM = "/usr/bin/chromium"
@@ -64,8 +63,9 @@ def connect(server, page="study", **params):
 
 def screen(values):
     """The page's fields by name, and the trial's token and progress text (None and "" off trials)."""
-    s = dict(zip(FIELDS, values))
-    return {**s, "trial": s["view"] and s["view"]["trial"], "progress": s["view"]["progress"] if s["view"] else ""}
+    s = dict(zip(SCREEN, values))
+    view = s["trial"]
+    return {**s, "view": view, "trial": view and view["trial"], "progress": view["progress"] if view else ""}
 
 
 def open_page(client, saved=None):
