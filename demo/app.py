@@ -12,13 +12,15 @@ The results page needs the environment variable ADMIN_PASSWORD (no flag: it woul
 At start the sample study (studies/sample) is registered in the database if it is not there yet."""
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
 
 import gradio as gr  # noqa: E402
 
-from study.store import data_dir  # noqa: E402
+from model.methods import check_device  # noqa: E402
+from study.store import StudyError, data_dir  # noqa: E402
 
 from .arena import Arena, Settings  # noqa: E402
 from .compare import build_compare_tab  # noqa: E402
@@ -68,18 +70,23 @@ def parse(argv=None):
     parser.add_argument("--data-dir", default=data_dir(), help="images, cache and database (env DATA_DIR; default data/)")
     parser.add_argument("--database", help="SQLAlchemy URL or SQLite file (env DATABASE_URL; default DATA_DIR/arena.db)")
     parser.add_argument("--max-size", type=int, default=env("MAX_SIZE"), help="largest output side, px")
-    parser.add_argument("--max-jobs", type=int, default=int(env("MAX_JOBS", "1")), help="stylisations at once")
-    parser.add_argument("--vote-interval-ms", type=int, default=int(env("VOTE_INTERVAL_MS", "300")),
+    parser.add_argument("--max-jobs", type=int, default=env("MAX_JOBS", "1"), help="stylisations at once")
+    parser.add_argument("--vote-interval-ms", type=int, default=env("VOTE_INTERVAL_MS", "300"),
                         help="least time between two study votes of one participant (0: no limit)")
-    parser.add_argument("--votes-per-minute", type=int, default=int(env("VOTES_PER_MINUTE", "600")),
+    parser.add_argument("--votes-per-minute", type=int, default=env("VOTES_PER_MINUTE", "600"),
                         help="most study votes from one network address per minute (0: no limit)")
-    parser.add_argument("--enrolments-per-hour", type=int, default=int(env("ENROLMENTS_PER_HOUR", "20")),
+    parser.add_argument("--enrolments-per-hour", type=int, default=env("ENROLMENTS_PER_HOUR", "20"),
                         help="participants one network address may enrol in one study per hour (0: no limit)")
     parser.add_argument("--study-only", action="store_true", default=env("STUDY_ONLY", "") not in ("", "0"),
                         help="serve the study (/study) and its results (/results) only")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("PORT", "7860")))
-    return parser.parse_args(argv)
+    parser.add_argument("--port", type=int, default=env("PORT", "7860"))
+    args = parser.parse_args(argv)
+    try:
+        check_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 def main(argv=None):
@@ -88,7 +95,10 @@ def main(argv=None):
                         int(args.max_size) if args.max_size else None, args.max_jobs,
                         os.environ.get("ADMIN_PASSWORD") or None, args.vote_interval_ms, args.votes_per_minute,
                         args.enrolments_per_hour, args.study_only)
-    arena = Arena(settings)
+    try:
+        arena = Arena(settings)
+    except StudyError as exc:
+        sys.exit(f"python app.py: error: {exc}")
     register_sample(arena.store)
     images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
     app = build(arena, images)

@@ -67,6 +67,21 @@ def default_device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def check_device(name):
+    """A device name given by a user -> torch.device (None -> `default_device()`); ValueError that
+    says what to use instead for a malformed name or a CUDA device this machine does not have."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"{name!r} is not a device: use cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"{name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) visible to PyTorch; "
+                         "use --device cpu, or a GPU that exists")
+    return device
+
+
 def load_method(name, weights_dir=None, device=None):
     """The method's network in eval mode on `device` (default: CUDA if present).
 

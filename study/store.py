@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import URL, create_engine, event, func, insert, inspect, select, update
+from sqlalchemy import URL, create_engine, event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from .schema import (
@@ -36,6 +36,7 @@ from .schema import (
 )
 
 BUSY_TIMEOUT_MS = 5000
+MIGRATION_LOCK = 0x5717A2  # the PostgreSQL advisory lock key that serialises schema creation and upgrades
 CATCH = "catch"  # the method name of the deliberately broken stimuli
 IDENTITY_KEY = "PROLIFIC_PID"  # the external id that identifies a person: they resume, never restart
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -106,8 +107,11 @@ def schema_version(engine):
 
 def migrate(engine):
     """Create the schema in an empty database, or upgrade an older one step by step (one transaction,
-    data kept). Returns the version found before (0: empty)."""
+    data kept). Returns the version found before (0: empty). Processes starting at once take turns:
+    SQLite's write transactions begin IMMEDIATE; on PostgreSQL a transaction-scoped advisory lock."""
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         if not inspect(conn).has_table("meta"):
             metadata.create_all(conn)
             conn.execute(insert(meta), [

@@ -12,13 +12,14 @@ import pytest
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from study.schema import SCHEMA_VERSION, participants, trials, votes
+from study.schema import SCHEMA_VERSION, UPGRADES, participants, trials, votes
 from study.store import (
     CATCH,
     Store,
     StudyError,
     VoteRejected,
     load_votes,
+    make_engine,
     migrate,
     schema_version,
 )
@@ -306,31 +307,49 @@ def test_concurrent_sqlite_writers_queue_instead_of_failing(tmp_path):
         assert len(load_votes(store, study)) == 36
 
 
-def test_migration_from_version_1_keeps_data(tmp_path):
-    path = tmp_path / "v1.db"
-    db = sqlite3.connect(path)
-    db.executescript(SCHEMA_V1)
-    db.executescript("""
-        INSERT INTO meta VALUES ('schema_version', '1'), ('salt', 'old-salt');
-        INSERT INTO studies VALUES (1, 'old', 'I agree.', 2, 0.0, 'CODE1', NULL, '2025-01-01 10:00:00');
-        INSERT INTO stimuli VALUES
-            (1, 1, 'c.jpg', 'cc', 's.jpg', 'ss', 'a2k_free', 'o1', 'c__s__a2k_free.png', '{"size": 512}'),
-            (2, 1, 'c.jpg', 'cc', 's.jpg', 'ss', 'adain', 'o2', 'c__s__adain.png', '{"size": 512}');
-        INSERT INTO participants VALUES (1, 'done-token', 1, NULL, NULL, '2025-01-01 10:00:00'),
-                                        (2, 'half-token', 1, NULL, NULL, '2025-01-01 11:00:00');
-        INSERT INTO trials VALUES (1, 't1', 1, 0, 1, 2, 0, NULL, '2025-01-01 10:00:00'),
-                                  (2, 't2', 1, 1, 2, 1, 0, NULL, '2025-01-01 10:00:00'),
-                                  (3, 't3', 2, 0, 1, 2, 0, NULL, '2025-01-01 11:00:00'),
-                                  (4, 't4', 2, 1, 2, 1, 0, NULL, '2025-01-01 11:00:00');
-        INSERT INTO votes VALUES (1, 1, 'left', 800, '2025-01-01 10:01:00'),
-                                 (2, 2, 'right', 900, '2025-01-01 10:02:00'),
-                                 (3, 3, 'tie', 1000, '2025-01-01 11:01:00');
-        INSERT INTO comparisons VALUES (1, 'cc', 'ss', 'a2k_free', 'adain', 'o1', 'o2', '{}', 'left',
-                                        '2025-01-02 09:00:00');
-    """)
-    db.commit()
-    db.close()
-    with Store(path) as store:  # opening runs migrate()
+OLD_ROWS = """
+    INSERT INTO meta VALUES ('schema_version', '1'), ('salt', 'old-salt');
+    INSERT INTO studies VALUES (1, 'old', 'I agree.', 2, 0.0, 'CODE1', NULL, '2025-01-01 10:00:00');
+    INSERT INTO stimuli VALUES
+        (1, 1, 'c.jpg', 'cc', 's.jpg', 'ss', 'a2k_free', 'o1', 'c__s__a2k_free.png', '{"size": 512}'),
+        (2, 1, 'c.jpg', 'cc', 's.jpg', 'ss', 'adain', 'o2', 'c__s__adain.png', '{"size": 512}');
+    INSERT INTO participants VALUES (1, 'done-token', 1, NULL, NULL, '2025-01-01 10:00:00'),
+                                    (2, 'half-token', 1, NULL, NULL, '2025-01-01 11:00:00');
+    INSERT INTO trials VALUES (1, 't1', 1, 0, 1, 2, false, NULL, '2025-01-01 10:00:00'),
+                              (2, 't2', 1, 1, 2, 1, false, NULL, '2025-01-01 10:00:00'),
+                              (3, 't3', 2, 0, 1, 2, false, NULL, '2025-01-01 11:00:00'),
+                              (4, 't4', 2, 1, 2, 1, false, NULL, '2025-01-01 11:00:00');
+    INSERT INTO votes VALUES (1, 1, 'left', 800, '2025-01-01 10:01:00'),
+                             (2, 2, 'right', 900, '2025-01-01 10:02:00'),
+                             (3, 3, 'tie', 1000, '2025-01-01 11:01:00');
+    INSERT INTO comparisons VALUES (1, 'cc', 'ss', 'a2k_free', 'adain', 'o1', 'o2', '{}', 'left',
+                                    '2025-01-02 09:00:00');
+"""
+
+
+def old_database(url, version):
+    """A database as schema `version` left it, holding OLD_ROWS: version 1's tables (SQLite's DDL, or
+    PostgreSQL's with its timestamp and serial types), then the frozen upgrade steps up to `version`."""
+    engine = make_engine(url)
+    postgres = engine.dialect.name == "postgresql"
+    ddl = SCHEMA_V1.replace("DATETIME", "TIMESTAMP WITH TIME ZONE").replace(
+        "id INTEGER NOT NULL PRIMARY KEY", "id SERIAL NOT NULL PRIMARY KEY") if postgres else SCHEMA_V1
+    with engine.begin() as conn:
+        for statement in (ddl + OLD_ROWS).split(";"):
+            if statement.strip():
+                conn.execute(text(statement))
+        for table in ("studies", "stimuli", "participants", "trials", "votes", "comparisons") if postgres else ():
+            conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))"))
+        for step in range(2, version + 1):
+            UPGRADES[step](conn)
+        conn.execute(text(f"UPDATE meta SET value = '{version}' WHERE key = 'schema_version'"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("version", range(1, SCHEMA_VERSION))
+def test_migration_from_every_older_version_keeps_data(db_url, version):
+    old_database(db_url, version)
+    with Store(db_url) as store:  # opening runs migrate()
         assert schema_version(store.engine) == SCHEMA_VERSION
         df = load_votes(store, "old")
         assert df["choice"].tolist() == ["left", "right", "tie"] and df["winner"].tolist() == ["a2k_free", "a2k_free", None]
@@ -338,11 +357,12 @@ def test_migration_from_version_1_keeps_data(tmp_path):
         assert store.completion_code("done-token") == "CODE1"
         assert store.remaining_trials("half-token")[0]["token"] == "t4"
         assert store.comparisons()["choice"].tolist() == ["left"]
-        with Store(path) as again:
+        with Store(db_url) as again:
             assert again.hash_id("k", "v") == store.hash_id("k", "v")  # the stored salt survives
         with store.engine.connect() as conn:
             completed = dict(conn.execute(text("SELECT token, completed_at FROM participants")).all())
-        assert completed == {"done-token": "2025-01-01 10:02:00", "half-token": None}  # backfilled from votes
+        assert {k: v and str(v)[:19] for k, v in completed.items()} == \
+            {"done-token": "2025-01-01 10:02:00", "half-token": None}  # backfilled from votes
         store.record_vote("t4", "half-token", "left", 500)  # and it keeps working
         assert store.completion_code("half-token") == "CODE1"
         args = ("cc", "ss", "a2k_free", "adain", "o1", "o2")
@@ -354,6 +374,22 @@ def test_migration_from_version_1_keeps_data(tmp_path):
         assert (old["title"], old["no_consent_code"], old["require_prolific"], old["max_participants"]) \
             == (None, None, False, None)
         assert load_votes(store, "old")["server_time_ms"].isna().all()
+
+
+@pytest.mark.parametrize("start", ["empty", "version 1"])
+def test_two_processes_opening_the_database_at_once_both_succeed(db_url, start):
+    """Two app processes starting together: the schema is created or upgraded once, and neither fails."""
+    if start == "version 1":
+        old_database(db_url, 1)
+    code = f"from study.store import Store; Store({db_url!r}).close()"
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[1], stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    with Store(db_url) as store:
+        assert schema_version(store.engine) == SCHEMA_VERSION
+        if start == "version 1":
+            assert load_votes(store, "old")["choice"].tolist() == ["left", "right", "tie"]
 
 
 def test_a_newer_schema_is_refused(tmp_path):
