@@ -11,6 +11,7 @@ from model.function import mvn
 from model.images import open_image, resize_long_side
 from model.methods import METHODS, available_methods, load_method
 from model.pipeline import to_tensor
+from model.weights import REPO_WEIGHTS, locate
 
 from .conftest import official_layouts
 
@@ -105,3 +106,16 @@ def test_training_free_pair_gives_distinct_stylisations():
     # stylised, not noise: the colour statistics move towards the style's
     dist = lambda x: (x.mean((2, 3)) - style.mean((2, 3))).abs().sum()  # noqa: E731
     assert dist(a2k) < dist(content) and dist(all2all) < dist(content)
+
+
+@pytest.mark.parametrize("name", ["stya2k_here", "sanet_here"])
+@torch.no_grad()
+def test_shipped_trained_weights_stylise(name):
+    """The float16 files in weights/ load as they are and give a stylisation, not the content back."""
+    assert all(locate(wf).parent.parent == REPO_WEIGHTS for wf in METHODS[name].files.values())
+    content = to_tensor(resize_long_side(open_image(EXAMPLES / "contents/photo_chelsea.jpg"), 96), "cpu")
+    style = to_tensor(resize_long_side(open_image(EXAMPLES / "styles/gogh_harvest.jpg"), 96), "cpu")
+    out = load_method(name, device="cpu")(content, style)
+    assert out.shape == content.shape
+    assert torch.isfinite(out).all()
+    assert (out.clamp(0, 1) - content).abs().mean() > 0.03
