@@ -9,6 +9,8 @@ it on the same data folder and port; participants reconnect and resume. --flood 
 at once instead. Prints the figures and merges them into --out. tests/test_load.py runs the same
 functions at CI size (LOAD_PARTICIPANTS scales it)."""
 import argparse
+import hashlib
+import io
 import json
 import os
 import secrets
@@ -24,10 +26,11 @@ from pathlib import Path
 import numpy as np
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from PIL import Image
 from sqlalchemy import func, select
 
 from demo.study_page import SCREEN
-from study.schema import CHOICES, participants, trials, votes
+from study.schema import CHOICES, participants, stimuli, trials, votes
 from study.store import Store
 
 from .server import ROOT, App, wait_until_up
@@ -48,6 +51,7 @@ class Participant:
     saved: dict = field(default_factory=dict)  # what the browser keeps (BrowserState)
     tokens: set = field(default_factory=set)  # participant tokens seen: one, restarts or not
     acked: list = field(default_factory=list)  # (trial token, choice, latency s) of acknowledged votes
+    seen: dict = field(default_factory=dict)  # trial token -> (left, right) pixel digests of the images received
     errors: list = field(default_factory=list)
     reconnects: int = 0
     done: bool = False
@@ -61,12 +65,24 @@ def connect(url, params):
     return Client(url, verbose=False, httpx_kwargs={"params": {"page": "study", **params}, "timeout": 60})
 
 
+def pixels(data):
+    """sha256 of an image's decoded RGB pixels and size (files that differ only in ancillary chunks agree)."""
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        rgb = image.convert("RGB")
+        return hashlib.sha256(repr(rgb.size).encode() + rgb.tobytes()).hexdigest()
+
+
 def download(url, view):
-    """Both images of the trial on screen, as a browser would fetch them; raises on a short or failed one."""
+    """Both images of the trial on screen, as a browser would fetch them -> their (left, right) pixel
+    digests; raises on a short or failed one."""
+    digests = []
     for side in ("left", "right"):
         with urllib.request.urlopen(url + view[side], timeout=60) as response:
-            if len(response.read()) != int(response.headers["Content-Length"]):
+            data = response.read()
+            if len(data) != int(response.headers["Content-Length"]):
                 raise OSError(f"the {side} image arrived cut short")
+        digests.append(pixels(data))
+    return tuple(digests)
 
 
 def run_participant(p, url, deadline, resume):
@@ -83,13 +99,13 @@ def run_participant(p, url, deadline, resume):
                 p.tokens.add(p.saved[STUDY]["participant"])
                 s = dict(zip(SCREEN, call(client, api_name="/study_start")))
             if s["trial"]:
-                download(url, s["trial"])
+                p.seen[s["trial"]["trial"]] = download(url, s["trial"])
             while s["trial"] and time.monotonic() < deadline:
                 trial, choice = s["trial"]["trial"], CHOICES[(p.index + len(p.acked)) % len(CHOICES)]
                 start = time.perf_counter()
                 s = dict(zip(SCREEN, call(client, {"trial": trial, "choice": choice}, api_name="/study_vote")))
                 if s["trial"]:
-                    download(url, s["trial"])
+                    p.seen[s["trial"]["trial"]] = download(url, s["trial"])
                 p.acked.append((trial, choice, time.perf_counter() - start))
             p.done = "completion code" in s["done"]
         except AppError as exc:
@@ -134,6 +150,7 @@ def run_participants(app, n, kill_after=None, timeout_s=900):
                 time.sleep(0.02)
             app.kill()
             acked_at_kill = sum(len(p.acked) for p in people)
+            in_study_at_kill = [p for p in people if not p.done]
             app.start()
         for f in futures:
             f.result()
@@ -150,30 +167,43 @@ def run_participants(app, n, kill_after=None, timeout_s=900):
         figures["server_cpu_ms_per_vote"] = round((app.cpu_seconds() - cpu) * 1000 / max(len(latencies), 1))
     else:
         figures["acked_before_kill"] = acked_at_kill
+        figures["in_study_at_kill"] = len(in_study_at_kill)
+        figures["reconnected"] = sum(p.reconnects > 0 for p in in_study_at_kill)
     return people, figures
 
 
 def verify(database, people):
-    """What the database holds against what the participants were told: (votes stored, problems),
-    problems empty when every acknowledged vote is stored with its choice, no trial has two votes,
-    every participant kept one token and answered every trial, and nobody was enrolled twice."""
+    """What the database holds against what the participants were told and shown: (votes stored,
+    problems), problems empty when every acknowledged vote is stored with its choice, every participant
+    kept one token and answered every trial, nobody was enrolled twice, and the two images each
+    participant received for a trial have the pixels of that trial's stored left and right stimuli."""
     problems = []
+    left, right = stimuli.alias("left"), stimuli.alias("right")
     with Store(database) as store:
+        images_dir = Path(store.study(STUDY)["images_dir"])
         with store.engine.connect() as conn:
             stored = dict(conn.execute(select(trials.c.token, votes.c.choice)
                                        .join(votes, votes.c.trial_id == trials.c.id)).all())
+            shown = {token: (images_dir / a, images_dir / b) for token, a, b in conn.execute(
+                select(trials.c.token, left.c.path, right.c.path)
+                .join(left, left.c.id == trials.c.left_stimulus_id).join(right, right.c.id == trials.c.right_stimulus_id))}
             n_votes = conn.scalar(select(func.count()).select_from(votes))
             n_participants = conn.scalar(select(func.count()).select_from(participants))
-        if n_votes != len(stored):
-            problems.append(f"{n_votes} votes on {len(stored)} trials: some trial has two votes")
         if n_participants != len(people):
             problems.append(f"{n_participants} participants enrolled for {len(people)} simulated ones")
+        digests = {}
         for p in people:
             problems += [f"participant {p.index}: {e}" for e in p.errors]
             for trial, choice, _ in p.acked:
                 if stored.get(trial) != choice:
                     problems.append(f"participant {p.index}: acknowledged vote {choice!r} on trial {trial[:8]}... "
                                     f"is stored as {stored.get(trial)!r}")
+            for trial, received in p.seen.items():
+                files = shown.get(trial)
+                expected = files and tuple(digests.setdefault(f, pixels(f)) for f in files)
+                if received != expected:
+                    problems.append(f"participant {p.index}: the images received for trial {trial[:8]}... are not "
+                                    "its stored left and right stimuli")
             if len(p.tokens) != 1:
                 problems.append(f"participant {p.index} had {len(p.tokens)} participant tokens, not 1")
                 continue

@@ -85,3 +85,17 @@ def test_std_is_capped_at_the_styles_own():
         assert std.max() <= 1.0 and mean.abs().max() <= 10.0
     _, raw = a2k_mean_std(content_key, keys, values, 4, TrainingFree("a2k").scale)
     assert raw.max() > 5  # what the cap is there for
+
+
+def test_all_to_all_statistics_match_the_loop():
+    gen = torch.Generator().manual_seed(1)
+    ck, sk = torch.randn(1, 6, 5, 4, generator=gen), torch.randn(1, 6, 3, 7, generator=gen)
+    sv = torch.randn(1, 3, 3, 7, generator=gen) * 0.4
+    net = TrainingFree("all2all")
+    mean, std = net.mean_std(ck, sk, sv)
+    keys, values = sk[0].flatten(1).T.double(), sv[0].flatten(1).T.double()
+    for y in range(5):
+        for x in range(4):
+            m, s = weighted_stats(ck[0, :, y, x].double(), keys, values, net.scale)
+            assert torch.allclose(mean[0, :, y, x].double(), m, atol=1e-5)
+            assert torch.allclose(std[0, :, y, x].double(), s.clamp(max=1), atol=1e-5)
