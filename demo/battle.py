@@ -121,11 +121,13 @@ def build_battle_tab(arena, session):
         paths = pair_paths()[index]
         for update in fight(*(read_input(p) for p in paths), state):
             yield (*paths, *update)
+            paths = (gr.skip(), gr.skip())  # set once: every update of an input is a change event
 
-    def clear_if_changed(content_img, style_img, current, state):
-        """A new photo or painting ends the battle on screen (unless it is that battle's own inputs arriving)."""
+    def clear_if_changed(content_img, style_img, state):
+        """A new photo or painting ends the battle on screen. Inputs equal to those of the battle running or
+        shown are that battle's own inputs arriving (an example pair): they change nothing."""
         inputs = inputs_key(content_img, style_img)
-        if current and current["inputs"] == inputs:
+        if state.get("battle_inputs") == inputs:
             return [gr.skip()] * len(shown)
         state["battle_inputs"] = inputs
         return screen()
@@ -160,8 +162,8 @@ def build_battle_tab(arena, session):
     start.click(fight, [content, style, session], shown, api_name="battle", **device)
     pairs.click(fight_example, [pairs, session], [content, style, *shown], api_name=False, **device)
     for component in (content, style):
-        component.change(clear_if_changed, [content, style, battle, session], shown, api_name=False,
-                         show_progress="hidden")
+        component.change(clear_if_changed, [content, style, session], shown, api_name=False,
+                         show_progress="hidden", trigger_mode="always_last")
     for choice, button in zip(BATTLE_LABELS, buttons):
         def handler(current, state, request: gr.Request, choice=choice):
             return vote(choice, current, state, request.client.host if request.client else "")

@@ -148,13 +148,14 @@ def build_compare_tab(arena, session):
         content_img, style_img = (read_input(p) for p in paths)
         for update in compare(content_img, style_img, *rest):
             yield (*paths, *update)
+            paths = (gr.skip(), gr.skip())  # set once: every update of an input is a change event
 
-    def clear_if_changed(content_img, style_img, left_method, right_method, size_px, strength, keep_colors,
-                         result, state):
-        """Any input change: the result on screen no longer matches, so it goes (and with it the vote)."""
+    def clear_if_changed(content_img, style_img, left_method, right_method, size_px, strength, keep_colors, state):
+        """Any input change: the result on screen no longer matches, so it goes (and with it the vote). Inputs
+        equal to those of the comparison running or shown are its own inputs arriving (an example pair)."""
         key = inputs_key(content_img, style_img, left_method, right_method, int(size_px or 0), float(strength or 0),
                          bool(keep_colors))
-        if result and result["key"] == key:  # the change was this result's own inputs arriving
+        if state.get("compare_inputs") == key:
             return [gr.skip()] * len(shown)
         state["compare_inputs"] = key
         methods = (left_method, right_method) if {left_method, right_method} <= set(runnable) else DEFAULT_PAIR
@@ -200,8 +201,8 @@ def build_compare_tab(arena, session):
     pairs.click(compare_example, [pairs, left, right, size, alpha, preserve, session], [content, style, *shown],
                 api_name=False, **device)
     for component in inputs:
-        component.change(clear_if_changed, [*inputs, comparison, session], shown, api_name=False,
-                         show_progress="hidden")
+        component.change(clear_if_changed, [*inputs, session], shown, api_name=False,
+                         show_progress="hidden", trigger_mode="always_last")
     for choice, button in zip(("left", "right", "tie", "both_bad"), buttons):
         def handler(result, state, request: gr.Request, choice=choice):
             return vote(choice, result, state, request.client.host if request.client else "")
