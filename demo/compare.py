@@ -113,16 +113,16 @@ def build_compare_tab(arena, session):
         methods = [left_method, right_method]
         key = inputs_key(content_img, style_img, *methods, size_px, strength, keep_colors)
         state["compare_inputs"] = key
-        labels = [gr.Image(value=None, label=arena.label(m)) for m in methods]
+        pictures = [None, None]  # plain values: API clients get file paths (labels follow the dropdowns)
         try:
             content_sha = arena.images.put(shrink(content_img, settings.size_cap))
             style_sha = arena.images.put(shrink(style_img, settings.size_cap))
             results, images = [], []
             for i, m in enumerate(methods):
-                yield (*labels, None, f"Running {arena.label(m)}…", None, *vote_buttons(arena, methods, False), "")
+                yield (*pictures, None, f"Running {arena.label(m)}…", None, *vote_buttons(arena, methods, False), "")
                 results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors))
                 images.append(served_copy(arena.images.path(results[-1].sha256).read_bytes(), out_left.GRADIO_CACHE))
-                labels[i] = gr.Image(value=images[-1], label=arena.label(m))
+                pictures[i] = images[-1]
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
@@ -140,7 +140,7 @@ def build_compare_tab(arena, session):
             prompt, open_vote = SAME_METHOD, False
         else:
             prompt, open_vote = "Which result is better?", True
-        yield (*labels, tuple(images), text, result, *vote_buttons(arena, methods, open_vote), prompt)
+        yield (*pictures, tuple(images), text, result, *vote_buttons(arena, methods, open_vote), prompt)
 
     def compare_example(index, *rest):
         """An example pair: load it into the inputs and compare it with the current settings."""
