@@ -29,7 +29,7 @@ def page(tmp_path):
 
 def test_compare_from_gallery_and_vote(page):
     page.get_by_role("tab", name="Compare").click()
-    page.get_by_text("Example photos").wait_for(timeout=60_000)
+    page.get_by_text("Example photos", exact=True).wait_for(timeout=60_000)
     examples = page.locator("#compare-tab button.gallery-item")  # 12 photos, then 12 paintings, sorted by file name
     examples.nth(3).click()
     page.locator("img[src*='animal_red_panda']").nth(1).wait_for()  # the example is loaded into the input
@@ -53,7 +53,7 @@ def test_compare_from_gallery_and_vote(page):
 
 def test_attention_explorer_shows_three_maps_for_a_click(page):
     page.get_by_role("tab", name="Compare").click()
-    page.get_by_text("Example photos").wait_for(timeout=60_000)
+    page.get_by_text("Example photos", exact=True).wait_for(timeout=60_000)
     examples = page.locator("#compare-tab button.gallery-item")
     examples.nth(5).click()
     page.locator("img[src*='photo_chelsea']").nth(1).wait_for()
