@@ -1,4 +1,5 @@
-"""The browser demo: Compare (two methods side by side, with votes) and the Attention explorer;
+"""The browser demo: Battle (two anonymous models, one vote, then the names), the Leaderboard of battle
+votes, Compare (two named methods side by side, with votes) and the Attention explorer;
 the blind preference study for participants at /study, and its live results at /results.
 
     python app.py [--weights-dir DIR] [--device cpu|cuda] [--data-dir data] [--database URL]
@@ -23,17 +24,21 @@ from model.methods import check_device  # noqa: E402
 from study.store import StudyError, data_dir  # noqa: E402
 
 from .arena import Arena, Settings  # noqa: E402
+from .battle import build_battle_tab  # noqa: E402
 from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
 from .gallery import credits_markdown  # noqa: E402
+from .leaderboard import Leaderboard, build_leaderboard_tab  # noqa: E402
 from .results_page import build_results_page  # noqa: E402
+from .session import session_state  # noqa: E402
 from .study_images import StudyImages  # noqa: E402
 from .study_page import build_study_page, register_sample  # noqa: E402
+from .warmup import start_warmup  # noqa: E402
 
 INTRO = """# StyA2K Arena
 **All-to-key attention** (StyA2K, Zhu et al., ICCV 2023) next to **all-to-all attention** (SANet, AdaAttN).
 The default pair runs offline with no checkpoint: the same VGG encoder, AdaIN decoder and keys, differing only in
-the attention. Upload a photo and a painting (or pick examples), compare, and vote."""
+the attention. Battle two anonymous models on your photo and painting, see the leaderboard, or compare named methods."""
 
 
 STUDY_ONLY_HOME = "This server runs a study. Open it from the link you were given."
@@ -48,9 +53,15 @@ def build(arena, images):
             gr.Markdown(STUDY_ONLY_HOME)
         else:
             gr.Markdown(INTRO)
+            session = session_state(app)
             with gr.Tabs():
-                with gr.Tab("Compare"):
-                    content, style = build_compare_tab(arena)
+                with gr.Tab("Battle", elem_id="battle-tab"):
+                    build_battle_tab(arena, session)
+                with gr.Tab("Leaderboard", elem_id="leaderboard-tab") as leaderboard_tab:
+                    show_board, board_outputs = build_leaderboard_tab(Leaderboard(arena.store, arena.label))
+                leaderboard_tab.select(show_board, None, board_outputs, api_name="leaderboard")
+                with gr.Tab("Compare", elem_id="compare-tab"):
+                    content, style = build_compare_tab(arena, session)
                 with gr.Tab("Attention explorer"):
                     build_explorer_tab(arena, content, style)
             with gr.Accordion("Example image credits", open=False):
@@ -101,6 +112,8 @@ def main(argv=None):
         sys.exit(f"python app.py: error: {exc}")
     register_sample(arena.store)
     images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
+    if not args.study_only:
+        start_warmup(arena)
     app = build(arena, images)
     app.queue(max_size=64).launch(server_name=args.host, server_port=args.port, max_file_size="25mb",
                                   show_error=True, footer_links=[] if args.study_only else None,

@@ -1,5 +1,6 @@
 """What the demo's tabs share: the methods that can run, stored images, cached results, the votes."""
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,7 @@ class Arena:
         self.results = ResultCache(data / "results")
         self.store = Store(settings.database or default_url(data))
         self.encoder = None  # the VGG for the metrics, loaded on first use
+        self.warm = threading.Event()  # set when the example pairs are precomputed (demo.warmup)
 
     def runnable(self):
         return [name for name, s in self.status.items() if s.available]

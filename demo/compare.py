@@ -1,46 +1,65 @@
-"""The Compare tab: two methods side by side on the same content and style, and an unblinded vote."""
+"""The Compare tab: two named methods side by side on the same content and style, and an unblinded vote.
+
+A vote counts once per visitor and comparison: its token is a keyed hash of the visitor, both inputs'
+content hashes, the two methods and the settings (`comparison_token`), so pressing Stylise again does
+not open a second vote. Any change of an input clears the result on screen and the server refuses a
+vote on a result whose inputs are no longer the ones on screen."""
+import json
+
 import gradio as gr
 
-from model.images import ImageError, resize_long_side
+from model.images import ImageError
+from model.methods import METHODS
 from model.metrics import DEFINITIONS
 from model.weights import WeightsError
 from study.store import StudyError
 
-from .choices import CHOICE_LABELS
 from .gallery import example_paths
+from .limits import VoteLimits
+from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
-from .upload import ImageUpload
+from .upload import ImageUpload, read_input, shrink
+from .warmup import pair_paths
 
 DEFAULT_PAIR = ("a2k_free", "all2all_free")
 MIN_SIZE = 128
-
-
-def missing_methods_markdown(arena):
-    lines = [
-        f"- **{s.label}** (`{s.name}`): put " + "; ".join(f"`{wf.path}` ({wf.source})" for wf in s.missing)
-        for s in arena.status.values() if not s.available
-    ]
-    if not lines:
-        return ""
-    where = arena.settings.weights_dir or "a folder given with --weights-dir"
-    return f"Other methods need files you download once, into {where}:\n" + "\n".join(lines)
-
-
-def shrink(image, size_cap):
-    """Inputs larger than the size cap are stored downscaled: nothing bigger is ever processed."""
-    return resize_long_side(image, size_cap) if max(image.size) > size_cap else image
+SAME_METHOD = "Both sides ran the same method: choose two different methods to vote."
+STALE = "The inputs changed after this result: press Stylise to compare what is on screen, then vote."
 
 
 def describe(arena, method, result):
-    memory = f"{result.peak_mib:,.0f} MiB peak" if result.peak_mib is not None else "peak memory not measured"
-    where = "cached" if result.cached else f"{result.seconds:.2f} s"
-    return f"**{arena.label(method)}**: {where}, {memory}"
+    memory = f"{result.peak_mib:,.0f} MiB" if result.peak_mib is not None else "memory not measured"
+    run = f"{result.seconds:.2f} s and {memory} for this call"
+    return f"**{arena.label(method)}**: " + (f"from the cache (its run: {run})" if result.cached else run)
 
 
-def build_compare_tab(arena):
+def alpha_note(arena, methods, alpha):
+    """Why a method's alpha < 1 does not move towards the photo, when one of `methods` cannot."""
+    cannot = [arena.label(m) for m in dict.fromkeys(methods) if not METHODS[m].reconstructs]
+    if alpha >= 1 or not cannot:
+        return ""
+    return (f"\n\nAlpha blends each method's features with the photo passed through it on its own. "
+            f"{' and '.join(cannot)} cannot give the photo back: trained without an identity loss (the paper's "
+            "losses have none), its decoder never learnt to, so at alpha 0 it repaints the photo with its own "
+            "textures. The other methods reconstruct the photo at alpha 0.")
+
+
+def comparison_token(arena, who, content, style, methods, settings):
+    """The id of one visitor's vote on this comparison (sides do not matter): 64 hex characters."""
+    return arena.store.hash_id("comparison", json.dumps([who, content, style, sorted(methods), settings], sort_keys=True))
+
+
+def vote_buttons(arena, methods, interactive):
+    names = {"left": f"{arena.label(methods[0])} is better", "right": f"{arena.label(methods[1])} is better",
+             "tie": "Tie", "both_bad": "Both bad"}
+    return [gr.Button(value=text, interactive=interactive) for text in names.values()]
+
+
+def build_compare_tab(arena, session):
     """Lays out the tab inside the current Blocks; returns the content and style inputs."""
     settings = arena.settings
     runnable = arena.runnable()
+    limits = VoteLimits(settings.vote_interval_ms, settings.votes_per_minute)
     with gr.Row():
         content = ImageUpload(label="Content photo", type="pil", image_mode=None, height=320, sources=["upload", "clipboard"])
         style = ImageUpload(label="Style painting", type="pil", image_mode=None, height=320, sources=["upload", "clipboard"])
@@ -49,9 +68,11 @@ def build_compare_tab(arena):
                     examples_per_page=12)
         gr.Examples([[p] for p in example_paths("styles")], inputs=[style], label="Example paintings",
                     examples_per_page=12)
+    pairs = gr.Dataset(components=[gr.Image(visible=False), gr.Image(visible=False)], samples=pair_paths(),
+                       type="index", label="Example pairs (click one to compare at once)", elem_id="compare-pairs")
     with gr.Row():
-        left = gr.Dropdown([(arena.label(m), m) for m in runnable], value=DEFAULT_PAIR[0], label="Left method")
-        right = gr.Dropdown([(arena.label(m), m) for m in runnable], value=DEFAULT_PAIR[1], label="Right method")
+        left = gr.Dropdown([(arena.label(m), m) for m in runnable], value=DEFAULT_PAIR[0], label="First method")
+        right = gr.Dropdown([(arena.label(m), m) for m in runnable], value=DEFAULT_PAIR[1], label="Second method")
     with gr.Row():
         size = gr.Slider(MIN_SIZE, settings.size_cap, value=settings.default_size, step=32,
                          label="Output size (long side, px)")
@@ -60,24 +81,25 @@ def build_compare_tab(arena):
     run = gr.Button("Stylise", variant="primary")
     info = gr.Markdown()
     with gr.Row():
-        out_left = gr.Image(label="Left", format="png", interactive=False, buttons=["download", "fullscreen"])
-        out_right = gr.Image(label="Right", format="png", interactive=False, buttons=["download", "fullscreen"])
-    slider = gr.ImageSlider(label="Left | right (drag to compare)", format="png", interactive=False)
+        out_left = gr.Image(label=arena.label(DEFAULT_PAIR[0]), format="png", interactive=False,
+                            buttons=["download", "fullscreen"], elem_id="compare-first")
+        out_right = gr.Image(label=arena.label(DEFAULT_PAIR[1]), format="png", interactive=False,
+                             buttons=["download", "fullscreen"], elem_id="compare-second")
+    slider = gr.ImageSlider(label="Drag to compare", format="png", interactive=False)
     with gr.Row():
-        buttons = [gr.Button(text, interactive=False) for text in CHOICE_LABELS.values()]
+        buttons = vote_buttons(arena, DEFAULT_PAIR, False)
     vote_info = gr.Markdown()
     with gr.Accordion("Metrics for this comparison", open=False):
         measure = gr.Button("Compute content loss, style loss and SSIM")
         metrics_table = gr.Dataframe(interactive=False, label="Lower losses: closer to the content / the style")
-        gr.Markdown(f"Definitions: {DEFINITIONS}. Time and peak memory are those of the run above "
+        gr.Markdown(f"Definitions: {DEFINITIONS}. Time and memory are those of the runs above "
                     "(a cached result keeps the numbers of its first run).")
     comparison = gr.State(None)
-    missing = missing_methods_markdown(arena)
-    if missing:
-        gr.Markdown(missing)
+    inputs = [content, style, left, right, size, alpha, preserve]
+    shown = [out_left, out_right, slider, info, comparison, *buttons, vote_info]
 
-    def compare(content_img, style_img, left_method, right_method, size_px, strength, keep_colors,
-                progress=gr.Progress()):
+    def compare(content_img, style_img, left_method, right_method, size_px, strength, keep_colors, state):
+        """Stream the two results as each is ready; the last update opens the vote."""
         if content_img is None or style_img is None:
             raise gr.Error("Upload a content photo and a style painting first (or pick two examples).")
         for m in (left_method, right_method):
@@ -88,57 +110,101 @@ def build_compare_tab(arena):
         if not 0 <= strength <= 1:
             raise gr.Error("Style strength must be between 0 and 1.")
         size_px, strength, keep_colors = int(size_px), float(strength), bool(keep_colors)
+        methods = [left_method, right_method]
+        key = inputs_key(content_img, style_img, *methods, size_px, strength, keep_colors)
+        state["compare_inputs"] = key
+        pictures = [None, None]  # plain values: API clients get file paths (labels follow the dropdowns)
         try:
             content_sha = arena.images.put(shrink(content_img, settings.size_cap))
             style_sha = arena.images.put(shrink(style_img, settings.size_cap))
-            results = []
-            for i, m in enumerate((left_method, right_method)):
-                progress(i / 2, desc=f"Running {arena.label(m)}")
+            results, images = [], []
+            for i, m in enumerate(methods):
+                yield (*pictures, None, f"Running {arena.label(m)}…", None, *vote_buttons(arena, methods, False), "")
                 results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors))
-            images = [served_copy(arena.images.path(r.sha256).read_bytes(), out_left.GRADIO_CACHE) for r in results]
+                images.append(served_copy(arena.images.path(results[-1].sha256).read_bytes(), out_left.GRADIO_CACHE))
+                pictures[i] = images[-1]
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
             raise gr.Error(f"The server cannot run this now: {exc}") from exc
-        state = {
-            "token": arena.new_token(), "content": content_sha, "style": style_sha,
-            "methods": [left_method, right_method], "outputs": [r.sha256 for r in results],
-            "costs": [(r.seconds, r.peak_mib) for r in results],
+        result = {
+            "key": key, "content": content_sha, "style": style_sha, "methods": methods,
+            "outputs": [r.sha256 for r in results], "costs": [(r.seconds, r.peak_mib) for r in results],
             "settings": {"size": size_px, "alpha": strength, "preserve_color": keep_colors,
                          "device": settings.torch_device.type},
         }
-        text = " · ".join(describe(arena, m, r) for m, r in zip((left_method, right_method), results))
-        enabled = [gr.Button(interactive=True) for _ in buttons]
-        return (images[0], images[1], tuple(images), text, state, *enabled, "Which result is better?")
+        text = " · ".join(describe(arena, m, r) for m, r in zip(methods, results)) + alpha_note(arena, methods, strength)
+        if state.get("compare_inputs") != key:
+            prompt, open_vote = STALE, False
+        elif left_method == right_method:
+            prompt, open_vote = SAME_METHOD, False
+        else:
+            prompt, open_vote = "Which result is better?", True
+        yield (*pictures, tuple(images), text, result, *vote_buttons(arena, methods, open_vote), prompt)
 
-    def vote(choice, state):
-        if not state:
+    def compare_example(index, *rest):
+        """An example pair: load it into the inputs and compare it with the current settings."""
+        paths = pair_paths()[index]
+        content_img, style_img = (read_input(p) for p in paths)
+        for update in compare(content_img, style_img, *rest):
+            yield (*paths, *update)
+            paths = (gr.skip(), gr.skip())  # set once: every update of an input is a change event
+
+    def clear_if_changed(content_img, style_img, left_method, right_method, size_px, strength, keep_colors, state):
+        """Any input change: the result on screen no longer matches, so it goes (and with it the vote). Inputs
+        equal to those of the comparison running or shown are its own inputs arriving (an example pair)."""
+        key = inputs_key(content_img, style_img, left_method, right_method, int(size_px or 0), float(strength or 0),
+                         bool(keep_colors))
+        if state.get("compare_inputs") == key:
+            return [gr.skip()] * len(shown)
+        state["compare_inputs"] = key
+        methods = (left_method, right_method) if {left_method, right_method} <= set(runnable) else DEFAULT_PAIR
+        return (gr.Image(value=None, label=arena.label(methods[0])), gr.Image(value=None, label=arena.label(methods[1])),
+                None, "", None, *vote_buttons(arena, methods, False), "")
+
+    def vote(choice, result, state, address):
+        if not result:
             raise gr.Error("Run a comparison before voting.")
+        if result["key"] != state.get("compare_inputs"):
+            raise gr.Error(STALE)
+        if result["methods"][0] == result["methods"][1]:
+            raise gr.Error(SAME_METHOD)
+        who = visitor(state)
+        refused = limits.check(who, address)
+        if refused:
+            raise gr.Error(refused)
+        token = comparison_token(arena, who, result["content"], result["style"], result["methods"], result["settings"])
         try:
             arena.store.record_comparison(
-                state["token"], state["content"], state["style"], *state["methods"], *state["outputs"],
-                choice, state["settings"],
+                token, result["content"], result["style"], *result["methods"], *result["outputs"], choice,
+                result["settings"],
             )
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc
-        disabled = [gr.Button(interactive=False) for _ in buttons]
-        return (*disabled, f"Recorded: {CHOICE_LABELS[choice].lower()}. Thank you! Run another comparison to vote again.")
+        said = {"left": f"{arena.label(result['methods'][0])} is better",
+                "right": f"{arena.label(result['methods'][1])} is better", "tie": "tie", "both_bad": "both bad"}
+        return (*vote_buttons(arena, result["methods"], False),
+                f"Recorded: {said[choice]}. Thank you! Change the photo, painting, methods or settings to vote again.")
 
-    def metrics(state):
-        if not state:
+    def metrics(result):
+        if not result:
             raise gr.Error("Run a comparison first.")
-        labels = [f"{side}: {arena.label(m)}" for side, m in zip(("left", "right"), state["methods"])]
-        table = arena.metrics(state["content"], state["style"], dict(zip(labels, state["outputs"])))
-        table["seconds"] = [round(seconds, 3) for seconds, _ in state["costs"]]
-        table["peak_mib"] = [None if peak is None else round(peak) for _, peak in state["costs"]]
+        labels = [f"{which}: {arena.label(m)}" for which, m in zip(("first", "second"), result["methods"])]
+        table = arena.metrics(result["content"], result["style"], dict(zip(labels, result["outputs"])))
+        table["seconds"] = [round(seconds, 3) for seconds, _ in result["costs"]]
+        table["call_mib"] = [None if peak is None else round(peak) for _, peak in result["costs"]]
         return table.round(4)
 
-    measure.click(metrics, [comparison], [metrics_table], api_name="metrics",
-                  concurrency_id="device", concurrency_limit=settings.max_jobs)
-    run.click(compare, [content, style, left, right, size, alpha, preserve],
-              [out_left, out_right, slider, info, comparison, *buttons, vote_info],
-              api_name="stylize", concurrency_id="device", concurrency_limit=settings.max_jobs)
-    for choice, button in zip(CHOICE_LABELS, buttons):
-        button.click(lambda state, c=choice: vote(c, state), [comparison], [*buttons, vote_info],
-                     api_name=f"vote_{choice}")
+    device = {"concurrency_id": "device", "concurrency_limit": settings.max_jobs}
+    measure.click(metrics, [comparison], [metrics_table], api_name="metrics", **device)
+    run.click(compare, [*inputs, session], shown, api_name="stylize", **device)
+    pairs.click(compare_example, [pairs, left, right, size, alpha, preserve, session], [content, style, *shown],
+                api_name=False, **device)
+    for component in inputs:
+        component.change(clear_if_changed, [*inputs, session], shown, api_name=False,
+                         show_progress="hidden", trigger_mode="always_last")
+    for choice, button in zip(("left", "right", "tie", "both_bad"), buttons):
+        def handler(result, state, request: gr.Request, choice=choice):
+            return vote(choice, result, state, request.client.host if request.client else "")
+        button.click(handler, [comparison, session], [*buttons, vote_info], api_name=f"vote_{choice}")
     return content, style

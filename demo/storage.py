@@ -32,13 +32,13 @@ def atomic_write(path, data):
                            "point --data-dir elsewhere") from exc
 
 
-def served_copy(data, cache_dir):
-    """The bytes `data` as the file cache_dir/<sha256>/image.png, written once and atomically; returns its
-    path. Give Gradio image outputs as such a path in its cache (a component's GRADIO_CACHE), which it
-    serves as it is. Given a PIL image instead, Gradio re-encodes it into a cache file named by its
-    content on every response, rewriting in place a file that another visitor who got the same image
-    may be downloading: they get a truncated image."""
-    path = Path(cache_dir) / hashlib.sha256(data).hexdigest() / "image.png"
+def served_copy(data, cache_dir, name=None):
+    """The bytes `data` as the file cache_dir/<name>/image.png (name: default the sha256 of the bytes),
+    written once and atomically; returns its path. Give Gradio image outputs as such a path in its cache
+    (a component's GRADIO_CACHE), which it serves as it is. Given a PIL image instead, Gradio re-encodes
+    it into a cache file named by its content on every response, rewriting in place a file that another
+    visitor who got the same image may be downloading: they get a truncated image."""
+    path = Path(cache_dir) / (name or hashlib.sha256(data).hexdigest()) / "image.png"
     if not path.exists():
         atomic_write(path, data)
     return path

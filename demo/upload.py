@@ -3,7 +3,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from model.images import ImageError, as_rgb, open_image
+from model.images import ImageError, as_rgb, open_image, resize_long_side
 
 
 class ImageUpload(gr.Image):
@@ -22,3 +22,13 @@ class ImageUpload(gr.Image):
             return open_image(Path(payload.path).read_bytes())
         except ImageError as exc:
             raise gr.Error(f"{self.label}: {exc}") from exc
+
+
+def shrink(image, size_cap):
+    """Inputs larger than the size cap are stored downscaled: nothing bigger is ever processed."""
+    return resize_long_side(image, size_cap) if max(image.size) > size_cap else image
+
+
+def read_input(path):
+    """The image an ImageUpload delivers for this file (for the example pairs)."""
+    return open_image(Path(path).read_bytes())

@@ -12,12 +12,17 @@ from .weights import ADAIN_DECODER, OFFICIAL, TRAINED, VGG, load_into, locate
 
 @dataclass(frozen=True)
 class Method:
-    """files: submodule name of the network -> the weight file it is loaded from (the encoder from VGG)."""
+    """files: submodule name of the network -> the weight file it is loaded from (the encoder from VGG).
+    attention: "a2k" (all-to-key), "all2all" or None (no attention). reconstructs: whether its transfer of
+    the content onto itself gives the content back (what alpha 0 blends towards, see StyleNet); False
+    for networks trained without an identity loss, whose decoder never learnt to return the photo."""
 
     name: str
     label: str
     build: Callable[[], torch.nn.Module]
     files: dict = field(default_factory=dict)
+    attention: str | None = None
+    reconstructs: bool = True
 
     def all_files(self):
         return {"encoder.layers": VGG, **self.files}
@@ -26,14 +31,16 @@ class Method:
 METHODS = {
     m.name: m
     for m in (
-        Method("a2k_free", "A2K (training-free)", lambda: TrainingFree("a2k"), {"decoder": ADAIN_DECODER}),
-        Method("all2all_free", "all-to-all (training-free)", lambda: TrainingFree("all2all"), {"decoder": ADAIN_DECODER}),
+        Method("a2k_free", "A2K (training-free)", lambda: TrainingFree("a2k"), {"decoder": ADAIN_DECODER}, "a2k"),
+        Method("all2all_free", "all-to-all (training-free)", lambda: TrainingFree("all2all"),
+               {"decoder": ADAIN_DECODER}, "all2all"),
         Method("adain", "AdaIN", AdaINNet, {"decoder": ADAIN_DECODER}),
-        Method("stya2k", "StyA2K (official)", StyA2K, OFFICIAL["stya2k"]),
-        Method("sanet", "SANet (official)", SANetNet, OFFICIAL["sanet"]),
-        Method("adaattn", "AdaAttN (official)", AdaAttNNet, OFFICIAL["adaattn"]),
-        Method("stya2k_here", "StyA2K (trained here)", StyA2K, TRAINED["stya2k_here"]),
-        Method("sanet_here", "SANet (trained here)", SANetNet, TRAINED["sanet_here"]),
+        # StyA2K's and AdaAttN's losses (the papers') have no identity term; SANet's has two
+        Method("stya2k", "StyA2K (official)", StyA2K, OFFICIAL["stya2k"], "a2k", reconstructs=False),
+        Method("sanet", "SANet (official)", SANetNet, OFFICIAL["sanet"], "all2all"),
+        Method("adaattn", "AdaAttN (official)", AdaAttNNet, OFFICIAL["adaattn"], "all2all", reconstructs=False),
+        Method("stya2k_here", "StyA2K (trained here)", StyA2K, TRAINED["stya2k_here"], "a2k", reconstructs=False),
+        Method("sanet_here", "SANet (trained here)", SANetNet, TRAINED["sanet_here"], "all2all"),
     )
 }
 

@@ -433,3 +433,34 @@ def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95)
         agreement=agreement(kept), rules=rules,
         settings={**{k: v for k, v in asdict(rules).items() if k != "include"}, **boot},
     )
+
+
+def battle_votes(battles):
+    """The Battle tab's votes (`Store.battles()`) as the vote table the functions above take: the visitor
+    is the participant, and no vote is a catch trial."""
+    v = battles.rename(columns={"voter": "participant"})[["participant", "left_method", "right_method", "choice"]].copy()
+    v["winner"] = np.where(v["choice"] == "left", v["left_method"],
+                           np.where(v["choice"] == "right", v["right_method"], None))
+    v["is_catch"] = False
+    return v
+
+
+def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
+    """From the Battle tab's votes: {"strengths": bt_strengths with each method's vote count (ties and
+    both_bad included), "matrix": the decisive win rate of each row method against each column method
+    (NaN: never decided), "pairs": pair_win_rates' counts and intervals}. Visitors are resampled, as
+    participants are in a study. AnalysisError when no two methods have a decisive vote between them."""
+    votes = battle_votes(battles)
+    strengths = bt_strengths(votes, n_boot, seed, level)
+    played = pd.concat([votes["left_method"], votes["right_method"]]).value_counts()
+    strengths["votes"] = strengths["method"].map(played).astype(int)
+    pairs = pair_win_rates(votes, n_boot=n_boot, seed=seed, level=level)
+    methods = list(strengths["method"])
+    matrix = pd.DataFrame(np.nan, index=methods, columns=methods)
+    for row in pairs.itertuples():
+        if row.n_decisive:
+            matrix.loc[row.method_a, row.method_b] = row.a_wins / row.n_decisive
+            matrix.loc[row.method_b, row.method_a] = row.b_wins / row.n_decisive
+    columns = ["method_a", "method_b", "n_participants", "n_votes", "a_wins", "b_wins", "ties", "both_bad",
+               "a_win_rate", "ci_low", "ci_high"]
+    return {"strengths": strengths, "matrix": matrix, "pairs": pairs[columns]}

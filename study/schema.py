@@ -7,6 +7,7 @@ Schema versions:
     4  studies.title, no_consent_code, require_prolific, max_participants (set at prepare time);
        participants.repeat_of (a second attempt with a known PROLIFIC_PID from another browser);
        votes.server_time_ms (the server's own response time, beside the browser's response_time_ms)
+    5  battles: the Battle tab's blind votes, one per visitor, content, style and method pair
 """
 from sqlalchemy import (
     JSON,
@@ -26,7 +27,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CHOICES = ("left", "right", "tie", "both_bad")
 SIDES = ("left", "right")
 
@@ -151,6 +152,36 @@ comparisons = Table(
 )
 
 
+# blind votes from the demo's Battle tab: the names were revealed only after the vote
+def _battles_table(meta_data):
+    return Table(
+        "battles", meta_data,
+        Column("id", Integer, primary_key=True),
+        Column("token", String(64), nullable=False, unique=True),  # the battle shown (one vote each)
+        Column("voter", String(64), nullable=False),  # salted hash of the visitor's browser id
+        Column("content_sha256", String(64), nullable=False),
+        Column("style_sha256", String(64), nullable=False),
+        Column("left_method", String(64), nullable=False),  # shown as Model A
+        Column("right_method", String(64), nullable=False),  # shown as Model B
+        Column("method_low", String(64), nullable=False),  # the pair in alphabetical order: the unique key
+        Column("method_high", String(64), nullable=False),
+        Column("left_sha256", String(64), nullable=False),
+        Column("right_sha256", String(64), nullable=False),
+        Column("settings", JSON, nullable=False),
+        Column("choice", String(8), nullable=False),
+        Column("response_time_ms", Integer),
+        _timestamp("created_at"),
+        UniqueConstraint("voter", "content_sha256", "style_sha256", "method_low", "method_high"),
+        CheckConstraint("left_method <> right_method", name="two_methods"),
+        CheckConstraint("method_low < method_high", name="pair_order"),
+        CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
+        CheckConstraint("response_time_ms >= 0", name="response_time"),
+    )
+
+
+battles = _battles_table(metadata)
+
+
 def _v2_completed_at(conn):
     """Add participants.completed_at; backfill it with the last vote of everyone who voted on every trial."""
     column_type = DateTime(timezone=True).compile(dialect=conn.dialect)
@@ -181,5 +212,11 @@ def _v4_participant_page(conn):
     conn.execute(text("ALTER TABLE votes ADD COLUMN server_time_ms INTEGER"))
 
 
+def _v5_battles(conn):
+    """Create the battles table as version 5 defines it. `_battles_table` is that definition: a later
+    version that changes the table must first copy it into this step, so that this step stays frozen."""
+    _battles_table(MetaData(naming_convention=metadata.naming_convention)).create(conn)
+
+
 # version -> the step that upgrades a database from version - 1 (frozen SQL: never edit an old step)
-UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token, 4: _v4_participant_page}
+UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token, 4: _v4_participant_page, 5: _v5_battles}

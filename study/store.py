@@ -25,6 +25,7 @@ from .schema import (
     CHOICES,
     SCHEMA_VERSION,
     UPGRADES,
+    battles,
     comparisons,
     meta,
     metadata,
@@ -421,6 +422,48 @@ class Store:
         with self._read() as conn:
             rows = [dict(r) for r in conn.execute(select(comparisons).order_by(comparisons.c.id)).mappings()]
         return pd.DataFrame(rows, columns=list(comparisons.c.keys()))
+
+    # ---- blind battles (the demo's Battle tab) ----
+
+    def voted_pairs(self, visitor, content_sha256, style_sha256):
+        """The method pairs (alphabetical tuples) this visitor has voted on for this content and style."""
+        voter = self.hash_id("visitor", visitor)
+        with self._read() as conn:
+            rows = conn.execute(select(battles.c.method_low, battles.c.method_high).where(
+                (battles.c.voter == voter) & (battles.c.content_sha256 == content_sha256)
+                & (battles.c.style_sha256 == style_sha256)))
+            return {tuple(r) for r in rows}
+
+    def record_battle(self, token, visitor, content_sha256, style_sha256, left_method, right_method,
+                      left_sha256, right_sha256, choice, settings=None, response_time_ms=None):
+        """Store the vote on battle `token` (names hidden until the vote) by `visitor` (a browser's id,
+        stored as a salted hash); returns its id. Refused (VoteRejected): an invalid choice, the same
+        method on both sides, a second vote on the battle, or a second vote of the visitor on this
+        content, style and method pair (either side)."""
+        if choice not in CHOICES:
+            raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
+        if left_method == right_method:
+            raise VoteRejected("both sides show the same method: there is nothing to compare")
+        low, high = sorted((left_method, right_method))
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(insert(battles).values(
+                    token=token, voter=self.hash_id("visitor", visitor), content_sha256=content_sha256,
+                    style_sha256=style_sha256, left_method=left_method, right_method=right_method,
+                    method_low=low, method_high=high, left_sha256=left_sha256, right_sha256=right_sha256,
+                    settings=settings or {}, choice=choice, response_time_ms=response_time_ms, created_at=now(),
+                )).inserted_primary_key[0]
+        except IntegrityError as exc:
+            raise VoteRejected("you have already voted on these two models for this photo and painting: "
+                               "start a new battle") from exc
+
+    def battles(self):
+        """All battle votes, oldest first, as a DataFrame (one row per vote; voter is a salted hash)."""
+        with self._read() as conn:
+            rows = [dict(r) for r in conn.execute(select(battles).order_by(battles.c.id)).mappings()]
+        df = pd.DataFrame(rows, columns=list(battles.c.keys()))
+        df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+        return df
 
 
 def _voted(conn, participant_id):

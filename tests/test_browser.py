@@ -32,8 +32,9 @@ def page(tmp_path):
 
 
 def test_compare_from_gallery_and_vote(page):
-    page.get_by_text("Example photos").wait_for(timeout=60_000)
-    examples = page.locator("button.gallery-item")  # 12 photos, then 12 paintings, sorted by file name
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("Example photos", exact=True).wait_for(timeout=60_000)
+    examples = page.locator("#compare-tab button.gallery-item")  # 12 photos, then 12 paintings, sorted by file name
     examples.nth(3).click()
     page.locator("img[src*='animal_red_panda']").nth(1).wait_for()  # the example is loaded into the input
     examples.nth(12 + 5).click()
@@ -44,9 +45,9 @@ def test_compare_from_gallery_and_vote(page):
     page.get_by_role("button", name="Stylise").click()
     page.get_by_text("Which result is better?").wait_for(timeout=180_000)
     assert page.get_by_text("A2K (training-free)").count() >= 1
-    page.get_by_role("button", name="Left is better").click()
-    page.get_by_text("Recorded: left is better").wait_for(timeout=30_000)
-    assert page.get_by_role("button", name="Right is better").is_disabled()
+    page.get_by_role("button", name="A2K (training-free) is better").click()
+    page.get_by_text("Recorded: A2K (training-free) is better").wait_for(timeout=30_000)
+    assert page.get_by_role("button", name="all-to-all (training-free) is better").is_disabled()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=ARTIFACTS / "browser-compare.png", full_page=True)
     with Store(page.data_dir / "arena.db") as store:
@@ -57,8 +58,9 @@ def test_compare_from_gallery_and_vote(page):
 def explore(page, clicks):
     """Pick the cat and the Great Wave, open the explorer and click at each (fx, fy) fraction of the
     photo in turn; returns the last click's position text and its three maps as pixel arrays."""
-    page.get_by_text("Example photos").wait_for(timeout=60_000)
-    examples = page.locator("button.gallery-item")
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_text("Example photos", exact=True).wait_for(timeout=60_000)
+    examples = page.locator("#compare-tab button.gallery-item")
     examples.nth(5).click()
     page.locator("img[src*='photo_chelsea']").nth(1).wait_for()
     examples.nth(12 + 9).click()

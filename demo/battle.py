@@ -1,0 +1,170 @@
+"""The Battle tab: two anonymous models stylise the visitor's photo and painting, the visitor votes
+once, then the names are revealed.
+
+The server picks the pair (StyA2K-family against an all-to-all baseline with probability CROSS, else any
+two different runnable methods, never a pair this visitor has voted on for these images) and the sides.
+Until the vote the browser gets only "Model A" and "Model B": the names and the pair stay in the
+session's server-side state, and the images are served as <HMAC(process key, battle id, side)>/image.png
+(bare PNG pixels; no name or content hash that another tab also serves). The store keeps one vote per
+visitor, content, style and method pair, under the study's rate limits (demo.limits)."""
+import hashlib
+import hmac
+import itertools
+import random
+import secrets
+import time
+
+import gradio as gr
+
+from model.images import ImageError
+from model.methods import METHODS
+from model.weights import WeightsError
+from study.store import StudyError
+
+from .choices import BATTLE_LABELS
+from .gallery import example_paths
+from .limits import VoteLimits
+from .session import inputs_key, visitor
+from .storage import StorageError, served_copy
+from .upload import ImageUpload, read_input, shrink
+from .warmup import DEFAULTS, pair_paths
+
+CROSS = 0.75  # probability of an A2K-against-all-to-all pair when one is left to vote on
+SIDES = ("A", "B")
+STALE = "The photo or painting changed after this battle: start a new battle to vote."
+
+
+def pick_pair(runnable, voted, rng):
+    """Two different methods in random order, or None when the visitor has voted on every pair."""
+    pairs = [p for p in itertools.combinations(sorted(runnable), 2) if p not in voted]
+    if not pairs:
+        return None
+    cross = [p for p in pairs if {METHODS[p[0]].attention, METHODS[p[1]].attention} == {"a2k", "all2all"}]
+    pair = list(rng.choice(cross if cross and rng.random() < CROSS else pairs))
+    rng.shuffle(pair)
+    return pair
+
+
+def build_battle_tab(arena, session):
+    """Lays out the tab inside the current Blocks and wires its events."""
+    settings = arena.settings
+    runnable = arena.runnable()
+    limits = VoteLimits(settings.vote_interval_ms, settings.votes_per_minute)
+    key = secrets.token_bytes(32)  # names the served images; a restart makes new names
+    rng = random.SystemRandom()
+    size = settings.default_size
+    gr.Markdown("Two anonymous models paint your photo in the style of your painting. Vote for the better "
+                "picture; the names appear after your vote. Each vote feeds the Leaderboard.")
+    with gr.Row():
+        content = ImageUpload(label="Your photo", type="pil", image_mode=None, height=280, sources=["upload", "clipboard"])
+        style = ImageUpload(label="Your painting", type="pil", image_mode=None, height=280, sources=["upload", "clipboard"])
+    pairs = gr.Dataset(components=[gr.Image(visible=False), gr.Image(visible=False)], samples=pair_paths(),
+                       type="index", label="Example pairs (click one to start a battle)", elem_id="battle-pairs")
+    with gr.Accordion("More example photos and paintings", open=False):
+        with gr.Row():
+            gr.Examples([[p] for p in example_paths("contents")], inputs=[content], label="Photos", examples_per_page=12)
+            gr.Examples([[p] for p in example_paths("styles")], inputs=[style], label="Paintings", examples_per_page=12)
+    start = gr.Button("Start battle", variant="primary")
+    status = gr.Markdown(elem_id="battle-status")
+    with gr.Row(elem_id="battle-results"):
+        images = [gr.Image(label=f"Model {side}", format="png", interactive=False, height=360,
+                           buttons=["fullscreen"], elem_id=f"battle-{side.lower()}") for side in SIDES]
+    with gr.Row():
+        buttons = [gr.Button(text, interactive=False, variant="primary" if c in ("left", "right") else "secondary")
+                   for c, text in BATTLE_LABELS.items()]
+    reveal = gr.Markdown(elem_id="battle-reveal")
+    battle = gr.State(None)  # server-side: the battle on screen, its methods and outputs
+    shown = [*images, status, reveal, battle, *buttons]
+
+    def screen(pictures=(None, None), text="", revealed="", state=None, open_vote=False, names=None):
+        """Every output; pictures None: keep those on screen; names: the methods, once revealed."""
+        if pictures is None:
+            shown_images = [gr.Image(label=f"Model {side}: {name}") for side, name in zip(SIDES, names)]
+        else:
+            shown_images = [gr.Image(value=p, label=f"Model {side}") for p, side in zip(pictures, SIDES)]
+        return (*shown_images, text, revealed, state, *(gr.Button(interactive=open_vote) for _ in buttons))
+
+    def fight(content_img, style_img, state):
+        """Pick the pair, stream each model's picture as it is ready, then open the vote."""
+        if content_img is None or style_img is None:
+            raise gr.Error("Choose a photo and a painting first (or click an example pair).")
+        inputs = inputs_key(content_img, style_img)
+        state["battle_inputs"] = inputs
+        who = visitor(state)
+        try:
+            content_sha = arena.images.put(shrink(content_img, settings.size_cap))
+            style_sha = arena.images.put(shrink(style_img, settings.size_cap))
+            methods = pick_pair(runnable, arena.store.voted_pairs(who, content_sha, style_sha), rng)
+            if methods is None:
+                raise gr.Error("You have voted on every pair of models for this photo and painting: "
+                               "choose another photo or painting.")
+            token = secrets.token_urlsafe(16)
+            pictures, results = [None, None], []
+            for i, m in enumerate(methods):
+                yield screen(pictures, f"Model {SIDES[i]} is painting…")
+                results.append(arena.stylize(content_sha, style_sha, m, size, **DEFAULTS))
+                name = hmac.new(key, f"{token}:{SIDES[i]}".encode(), hashlib.sha256).hexdigest()
+                pictures[i] = served_copy(arena.images.path(results[-1].sha256).read_bytes(), images[i].GRADIO_CACHE, name)
+        except (ImageError, ValueError) as exc:
+            raise gr.Error(str(exc)) from exc
+        except (WeightsError, StorageError) as exc:
+            raise gr.Error(f"The server cannot run this now: {exc}") from exc
+        if state.get("battle_inputs") != inputs:
+            yield screen(pictures, STALE)
+            return
+        current = {"token": token, "inputs": inputs, "content": content_sha, "style": style_sha, "methods": methods,
+                   "outputs": [r.sha256 for r in results], "results": results, "shown_at": time.monotonic()}
+        yield screen(pictures, "Which picture is better? The names appear after your vote.", state=current,
+                     open_vote=True)
+
+    def fight_example(index, state):
+        paths = pair_paths()[index]
+        for update in fight(*(read_input(p) for p in paths), state):
+            yield (*paths, *update)
+            paths = (gr.skip(), gr.skip())  # set once: every update of an input is a change event
+
+    def clear_if_changed(content_img, style_img, state):
+        """A new photo or painting ends the battle on screen. Inputs equal to those of the battle running or
+        shown are that battle's own inputs arriving (an example pair): they change nothing."""
+        inputs = inputs_key(content_img, style_img)
+        if state.get("battle_inputs") == inputs:
+            return [gr.skip()] * len(shown)
+        state["battle_inputs"] = inputs
+        return screen()
+
+    def vote(choice, current, state, address):
+        if not current:
+            raise gr.Error("Start a battle before voting.")
+        if current["inputs"] != state.get("battle_inputs"):
+            raise gr.Error(STALE)
+        who = visitor(state)
+        refused = limits.check(who, address)
+        if refused:
+            raise gr.Error(refused)
+        try:
+            arena.store.record_battle(
+                current["token"], who, current["content"], current["style"], *current["methods"], *current["outputs"],
+                choice, {"size": size, **DEFAULTS, "device": settings.torch_device.type},
+                int((time.monotonic() - current["shown_at"]) * 1000))
+        except StudyError as exc:
+            raise gr.Error(str(exc)) from exc
+        labels = [arena.label(m) for m in current["methods"]]
+        runs = []
+        for side, label, r in zip(SIDES, labels, current["results"]):
+            memory = f"{r.peak_mib:,.0f} MiB" if r.peak_mib is not None else "memory not measured"
+            runs.append(f"**Model {side}** was **{label}** ({r.seconds:.2f} s, {memory} for its run"
+                        + (", precomputed)" if r.cached else ")"))
+        revealed = (f"Your vote: **{BATTLE_LABELS[choice]}**. " + " · ".join(runs)
+                    + ". Start another battle, or see the Leaderboard.")
+        return screen(None, "Thank you!", revealed, None, names=labels)
+
+    device = {"concurrency_id": "device", "concurrency_limit": settings.max_jobs}
+    start.click(fight, [content, style, session], shown, api_name="battle", **device)
+    pairs.click(fight_example, [pairs, session], [content, style, *shown], api_name=False, **device)
+    for component in (content, style):
+        component.change(clear_if_changed, [content, style, session], shown, api_name=False,
+                         show_progress="hidden", trigger_mode="always_last")
+    for choice, button in zip(BATTLE_LABELS, buttons):
+        def handler(current, state, request: gr.Request, choice=choice):
+            return vote(choice, current, state, request.client.host if request.client else "")
+        button.click(handler, [battle, session], shown, api_name=f"battle_vote_{choice}")

@@ -1,0 +1,46 @@
+"""What the Battle and Compare tabs share per browser: the visitor's id, and keys of what is on screen.
+
+The visitor id is a random token the server makes and the browser keeps (gr.BrowserState), so that a
+reload is the same visitor; votes are limited per visitor (and per network address, demo.limits).
+Each page session has one server-side dict (gr.State, mutated in place, so that concurrent events of
+the session see each other's writes): {"visitor": id, "<tab>_inputs": key of the inputs on screen}."""
+import hashlib
+import re
+import secrets
+
+import gradio as gr
+
+VISITOR = re.compile(r"[A-Za-z0-9_-]{22,64}")
+# the BrowserState secret travels to the page, so it only obfuscates; fixed, so a restart keeps visitors
+BROWSER_KEY = "stya2k-visitor"
+
+
+def visitor(session):
+    """The session's visitor id, made on first use (API clients, which load no page, get one per session)."""
+    return session.setdefault("visitor", secrets.token_urlsafe(24))
+
+
+def inputs_key(*values):
+    """A key of what a result was computed from: images by their pixels, the rest by value."""
+    digest = hashlib.sha256()
+    for v in values:
+        if hasattr(v, "tobytes"):
+            digest.update(f"{v.mode}{v.size}".encode() + v.tobytes())
+        else:
+            digest.update(repr(v).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def session_state(app):
+    """The session dict (gr.State) and, on page load, the visitor id restored from (or saved to) the browser."""
+    session = gr.State({})
+    saved = gr.BrowserState("", storage_key=BROWSER_KEY, secret=BROWSER_KEY)
+
+    def restore(browser, state):
+        if isinstance(browser, str) and VISITOR.fullmatch(browser):
+            state["visitor"] = browser
+        return visitor(state)
+
+    app.load(restore, [saved, session], [saved], api_name=False)
+    return session

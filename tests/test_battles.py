@@ -1,0 +1,77 @@
+"""Battle votes in the store (schema version 5) and the leaderboard computed from them."""
+import sqlite3
+
+import numpy as np
+import pytest
+
+from study.analysis import AnalysisError, leaderboard
+from study.schema import SCHEMA_VERSION
+from study.store import Store, VoteRejected, schema_version
+
+ARGS = ("cc", "ss")
+
+
+def vote(store, visitor, left, right, choice, token=None, content="cc"):
+    return store.record_battle(token or f"{visitor}-{content}-{left}-{right}", visitor, content, "ss", left, right,
+                               f"o-{left}", f"o-{right}", choice, {"size": 128})
+
+
+def test_one_vote_per_visitor_content_style_and_pair(tmp_path):
+    with Store(tmp_path / "a.db") as store:
+        vote(store, "v1", "a2k_free", "adain", "left")
+        with pytest.raises(VoteRejected, match="already voted"):  # the same pair on swapped sides
+            vote(store, "v1", "adain", "a2k_free", "right", token="other")
+        with pytest.raises(VoteRejected, match="already voted"):  # the same battle again
+            vote(store, "v2", "a2k_free", "adain", "left", token="v1-cc-a2k_free-adain")
+        with pytest.raises(VoteRejected, match="same method"):
+            vote(store, "v1", "adain", "adain", "left")
+        vote(store, "v2", "adain", "a2k_free", "tie")  # another visitor
+        vote(store, "v1", "a2k_free", "adain", "left", content="other")  # another photo
+        assert store.voted_pairs("v1", "cc", "ss") == {("a2k_free", "adain")}
+        assert store.voted_pairs("v3", "cc", "ss") == set()
+        df = store.battles()
+        assert len(df) == 3 and "v1" not in set(df["voter"])  # visitors are stored hashed
+
+
+def test_version_4_database_gains_the_battles_table(tmp_path):
+    path = tmp_path / "v4.db"
+    with Store(path) as store:
+        store.record_comparison("t", "cc", "ss", "a2k_free", "adain", "o1", "o2", "left")
+    db = sqlite3.connect(path)  # as the study page's version 4 left it: no battles table yet
+    db.executescript("DROP TABLE battles; UPDATE meta SET value = '4' WHERE key = 'schema_version';")
+    db.close()
+    with Store(path) as store:
+        assert schema_version(store.engine) == SCHEMA_VERSION == 5
+        assert store.comparisons()["token"].tolist() == ["t"]
+        vote(store, "v1", "a2k_free", "adain", "left")
+        with pytest.raises(VoteRejected, match="already voted"):
+            vote(store, "v1", "adain", "a2k_free", "left", token="x")
+
+
+def test_leaderboard_ranks_by_bradley_terry_over_visitors(tmp_path):
+    rng = np.random.default_rng(1)
+    strength = {"a2k_free": 3.0, "all2all_free": 1.0, "adain": 0.5}
+    with Store(tmp_path / "a.db") as store:
+        for visitor in range(12):
+            for x, y in [("a2k_free", "all2all_free"), ("a2k_free", "adain"), ("adain", "all2all_free")]:
+                for content in range(3):
+                    first = rng.random() < strength[x] / (strength[x] + strength[y])
+                    vote(store, f"v{visitor}", x, y, "left" if first else "right", content=f"c{content}")
+        board = leaderboard(store.battles(), n_boot=200)
+    ranks = board["strengths"]
+    assert ranks["method"].tolist() == ["a2k_free", "all2all_free", "adain"]
+    assert (ranks["ci_low"] <= ranks["strength"]).all() and (ranks["strength"] <= ranks["ci_high"]).all()
+    assert ranks["votes"].tolist() == [72, 72, 72]
+    matrix = board["matrix"]
+    assert matrix.loc["a2k_free", "adain"] > 0.5 and np.isnan(matrix.loc["adain", "adain"])
+    assert matrix.loc["a2k_free", "adain"] + matrix.loc["adain", "a2k_free"] == pytest.approx(1)
+    assert board["pairs"]["n_votes"].sum() == 108
+
+
+def test_leaderboard_needs_decisive_votes(tmp_path):
+    with Store(tmp_path / "a.db") as store:
+        with pytest.raises(AnalysisError):
+            leaderboard(store.battles())
+        vote(store, "v1", "a2k_free", "adain", "tie")
+        with pytest.raises(AnalysisError):
+            leaderboard(store.battles())
