@@ -12,7 +12,7 @@ from model.profiling import Cost
 from model.weights import locate
 from study.store import Store, default_url
 
-from .storage import ImageStore, ResultCache
+from .storage import ImageStore, Quota, ResultCache
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,8 @@ class Settings:
     """weights_dir: official checkpoints (optional); data_dir: images, cache and (by default) the
     database; max_size: the largest long side a visitor may ask for, in pixels; max_jobs: how many
     stylisations run at once on the device; admin_password: opens the study results page (None: disabled);
-    vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit)."""
+    vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit);
+    storage_quota_mb: the most that stored images and cached results may take in data_dir."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -31,6 +32,7 @@ class Settings:
     admin_password: str | None = field(default=None, repr=False)
     vote_interval_ms: int = 300
     votes_per_minute: int = 600
+    storage_quota_mb: int = 4096
 
     @property
     def torch_device(self):
@@ -58,8 +60,9 @@ class Arena:
         self.settings = settings
         self.status = available_methods(settings.weights_dir)
         data = Path(settings.data_dir)
-        self.images = ImageStore(data / "images")
-        self.results = ResultCache(data / "results")
+        quota = Quota(settings.storage_quota_mb * 2**20, data / "images", data / "results")
+        self.images = ImageStore(data / "images", quota)
+        self.results = ResultCache(data / "results", quota)
         self.store = Store(settings.database or default_url(data))
         self.encoder = None  # the VGG for the metrics, loaded on first use
 
