@@ -15,6 +15,7 @@ from playwright.sync_api import sync_playwright
 
 from bench.server import ROOT, App
 from demo.results_page import check_password
+from demo.security import Lockout
 from demo.study_page import SAMPLE, register_sample
 from study.prepare import register
 from study.store import Store, load_votes
@@ -206,7 +207,7 @@ def test_results_need_the_admin_password(server):
 
 def test_results_are_disabled_without_a_password():
     with pytest.raises(Exception, match="disabled"):
-        check_password(None, "")
+        check_password(None, "", Lockout(), "127.0.0.1")
 
 
 def test_sample_registration_is_idempotent(tmp_path):
