@@ -8,13 +8,16 @@ source address play a reverse proxy's clients, requests from 127.0.0.1 an untrus
 import io
 import json
 import secrets
+import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -291,15 +294,18 @@ def test_forwarded_for_from_an_untrusted_peer_does_not_open_more_votes(server):
             participant.step("study_vote_left", [participant.first_trial(), None])
 
 
-def test_admin_lockout_after_five_wrong_passwords_per_address(server):
+def test_admin_lockout_after_five_wrong_passwords_per_address_and_a_private_export(server):
     with http(server, "203.0.113.200", proxy=True) as guesser, http(server, "203.0.113.201", proxy=True) as admin:
         for i in range(5):
             kind, payload = call(guesser, "results", [f"guess-{i}", "sample", 0])
             assert kind == "error" and "Wrong password" in payload["error"]
         kind, payload = call(guesser, "results", [PASSWORD, "sample", 0])  # even the right one, now
         assert kind == "error" and "Too many wrong passwords from your network: try again in 15 min" in payload["error"]
-        kind, _ = call(admin, "results", [PASSWORD, "sample", 0])  # another address is not locked out
+        kind, outputs = call(admin, "results", [PASSWORD, "sample", 0])  # another address is not locked out
         assert kind == "complete"
+    csv = Path(outputs[-1]["path"])  # the vote export: private, in Gradio's cache (which its cleanup empties)
+    assert csv.name == "sample-votes.csv" and csv.is_relative_to(get_upload_folder())
+    assert stat.S_IMODE(csv.stat().st_mode) == 0o600 and stat.S_IMODE(csv.parent.stat().st_mode) == 0o700
 
 
 def stored_files(server):
