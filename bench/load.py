@@ -126,12 +126,13 @@ def run_participant(p, url, deadline, resume):
 
 
 def limits_env(participants):
-    """Vote limits for a load run: the simulated participants answer as fast as the server does (no
+    """Limits for a load run: the simulated participants answer as fast as the server does (no
     per-participant interval) and all come from 127.0.0.1, so the per-address limit is twice the
     run's votes (10 per participant in the sample study) and the enrolment limit twice the participants:
-    on, but out of reach."""
+    on, but out of reach; likewise the simulated visitors of a flood may each have a stylisation queued
+    (up to the queue's 64)."""
     return {"VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": str(20 * participants),
-            "ENROLMENTS_PER_HOUR": str(2 * participants)}
+            "ENROLMENTS_PER_HOUR": str(2 * participants), "QUEUE_PER_CLIENT": "64"}
 
 
 def run_participants(app, n, kill_after=None, timeout_s=900):

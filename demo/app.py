@@ -5,12 +5,14 @@ the blind preference study for participants at /study, and its live results at /
     python app.py [--weights-dir DIR] [--device cpu|cuda] [--data-dir data] [--database URL]
                   [--max-size PX] [--max-jobs N] [--host 127.0.0.1] [--port 7860]
                   [--vote-interval-ms 300] [--votes-per-minute 600] [--enrolments-per-hour 20]
-                  [--study-only]
+                  [--study-only] [--trusted-proxies ADDRESSES] [--queue-size 64] [--queue-per-client 4]
+                  [--max-upload-mb 25] [--upload-quota-mb 2048] [--storage-quota-mb 4096]
 
 Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ..., STUDY_ONLY=1).
 --study-only serves /study and /results and nothing that makes or names images: run studies that way.
-The results page needs the environment variable ADMIN_PASSWORD (no flag: it would show in `ps`).
-At start the sample study (studies/sample) is registered in the database if it is not there yet."""
+The results page needs the environment variable ADMIN_PASSWORD (no flag: it would show in `ps`), of
+at least 12 characters. At start the sample study (studies/sample) is registered in the database if it
+is not there yet."""
 import argparse
 import os
 import sys
@@ -19,6 +21,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from model.methods import check_device  # noqa: E402
 from study.store import StudyError, data_dir  # noqa: E402
@@ -29,7 +32,8 @@ from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
 from .gallery import credits_markdown  # noqa: E402
 from .leaderboard import Leaderboard, build_leaderboard_tab  # noqa: E402
-from .results_page import build_results_page  # noqa: E402
+from .results_page import MIN_PASSWORD, build_results_page  # noqa: E402
+from .security import CACHE_CLEANUP, Admission, Blocks, HttpGuard, UploadBudget, trusted_proxies  # noqa: E402
 from .session import session_state  # noqa: E402
 from .study_images import StudyImages  # noqa: E402
 from .study_page import build_study_page, register_sample  # noqa: E402
@@ -39,6 +43,7 @@ INTRO = """# StyA2K Arena
 **All-to-key attention** (StyA2K, Zhu et al., ICCV 2023) next to **all-to-all attention** (SANet, AdaAttN).
 The default pair runs offline with no checkpoint: the same VGG encoder, AdaIN decoder and keys, differing only in
 the attention. Battle two anonymous models on your photo and painting, see the leaderboard, or compare named methods."""
+DEVICE_GROUP = "device"  # the concurrency_id of the events that run networks (compare.py, explorer.py)
 
 
 STUDY_ONLY_HOME = "This server runs a study. Open it from the link you were given."
@@ -47,7 +52,7 @@ STUDY_ONLY_HOME = "This server runs a study. Open it from the link you were give
 def build(arena, images):
     """The app's pages; with arena.settings.study_only the home page says only where the study is."""
     study_only = arena.settings.study_only
-    with gr.Blocks(title="Study" if study_only else "StyA2K Arena") as app:
+    with Blocks(title="Study" if study_only else "StyA2K Arena", delete_cache=CACHE_CLEANUP) as app:
         gr.Navbar(visible="hidden")  # the study and results pages are reached by their links only
         if study_only:
             gr.Markdown(STUDY_ONLY_HOME)
@@ -90,6 +95,19 @@ def parse(argv=None):
                         help="participants one network address may enrol in one study per hour (0: no limit)")
     parser.add_argument("--study-only", action="store_true", default=env("STUDY_ONLY", "") not in ("", "0"),
                         help="serve the study (/study) and its results (/results) only")
+    parser.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""),
+                        help="comma-separated addresses or networks of your reverse proxies: only their "
+                             "X-Forwarded-For is believed (default: none, the peer address is used)")
+    parser.add_argument("--queue-size", type=int, default=env("QUEUE_SIZE", "64"),
+                        help="most stylisations queued or running at once, from all clients")
+    parser.add_argument("--queue-per-client", type=int, default=env("QUEUE_PER_CLIENT", "4"),
+                        help="most stylisations queued or running at once from one network address")
+    parser.add_argument("--max-upload-mb", type=int, default=env("MAX_UPLOAD_MB", "25"),
+                        help="largest upload request, all its files together, MB")
+    parser.add_argument("--upload-quota-mb", type=int, default=env("UPLOAD_QUOTA_MB", "2048"),
+                        help="most MB uploaded in any hour (uploads are deleted after an hour)")
+    parser.add_argument("--storage-quota-mb", type=int, default=env("STORAGE_QUOTA_MB", "4096"),
+                        help="most MB of stored images and results in the data folder")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=env("PORT", "7860"))
     args = parser.parse_args(argv)
@@ -102,10 +120,18 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
+    password = os.environ.get("ADMIN_PASSWORD") or None
+    if password and len(password) < MIN_PASSWORD:
+        sys.exit(f"ADMIN_PASSWORD has {len(password)} characters; use at least {MIN_PASSWORD} "
+                 "(or leave it unset to disable the results page).")
+    try:  # uvicorn reads it when the server starts: X-Forwarded-For is believed from these peers only
+        os.environ["FORWARDED_ALLOW_IPS"] = trusted_proxies(args.trusted_proxies)
+    except ValueError as exc:
+        sys.exit(f"--trusted-proxies: {exc}")
     settings = Settings(args.weights_dir, args.device, args.data_dir, args.database,
-                        int(args.max_size) if args.max_size else None, args.max_jobs,
-                        os.environ.get("ADMIN_PASSWORD") or None, args.vote_interval_ms, args.votes_per_minute,
-                        args.enrolments_per_hour, args.study_only)
+                        int(args.max_size) if args.max_size else None, args.max_jobs, password,
+                        args.vote_interval_ms, args.votes_per_minute, args.enrolments_per_hour, args.study_only,
+                        args.storage_quota_mb)
     try:
         arena = Arena(settings)
     except StudyError as exc:
@@ -115,6 +141,9 @@ def main(argv=None):
     if not args.study_only:
         start_warmup(arena)
     app = build(arena, images)
-    app.queue(max_size=64).launch(server_name=args.host, server_port=args.port, max_file_size="25mb",
-                                  show_error=True, footer_links=[] if args.study_only else None,
-                                  app_kwargs={"routes": [images.route()]})
+    upload_limit = args.max_upload_mb * 2**20
+    guard = Middleware(HttpGuard, upload_limit=upload_limit, budget=UploadBudget(args.upload_quota_mb * 2**20))
+    app.queue_with(Admission(DEVICE_GROUP, args.queue_size, args.queue_per_client))
+    app.launch(server_name=args.host, server_port=args.port, max_file_size=upload_limit, show_error=True,
+               footer_links=[] if args.study_only else None,
+               app_kwargs={"middleware": [guard], "routes": [images.route()]})

@@ -13,7 +13,7 @@ from model.profiling import Cost
 from model.weights import locate
 from study.store import Store, default_url
 
-from .storage import ImageStore, ResultCache
+from .storage import ImageStore, Quota, ResultCache
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,8 @@ class Settings:
     stylisations run at once on the device; admin_password: opens the study results page (None: disabled);
     vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit);
     enrolments_per_hour: participants one address may enrol in one study per hour (0: no limit);
-    study_only: serve the study and its results only (nothing that makes or names images)."""
+    study_only: serve the study and its results only (nothing that makes or names images);
+    storage_quota_mb: the most that stored images and cached results may take in data_dir."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -36,6 +37,7 @@ class Settings:
     votes_per_minute: int = 600
     enrolments_per_hour: int = 20
     study_only: bool = False
+    storage_quota_mb: int = 4096
 
     @property
     def torch_device(self):
@@ -63,8 +65,9 @@ class Arena:
         self.settings = settings
         self.status = available_methods(settings.weights_dir)
         data = Path(settings.data_dir)
-        self.images = ImageStore(data / "images")
-        self.results = ResultCache(data / "results")
+        quota = Quota(settings.storage_quota_mb * 2**20, data / "images", data / "results")
+        self.images = ImageStore(data / "images", quota)
+        self.results = ResultCache(data / "results", quota)
         self.store = Store(settings.database or default_url(data))
         self.encoder = None  # the VGG for the metrics, loaded on first use
         self.warm = threading.Event()  # set when the example pairs are precomputed (demo.warmup)

@@ -31,6 +31,18 @@ def mark(content, point):
     return img
 
 
+def click_position(index, image):
+    """The clicked (x, y) pixel of `image`, checked: the event can be sent by anyone, not only the page."""
+    if not (isinstance(index, (list, tuple)) and len(index) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in index)):
+        raise gr.Error("Click a point of the content photo.")
+    x, y = index
+    width, height = image.size
+    if not (0 <= x < width and 0 <= y < height):
+        raise gr.Error(f"Click inside the content photo: it is {width}x{height} px.")
+    return x, y
+
+
 def build_explorer_tab(arena, content_input, style_input):
     settings = arena.settings
     gr.Markdown("Click a point of the content photo. The maps show where that position looks in the "
@@ -60,8 +72,9 @@ def build_explorer_tab(arena, content_input, style_input):
     def explore(content, style, evt: gr.SelectData):
         if content is None or style is None:
             raise gr.Error("Choose a content photo and a style painting in the Compare tab first.")
+        x, y = click_position(evt.index, content)
+        style = show(style)  # the page sends it at SIZE; a direct call could send any size
         net = cached_method("a2k_free", settings.weights_dir, settings.torch_device)
-        x, y = evt.index
         content, style = content.convert("RGB"), style.convert("RGB")
         c, s = (to_tensor(img, settings.torch_device) for img in (content, style))
         result = attention_maps(net, c, s, (x, y))

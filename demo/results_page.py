@@ -1,10 +1,13 @@
 """The admin results page (/results): the live analysis of a study and its raw votes as CSV.
 
 Disabled unless the app runs with the environment variable ADMIN_PASSWORD set. The event handler
-checks the password on every call, so the API refuses exactly as the page does."""
+checks the password on every call, so the API refuses exactly as the page does; after a few wrong
+passwords from one address, that address is locked out for a while (demo.security.Lockout).
+The CSV export is written with private permissions into Gradio's cache, whose cleanup deletes it."""
 import hmac
 import math
-import tempfile
+import os
+import secrets
 from pathlib import Path
 
 import gradio as gr
@@ -13,17 +16,37 @@ import pandas as pd
 from study.analysis import AnalysisError, Rules, analyze
 from study.store import STUDY_NAME, StudyError, load_participants, load_votes
 
+from .security import Lockout
 from .study_page import DEFAULT_STUDY
 
 DISABLED = "The results view is disabled: start the app with the environment variable ADMIN_PASSWORD set."
+MIN_PASSWORD = 12  # the app refuses to start with a shorter ADMIN_PASSWORD
+MAX_PASSWORD = 256
 
 
-def check_password(expected, given):
-    """Raise gr.Error unless `given` is the admin password (constant-time comparison)."""
+def check_password(expected, given, lockout, address):
+    """Raise gr.Error unless `given` is the admin password (constant-time comparison) and `address`
+    is not locked out after too many wrong ones."""
     if not expected:
         raise gr.Error(DISABLED)
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), expected.encode()):
+    wait_s = lockout.wait_s(address)
+    if wait_s:
+        raise gr.Error(f"Too many wrong passwords from your network: try again in {math.ceil(wait_s / 60)} min.")
+    if (not isinstance(given, str) or len(given) > MAX_PASSWORD
+            or not hmac.compare_digest(given.encode(), expected.encode())):
+        lockout.failed(address)
         raise gr.Error("Wrong password: type the ADMIN_PASSWORD the app was started with.")
+    lockout.succeeded(address)
+
+
+def private_csv(votes, folder, name):
+    """votes as CSV in a new folder under `folder` (Gradio's cache) that only this user can read."""
+    path = Path(folder) / secrets.token_hex(16) / name
+    path.parent.mkdir(mode=0o700, parents=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", newline="") as f:
+        votes.to_csv(f, index=False)
+    return path
 
 
 def summary_markdown(study, r):
@@ -36,12 +59,13 @@ def summary_markdown(study, r):
 def build_results_page(arena):
     """Lays out the results page inside the current route and wires its one event."""
     expected = arena.settings.admin_password
+    lockout = Lockout()
     gr.Navbar(visible="hidden")
     gr.Markdown("# Study results")
     if not expected:
         gr.Markdown(DISABLED)
     with gr.Row():
-        password = gr.Textbox(label="Admin password", type="password")
+        password = gr.Textbox(label="Admin password", type="password", max_length=MAX_PASSWORD)
         study = gr.Textbox(label="Study", value=DEFAULT_STUDY, max_length=100)
         max_failures = gr.Number(0, label="Exclude participants failing more catch trials than", precision=0,
                                  minimum=0)
@@ -58,16 +82,15 @@ def build_results_page(arena):
         catch = gr.Dataframe(interactive=False)
     csv = gr.File(label="Raw votes (CSV)")
 
-    def results(given, name, max_catch_failures):
-        check_password(expected, given)
+    def results(given, name, max_catch_failures, request: gr.Request):
+        check_password(expected, given, lockout, request.client.host if request.client else "")
         if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
             raise gr.Error("Type a study name: letters, digits, '_', '-' or '.'.")
         try:
             votes, participants = load_votes(arena.store, name), load_participants(arena.store, name)
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc
-        path = Path(tempfile.mkdtemp(prefix="votes-")) / f"{name}-votes.csv"
-        votes.to_csv(path, index=False)
+        path = private_csv(votes, csv.GRADIO_CACHE, f"{name}-votes.csv")
         try:
             r = analyze(votes, participants, Rules(int(max_catch_failures or 0), keep_incomplete=True))
         except AnalysisError as exc:

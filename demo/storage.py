@@ -2,12 +2,15 @@
 
     DATA/images/ab/abcdef....png      every input and output, named by the sha256 of its PNG bytes
     DATA/results/<key>.json           {"output": sha256, "seconds": float, "peak_mib": float | null}
-"""
+
+Both share a Quota: the bytes they hold are counted once at start and on every write, and a write
+that would pass the limit is refused (StorageError) before anything is written."""
 import hashlib
 import io
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -44,11 +47,34 @@ def served_copy(data, cache_dir, name=None):
     return path
 
 
+class Quota:
+    """At most `limit_bytes` in the files under `roots` (which only this process writes to)."""
+
+    def __init__(self, limit_bytes, *roots):
+        self.limit = limit_bytes
+        self.used = sum(p.stat().st_size for root in roots for p in Path(root).rglob("*") if p.is_file())
+        self._lock = threading.Lock()
+
+    def write(self, path, data):
+        """atomic_write, if the quota has room for `data`; else StorageError and nothing written."""
+        with self._lock:
+            if self.used + len(data) > self.limit:
+                raise StorageError("its storage for new images is full: come back later")
+            self.used += len(data)
+        try:
+            atomic_write(path, data)
+        except StorageError:
+            with self._lock:
+                self.used -= len(data)
+            raise
+
+
 class ImageStore:
     """PNG files under `root`, addressed by the sha256 of their bytes."""
 
-    def __init__(self, root):
+    def __init__(self, root, quota):
         self.root = Path(root)
+        self.quota = quota
 
     def path(self, sha256):
         return self.root / sha256[:2] / f"{sha256}.png"
@@ -60,7 +86,7 @@ class ImageStore:
         data = buf.getvalue()
         sha = hashlib.sha256(data).hexdigest()
         if not self.path(sha).exists():
-            atomic_write(self.path(sha), data)
+            self.quota.write(self.path(sha), data)
         return sha
 
     def get(self, sha256):
@@ -71,8 +97,9 @@ class ImageStore:
 class ResultCache:
     """Stylisation results by a key made from everything that determines them."""
 
-    def __init__(self, root):
+    def __init__(self, root, quota):
         self.root = Path(root)
+        self.quota = quota
 
     @staticmethod
     def key(**fields):
@@ -85,4 +112,4 @@ class ResultCache:
             return None
 
     def put(self, key, record):
-        atomic_write(self.root / f"{key}.json", json.dumps(record).encode())
+        self.quota.write(self.root / f"{key}.json", json.dumps(record).encode())

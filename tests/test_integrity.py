@@ -26,8 +26,12 @@ from .study_fixtures import db_url, postgres_server  # noqa: F401
 METHOD_WORDS = ("a2k", "all2all", "adain", "catch")
 
 
+LOCAL_PROXY = {"TRUSTED_PROXIES": "127.0.0.1"}  # the tests play a reverse proxy on this host
+
+
 def connect(server, address, **link):
-    """A study client whose requests come from `address`; images stay on the server (FileData dicts)."""
+    """A study client whose requests come from `address` (X-Forwarded-For, believed from 127.0.0.1
+    when the app runs with LOCAL_PROXY); images stay on the server (FileData dicts)."""
     return Client(server.url, verbose=False, headers={"X-Forwarded-For": address}, download_files=False,
                   httpx_kwargs={"params": {"page": "study", **link}})
 
@@ -58,7 +62,8 @@ def count_votes(database):
 def test_vote_rate_limits_per_participant_and_per_address(tmp_path):
     """2 s between a participant's votes, 3 votes a minute and 3 enrolments an hour per address (tiny limits,
     to hit them)."""
-    server = App(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3", "ENROLMENTS_PER_HOUR": "3"}).start()
+    server = App(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3", "ENROLMENTS_PER_HOUR": "3",
+                                **LOCAL_PROXY}).start()
     try:
         a, b, c, d = (connect(server, "127.0.0.21") for _ in range(4))
         other = connect(server, "127.0.0.22")
@@ -114,7 +119,7 @@ def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F81
     raw = {"PROLIFIC_PID": secrets.token_hex(12), "STUDY_ID": secrets.token_hex(12),
            "SESSION_ID": secrets.token_hex(12)}
     address = "127.83.19.201"
-    server = App(tmp_path, "--database", db_url, env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": ""}).start()
+    server = App(tmp_path, "--database", db_url, env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": "", **LOCAL_PROXY}).start()
     try:
         client = connect(server, address, **raw)
         _, s = enrol(client)

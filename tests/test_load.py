@@ -63,7 +63,7 @@ def test_concurrent_participants_on_postgresql(tmp_path, postgres_server):  # no
 
 
 def test_stylisation_flood_is_queued_in_bounded_memory(tmp_path):
-    app = App(tmp_path).start()
+    app = App(tmp_path, env=limits_env(8)).start()  # 8 visitors, all from 127.0.0.1
     try:
         figures = flood(app, FLOOD)
     finally:
@@ -79,7 +79,7 @@ def test_the_same_result_images_to_many_at_once_arrive_whole(tmp_path):
     arrives whole. Gradio rewrites a PIL image output in place into one cache file per image on every
     response, and downloads running meanwhile came back cut short (3 of 48 in a trial run, before the
     app served its images from files written once: demo.storage.served_copy)."""
-    app = App(tmp_path).start()
+    app = App(tmp_path, env=limits_env(8)).start()  # 8 visitors, all from 127.0.0.1
 
     def visitor(i):
         client = Client(app.url, verbose=False, download_files=str(tmp_path / f"visitor{i}"))

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from bench.server import ROOT, App
 from demo.results_page import check_password
+from demo.security import Lockout
 from demo.study_images import StudyImages
 from demo.study_page import SAMPLE, SCREEN, register_sample
 from study.prepare import register
@@ -296,7 +297,7 @@ def test_results_need_the_admin_password(server):
 
 def test_results_are_disabled_without_a_password():
     with pytest.raises(Exception, match="disabled"):
-        check_password(None, "")
+        check_password(None, "", Lockout(), "127.0.0.1")
 
 
 def test_catch_images_cannot_be_told_apart_by_bytes_or_size(tmp_path):
