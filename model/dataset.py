@@ -19,7 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from .images import open_image
-from .weights import sha256
+from .files import sha256_file
 
 FOLDERS = ("contents", "styles")
 
@@ -27,7 +27,7 @@ FOLDERS = ("contents", "styles")
 def fingerprints(folder):
     """(file names, sha256 digests) of every file under `folder`, recursive."""
     files = [p for p in Path(folder).rglob("*") if p.is_file()]
-    return {p.name for p in files}, {sha256(p) for p in files}
+    return {p.name for p in files}, {sha256_file(p) for p in files}
 
 
 def read_sources(source):
@@ -60,7 +60,7 @@ def assemble(sources, exclude, out, shorter_side=None, quality=90):
         columns += [c for c in fields if c not in columns]
         for rel, row in listed.items():
             folder, path = Path(rel).parts[0], source / rel
-            if folder not in FOLDERS or path.name in names or sha256(path) in digests:
+            if folder not in FOLDERS or path.name in names or sha256_file(path) in digests:
                 continue
             name = path.name if shorter_side is None else path.with_suffix(".jpg").name
             dst = Path(out) / folder / name
