@@ -18,8 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .images import open_image
 from .files import sha256_file
+from .images import open_image
 
 FOLDERS = ("contents", "styles")
 
