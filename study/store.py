@@ -544,6 +544,16 @@ def _draw_trials(design, n_trials, catch_rate, rng):
     return sequence
 
 
+@contextmanager
+def opened(source):
+    """The Store for `source`: a Store as it is, or a URL / SQLite path opened now and closed after."""
+    if isinstance(source, Store):
+        yield source
+    else:
+        with Store(source) as store:
+            yield store
+
+
 def load_votes(source, study):
     """One row per vote of `study` (source: a Store, a URL or a SQLite path), in voting order.
     Columns: participant (int), trial (int), position, content, style, left_method, right_method,
@@ -551,30 +561,25 @@ def load_votes(source, study):
     the intact image was chosen; NA off catch trials), response_time_ms (Int64, the browser's),
     server_time_ms (Int64, the server's), repeat_attempt (the participant's PROLIFIC_PID had voted in
     another browser before: see Store.new_participant), created_at (UTC)."""
-    store = source if isinstance(source, Store) else Store(source)
     left, right = stimuli.alias("l"), stimuli.alias("r")
-    try:
-        with store._read() as conn:
-            study_id = store._study(conn, study)["id"]
-            rows = conn.execute(
-                select(participants.c.id.label("participant"), trials.c.id.label("trial"), trials.c.position,
-                       left.c.content_name.label("content"), left.c.style_name.label("style"),
-                       left.c.method.label("left_method"), right.c.method.label("right_method"),
-                       votes.c.choice, trials.c.is_catch, trials.c.catch_side, votes.c.response_time_ms,
-                       votes.c.server_time_ms, participants.c.repeat_of.is_not(None).label("repeat_attempt"),
-                       votes.c.created_at)
-                .select_from(votes)
-                .join(trials, trials.c.id == votes.c.trial_id)
-                .join(participants, participants.c.id == trials.c.participant_id)
-                .join(left, left.c.id == trials.c.left_stimulus_id)
-                .join(right, right.c.id == trials.c.right_stimulus_id)
-                .where(participants.c.study_id == study_id)
-                .order_by(votes.c.id)
-            ).mappings()
-            rows = [dict(r) for r in rows]
-    finally:
-        if store is not source:
-            store.close()
+    with opened(source) as store, store._read() as conn:
+        study_id = store._study(conn, study)["id"]
+        rows = conn.execute(
+            select(participants.c.id.label("participant"), trials.c.id.label("trial"), trials.c.position,
+                   left.c.content_name.label("content"), left.c.style_name.label("style"),
+                   left.c.method.label("left_method"), right.c.method.label("right_method"),
+                   votes.c.choice, trials.c.is_catch, trials.c.catch_side, votes.c.response_time_ms,
+                   votes.c.server_time_ms, participants.c.repeat_of.is_not(None).label("repeat_attempt"),
+                   votes.c.created_at)
+            .select_from(votes)
+            .join(trials, trials.c.id == votes.c.trial_id)
+            .join(participants, participants.c.id == trials.c.participant_id)
+            .join(left, left.c.id == trials.c.left_stimulus_id)
+            .join(right, right.c.id == trials.c.right_stimulus_id)
+            .where(participants.c.study_id == study_id)
+            .order_by(votes.c.id)
+        ).mappings()
+        rows = [dict(r) for r in rows]
     columns = ["participant", "trial", "position", "content", "style", "left_method", "right_method",
                "choice", "is_catch", "catch_side", "response_time_ms", "server_time_ms", "repeat_attempt", "created_at"]
     df = pd.DataFrame(rows, columns=columns)
@@ -597,25 +602,20 @@ def load_participants(source, study):
     enrolment order. Columns: participant (int, as in load_votes), enrolled_at (UTC), n_trials
     (assigned, catch trials included), n_votes, completed (a vote on every assigned trial), and
     external_key (the salted hash of PROLIFIC_PID, None without one; compare with Store.hash_id)."""
-    store = source if isinstance(source, Store) else Store(source)
-    try:
-        with store._read() as conn:
-            study_id = store._study(conn, study)["id"]
-            rows = conn.execute(
-                select(participants.c.id.label("participant"), participants.c.created_at.label("enrolled_at"),
-                       func.count(trials.c.id).label("n_trials"), func.count(votes.c.id).label("n_votes"),
-                       participants.c.external_key)
-                .select_from(participants)
-                .outerjoin(trials, trials.c.participant_id == participants.c.id)
-                .outerjoin(votes, votes.c.trial_id == trials.c.id)
-                .where(participants.c.study_id == study_id)
-                .group_by(participants.c.id, participants.c.created_at, participants.c.external_key)
-                .order_by(participants.c.id)
-            ).mappings()
-            rows = [dict(r) for r in rows]
-    finally:
-        if store is not source:
-            store.close()
+    with opened(source) as store, store._read() as conn:
+        study_id = store._study(conn, study)["id"]
+        rows = conn.execute(
+            select(participants.c.id.label("participant"), participants.c.created_at.label("enrolled_at"),
+                   func.count(trials.c.id).label("n_trials"), func.count(votes.c.id).label("n_votes"),
+                   participants.c.external_key)
+            .select_from(participants)
+            .outerjoin(trials, trials.c.participant_id == participants.c.id)
+            .outerjoin(votes, votes.c.trial_id == trials.c.id)
+            .where(participants.c.study_id == study_id)
+            .group_by(participants.c.id, participants.c.created_at, participants.c.external_key)
+            .order_by(participants.c.id)
+        ).mappings()
+        rows = [dict(r) for r in rows]
     df = pd.DataFrame(rows, columns=["participant", "enrolled_at", "n_trials", "n_votes", "external_key"])
     df["enrolled_at"] = pd.to_datetime(df["enrolled_at"], utc=True)
     df[["n_trials", "n_votes"]] = df[["n_trials", "n_votes"]].astype(int)
