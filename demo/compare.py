@@ -93,7 +93,7 @@ def build_compare_tab(arena):
             style_sha = arena.images.put(shrink(style_img, settings.size_cap))
             results = []
             for i, m in enumerate((left_method, right_method)):
-                progress(i / 2, desc=f"Running {arena.label(m)}")
+                progress(i / 2, desc=arena.progress_text((left_method, right_method)[i:], size_px))
                 results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors))
             images = [served_copy(arena.images.path(r.sha256).read_bytes(), out_left.GRADIO_CACHE) for r in results]
         except (ImageError, ValueError) as exc:
