@@ -69,5 +69,6 @@ def compare(content_image, style_image, methods, size=512, alpha=1.0, preserve_c
     Content and style are encoded once for all methods whose encoders hold the same weights
     (through `cache`, or a cache for this call when None)."""
     cache = FeatureCache() if cache is None else cache
-    return [stylize(content_image, style_image, m, size, alpha, preserve_color, weights_dir, device, style_size, cache)
+    content, style = resized_pair(content_image, style_image, size, style_size)  # once: stylize then keeps them
+    return [stylize(content, style, m, size, alpha, preserve_color, weights_dir, device, style_size, cache)
             for m in methods]
