@@ -30,7 +30,8 @@ class Settings:
     enrolments_per_hour: participants one address may enrol in one study per hour (0: no limit);
     study_only: serve the study and its results only (nothing that makes or names images);
     feature_cache_mib: the bound of the shared encoder-feature cache (a 512 px painting takes about 95 MiB);
-    warm_gallery: encode the gallery paintings into that cache at startup, in a background thread."""
+    warm_gallery: encode the gallery paintings into that cache at startup, in a background thread
+    (off by default: it holds about 1.1 GiB more, over tests/test_load.py's 256 MiB growth bound)."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -44,7 +45,7 @@ class Settings:
     enrolments_per_hour: int = 20
     study_only: bool = False
     feature_cache_mib: int = 2048
-    warm_gallery: bool = True
+    warm_gallery: bool = False
 
     @property
     def torch_device(self):
