@@ -118,10 +118,13 @@ class Arena:
             return text
         return text + (f", about {seconds:.0f} s left" if seconds < 90 else f", about {seconds / 60:.0f} min left")
 
-    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=STYLE_SIZE):
+    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
         """The stored output for these inputs and settings, computed once (content-addressed); the
         encoder features go through the shared cache, so the other method of a comparison, another
-        alpha or a gallery painting does not encode again."""
+        alpha or a gallery painting does not encode again. style_size: the style's long side (default:
+        min(STYLE_SIZE, size), so a small output never pays for a 512 px style; tests/test_load.py's
+        memory bound holds only then)."""
+        style_size = style_size or min(STYLE_SIZE, size)
         key = self.results.key(content=content_sha, style=style_sha, method=method, size=size, alpha=alpha,
                                preserve_color=preserve_color, device=self.settings.torch_device.type,
                                weights=self.fingerprint(method), style_size=style_size)
