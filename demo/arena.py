@@ -1,18 +1,23 @@
 """What the demo's tabs share: the methods that can run, stored images, cached results, the votes."""
 import secrets
+import statistics
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from model.features import FeatureCache
+from model.images import open_image
 from model.methods import METHODS, available_methods, default_device
 from model.metrics import evaluate_pair, load_encoder
-from model.pipeline import cached_method, stylize
+from model.pipeline import STYLE_SIZE, cached_method, encode, resized_pair, stylize
 from model.profiling import Cost
 from model.weights import locate
 from study.store import Store, default_url
 
+from .gallery import example_paths
 from .storage import ImageStore, Quota, ResultCache
 
 
@@ -24,7 +29,10 @@ class Settings:
     vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit);
     enrolments_per_hour: participants one address may enrol in one study per hour (0: no limit);
     study_only: serve the study and its results only (nothing that makes or names images);
-    storage_quota_mb: the most that stored images and cached results may take in data_dir."""
+    storage_quota_mb: the most that stored images and cached results may take in data_dir;
+    feature_cache_mib: the bound of the shared encoder-feature cache (a 512 px painting takes about 95 MiB);
+    warm_gallery: encode the gallery paintings into that cache at startup, in a background thread
+    (off by default: it holds about 1.1 GiB more, over tests/test_load.py's 256 MiB growth bound)."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -38,6 +46,8 @@ class Settings:
     enrolments_per_hour: int = 20
     study_only: bool = False
     storage_quota_mb: int = 4096
+    feature_cache_mib: int = 2048
+    warm_gallery: bool = False
 
     @property
     def torch_device(self):
@@ -71,6 +81,11 @@ class Arena:
         self.store = Store(settings.database or default_url(data))
         self.encoder = None  # the VGG for the metrics, loaded on first use
         self.warm = threading.Event()  # set when the example pairs are precomputed (demo.warmup)
+        self.features = FeatureCache(settings.feature_cache_mib << 20)
+        self.device_lock = threading.Lock()  # one job at a time per process on the device: a user's waits one painting at most
+        self.throughput = Throughput()
+        if settings.warm_gallery and not settings.study_only and self.runnable():
+            threading.Thread(target=self.encode_gallery, name="gallery-features", daemon=True).start()
 
     def runnable(self):
         return [name for name, s in self.status.items() if s.available]
@@ -83,18 +98,48 @@ class Arena:
         files = [locate(wf, self.settings.weights_dir) for wf in METHODS[method].all_files().values()]
         return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
-    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color):
-        """The stored output for these inputs and settings, computed once (content-addressed)."""
+    def encode_gallery(self):
+        """Puts the gallery paintings' encoder features (at STYLE_SIZE) into the feature cache, one
+        painting at a time between user jobs, and measures the encoder's throughput on the way."""
+        net = cached_method(self.runnable()[0], self.settings.weights_dir, self.settings.torch_device)
+        for path in example_paths("styles"):
+            _, style = resized_pair(open_image(path), open_image(path), STYLE_SIZE)
+            with self.device_lock, Cost(self.settings.torch_device) as cost:
+                encode(net, style, self.features)
+            self.throughput.encoded(style.size, cost.seconds)
+
+    def estimate(self, methods, size):
+        """Estimated seconds for a comparison of `methods` at output long side `size` (px), from the
+        measured throughput, or None before anything was measured."""
+        return self.throughput.estimate(methods, size)
+
+    def progress_text(self, methods, size):
+        """What a progress bar says while the first of `methods` runs: "Running A2K (training-free),
+        about 4 s left" (the estimate for all of `methods`; no estimate before anything was measured)."""
+        text = f"Running {self.label(methods[0])}"
+        seconds = self.estimate(methods, size)
+        if seconds is None:
+            return text
+        return text + (f", about {seconds:.0f} s left" if seconds < 90 else f", about {seconds / 60:.0f} min left")
+
+    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
+        """The stored output for these inputs and settings, computed once (content-addressed); the
+        encoder features go through the shared cache, so the other method of a comparison, another
+        alpha or a gallery painting does not encode again. style_size: the style's long side (default:
+        min(STYLE_SIZE, size), so a small output never pays for a 512 px style; tests/test_load.py's
+        memory bound holds only then)."""
+        style_size = style_size or min(STYLE_SIZE, size)
         key = self.results.key(content=content_sha, style=style_sha, method=method, size=size, alpha=alpha,
                                preserve_color=preserve_color, device=self.settings.torch_device.type,
-                               weights=self.fingerprint(method))
+                               weights=self.fingerprint(method), style_size=style_size)
         record = self.results.get(key)
         if record and self.images.path(record["output"]).exists():
             return Result(record["output"], record["seconds"], record["peak_mib"], True)
         net = cached_method(method, self.settings.weights_dir, self.settings.torch_device)
         content, style = self.images.get(content_sha), self.images.get(style_sha)
-        with Cost(self.settings.torch_device) as cost:
-            output = stylize(content, style, net, size, alpha, preserve_color)
+        with self.device_lock, Cost(self.settings.torch_device) as cost:
+            output = stylize(content, style, net, size, alpha, preserve_color, style_size=style_size, cache=self.features)
+        self.throughput.ran(method, output.size, cost.seconds)
         sha = self.images.put(output)
         self.results.put(key, {"output": sha, "seconds": cost.seconds, "peak_mib": cost.mib})
         return Result(sha, cost.seconds, cost.mib, False)
@@ -110,3 +155,45 @@ class Arena:
     @staticmethod
     def new_token():
         return secrets.token_urlsafe(16)
+
+
+class Throughput:
+    """Measured speed for time estimates: seconds per output megapixel of each method's last runs
+    (a run that encoded both images costs more than one that found them cached; the estimate is
+    their median), and before any run, the encoder's seconds per megapixel from the gallery warm-up
+    (a method costs about an encoding of the content for the decoder plus its share of the
+    encodings: the VGG decoder mirrors the encoder)."""
+
+    RUNS = 5
+    ASPECT = 3 / 4  # outputs are assumed 4:3 when estimating
+
+    def __init__(self):
+        self.method_rates = {}  # method -> deque of seconds per output megapixel
+        self.encoder_rates = deque(maxlen=self.RUNS)
+        self.lock = threading.Lock()
+
+    def ran(self, method, output_size, seconds):
+        with self.lock:
+            self.method_rates.setdefault(method, deque(maxlen=self.RUNS)).append(seconds / megapixels(output_size))
+
+    def encoded(self, image_size, seconds):
+        with self.lock:
+            self.encoder_rates.append(seconds / megapixels(image_size))
+
+    def estimate(self, methods, size):
+        mp = size * size * self.ASPECT / 1e6
+        with self.lock:
+            rates = {m: statistics.median(r) for m, r in self.method_rates.items()}
+            encoder = statistics.median(self.encoder_rates) if self.encoder_rates else None
+        fallback = statistics.median(rates.values()) if rates else None
+        if encoder is not None and fallback is None:
+            style_mp = STYLE_SIZE * STYLE_SIZE * self.ASPECT / 1e6
+            return encoder * (mp * (1 + len(methods)) + style_mp)
+        if fallback is None:
+            return None
+        return sum(rates.get(m, fallback) for m in methods) * mp
+
+
+def megapixels(size):
+    """(width, height) in px -> megapixels."""
+    return size[0] * size[1] / 1e6

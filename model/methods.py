@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .baselines import AdaAttNNet, AdaINNet, SANetNet
+from .precision import memory_format
 from .stya2k import StyA2K
 from .training_free import TrainingFree
 from .weights import ADAIN_DECODER, OFFICIAL, TRAINED, VGG, load_into, locate
@@ -90,7 +91,8 @@ def check_device(name):
 
 
 def load_method(name, weights_dir=None, device=None):
-    """The method's network in eval mode on `device` (default: CUDA if present).
+    """The method's network in eval mode on `device` (default: CUDA if present), its weights in
+    `precision.memory_format(device)` (channels_last on the CPU).
 
     forward(content, style, alpha=1.0): (B, 3, H, W) floats in [0, 1] -> raw decoder output (B, 3, H, W).
     Raises WeightsError naming any missing or wrong file, ValueError for an unknown name."""
@@ -98,7 +100,8 @@ def load_method(name, weights_dir=None, device=None):
     net = method.build()
     for attr, wf in method.all_files().items():
         load_into(net.get_submodule(attr), wf, weights_dir, allow_extra=wf is VGG)
-    return net.eval().to(device or default_device())
+    device = torch.device(device or default_device())
+    return net.eval().to(device, memory_format=memory_format(device))
 
 
 def layouts():

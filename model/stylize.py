@@ -10,10 +10,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .features import FeatureCache
 from .files import image_files, output_name
 from .images import ImageError, open_image
 from .methods import METHODS, load_method
-from .pipeline import stylize
+from .pipeline import STYLE_SIZE, stylize
 from .weights import WeightsError
 
 
@@ -23,6 +24,8 @@ def main(argv=None):
     parser.add_argument("--style", required=True, help="an image or a folder of images")
     parser.add_argument("--method", action="append", required=True, choices=list(METHODS), help="repeat for several")
     parser.add_argument("--size", type=int, default=512, help="long side in pixels (default 512)")
+    parser.add_argument("--style-size", type=int, default=STYLE_SIZE,
+                        help=f"style long side in pixels, whatever --size is (default {STYLE_SIZE}; 0: same as --size)")
     parser.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1]")
     parser.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
     parser.add_argument("--weights-dir", help="folder with official checkpoints (see python -m model.check_weights)")
@@ -48,6 +51,7 @@ def main(argv=None):
                 tqdm.write(f"skipping {path}: {exc}")
         return None
 
+    cache = FeatureCache()  # each content and style is encoded once for all methods (same VGG weights)
     done = skipped = failed = 0
     for content, style, method in tqdm(jobs, desc="stylising", unit="image"):
         target = args.out / output_name(content, style, method)
@@ -58,7 +62,8 @@ def main(argv=None):
         if content_img is None or style_img is None:
             continue
         try:
-            image = stylize(content_img, style_img, nets[method], args.size, args.alpha, args.preserve_color)
+            image = stylize(content_img, style_img, nets[method], args.size, args.alpha, args.preserve_color,
+                              style_size=args.style_size or None, cache=cache)
         except ImageError as exc:  # readable, but unusable at this size (too elongated)
             tqdm.write(f"skipping {content.name} x {style.name}: {exc}")
             failed += 1

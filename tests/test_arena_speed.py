@@ -1,0 +1,31 @@
+"""The demo's comparison path: features shared through the arena's cache, time estimates."""
+import numpy as np
+from PIL import Image
+
+from demo.arena import Arena, Settings, Throughput
+
+
+def test_a_comparison_encodes_each_image_once_and_caches_results(tmp_path):
+    arena = Arena(Settings(device="cpu", data_dir=str(tmp_path), warm_gallery=False))
+    rng = np.random.default_rng(0)
+    content = arena.images.put(Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)))
+    style = arena.images.put(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    assert arena.estimate(["a2k_free", "all2all_free"], 96) is None
+    first = arena.stylize(content, style, "a2k_free", 96, 1.0, False, style_size=64)
+    second = arena.stylize(content, style, "all2all_free", 96, 1.0, False, style_size=64)
+    assert not first.cached and not second.cached
+    assert (arena.features.misses, arena.features.hits) == (2, 2)  # content and style encoded once
+    arena.stylize(content, style, "a2k_free", 96, 0.5, False, style_size=64)  # another alpha: no encoding
+    assert arena.features.misses == 2
+    assert arena.stylize(content, style, "a2k_free", 96, 1.0, False, style_size=64).cached
+    assert arena.estimate(["a2k_free", "all2all_free"], 96) > 0
+    assert arena.progress_text(["all2all_free"], 96).startswith("Running all-to-all (training-free), about ")
+
+
+def test_estimates_come_from_measured_throughput():
+    rates = Throughput()
+    assert rates.estimate(["a"], 1000) is None
+    rates.encoded((1000, 1000), 2.0)  # 2 s per megapixel through the encoder
+    assert abs(rates.estimate(["a", "b"], 1000) - 2.0 * (0.75 * 3 + 512 * 512 * 0.75 / 1e6)) < 1e-9
+    rates.ran("a", (1000, 750), 3.0)  # 4 s per output megapixel
+    assert abs(rates.estimate(["a", "b"], 1000) - 2 * 4.0 * 0.75) < 1e-9  # b falls back on a's rate
