@@ -15,7 +15,7 @@ HOST = "127.0.0.1"  # every launched app listens on the loopback interface only
 SETTINGS_ENV = ("WEIGHTS_DIR", "DEVICE", "DATA_DIR", "DATABASE_URL", "MAX_SIZE", "MAX_JOBS", "HOST", "PORT",
                 "ADMIN_PASSWORD", "VOTE_INTERVAL_MS", "VOTES_PER_MINUTE", "ENROLMENTS_PER_HOUR", "STUDY_ONLY",
                 "STUDY_SALT", "TRUSTED_PROXIES", "QUEUE_SIZE", "QUEUE_PER_CLIENT", "MAX_UPLOAD_MB", "UPLOAD_QUOTA_MB",
-                "STORAGE_QUOTA_MB")
+                "STORAGE_QUOTA_MB", "WARM_UP")
 
 
 def free_port():
@@ -51,7 +51,9 @@ class App:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}/"
         self.args = ["--host", HOST, "--port", str(self.port), "--data-dir", str(self.data_dir), *args]
-        self.env = {**{k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}, **(env or {})}
+        # no warm-up of the example pairs unless asked for (env WARM_UP=1): its background stylisations
+        # would compete with the test for the cores and write files while a test counts them
+        self.env = {**{k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}, "WARM_UP": "0", **(env or {})}
         self.log = self.data_dir / "server.log"
         self.process = None
 

@@ -95,6 +95,8 @@ def parse(argv=None):
                         help="participants one network address may enrol in one study per hour (0: no limit)")
     parser.add_argument("--study-only", action="store_true", default=env("STUDY_ONLY", "") not in ("", "0"),
                         help="serve the study (/study) and its results (/results) only")
+    parser.add_argument("--warm-up", type=int, choices=(0, 1), default=env("WARM_UP", "1"),
+                        help="1: stylise the example pairs with every method at start, in the background; 0: do not")
     parser.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""),
                         help="comma-separated addresses or networks of your reverse proxies: only their "
                              "X-Forwarded-For is believed (default: none, the peer address is used)")
@@ -138,7 +140,7 @@ def main(argv=None):
         sys.exit(f"python app.py: error: {exc}")
     register_sample(arena.store)
     images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
-    if not args.study_only:
+    if args.warm_up and not args.study_only:
         start_warmup(arena)
     app = build(arena, images)
     upload_limit = args.max_upload_mb * 2**20

@@ -39,7 +39,7 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("arena")
     with Store(data / "arena.db") as store:
         plant_votes(store)
-    app = App(data, "--max-size", "160").start()
+    app = App(data, "--max-size", "160", env={"WARM_UP": "1"}).start()
     deadline = time.monotonic() + 300
     while "warm-up: " not in app.log.read_text():
         assert time.monotonic() < deadline, app.log.read_text()[-2000:]

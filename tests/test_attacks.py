@@ -250,7 +250,7 @@ def test_a_stylisation_flood_leaves_the_study_answering(server):
 
     def flood(client):
         session = secrets.token_hex(8)
-        response = join(client, stylize, [content, style, "a2k_free", "all2all_free", *next(settings)], session)
+        response = join(client, stylize, [content, style, "a2k_free", "all2all_free", *next(settings), None], session)
         if response.status_code == 200:
             accepted.append((session, response.json()["event_id"]))
         else:
@@ -280,7 +280,7 @@ def test_a_stylisation_flood_leaves_the_study_answering(server):
                 client.post("gradio_api/cancel", json={"session_hash": session, "fn_index": stylize["id"],
                                                        "event_id": event_id})
             session = secrets.token_hex(8)  # one more, queued last: when it is done, the flood is over
-            event_id = join(client, stylize, [content, style, "a2k_free", "all2all_free", 128, 1.0, False],
+            event_id = join(client, stylize, [content, style, "a2k_free", "all2all_free", 128, 1.0, False, None],
                             session).raise_for_status().json()["event_id"]
             assert completed(client, session, event_id, timeout=180)["success"]
 

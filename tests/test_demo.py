@@ -17,7 +17,7 @@ STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("arena")
-    server = App(data, "--max-size", "512").start()
+    server = App(data, "--max-size", "512", env={"VOTE_INTERVAL_MS": "0"}).start()  # duplicates, not rate limits
     server.data = data
     yield server
     server.stop()

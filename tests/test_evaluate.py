@@ -42,7 +42,8 @@ def test_cli_writes_metrics_tables_and_grid(folders, tmp_path, capsys):
     assert list(summary.columns) == ["method", "label", "pairs", "content_loss", "style_loss", "ssim",
                                      "median_time_s", "peak_rss_mib"]
     assert list(summary["method"]) == METHODS and list(summary["pairs"]) == [2, 2]
-    assert (summary[["content_loss", "style_loss", "median_time_s", "peak_rss_mib"]] > 0).all().all()
+    assert (summary[["content_loss", "style_loss", "median_time_s"]] > 0).all().all()
+    assert (summary["peak_rss_mib"] >= 0).all()  # growth above the call's entry: 0 when freed memory is reused
     assert summary["ssim"].between(-1, 1).all()
 
     per_pair = pd.read_csv(out / "metrics_per_pair.csv")
