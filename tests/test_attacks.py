@@ -23,10 +23,10 @@ from PIL import Image
 
 from bench.server import ROOT, App
 from demo.security import Lockout, UploadBudget
+from demo.study_page import SCREEN
 
 PASSWORD = "attack-test-password"
 PROXY = "127.0.0.2"  # the trusted proxy's address; the tests' own connections come from 127.0.0.1
-FIELDS = ("message", "consent", "progress", "left", "right", "trial", "done")
 SECURITY_HEADERS = {"x-frame-options": "DENY", "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"}
 STORAGE_QUOTA_MB = 8
 UPLOAD_QUOTA_MB = 96
@@ -134,12 +134,17 @@ class Participant:
         result = completed(self.client, self.session, event_id)
         if not result["success"]:
             raise Refused(result["output"]["error"])
-        return dict(zip(FIELDS, result["output"]["data"])), time.monotonic() - start
+        return dict(zip(SCREEN, result["output"]["data"])), time.monotonic() - start
 
     def first_trial(self):
+        """The token of the first trial, after consent."""
         self.step("study_open", [{}])
         self.step("study_agree", [None, {}])
-        return self.step("study_start", [None])[0]["trial"]
+        return self.step("study_start", [None])[0]["trial"]["trial"]
+
+    def vote(self, trial, choice="left"):
+        """Answer `trial` as the page does (the trial block's value: token, choice, the browser's time)."""
+        return self.step("study_vote", [{"trial": trial, "choice": choice, "client_ms": 1500}, None])
 
 
 # ---- checks without the launched app ----
@@ -268,8 +273,9 @@ def test_a_stylisation_flood_leaves_the_study_answering(server):
     try:
         _, agreed = participant.step("study_agree", [None, {}])
         trial, started = participant.step("study_start", [None])
-        after, voted = participant.step("study_vote_left", [trial["trial"], None])
-        assert after["trial"] != trial["trial"] and max(agreed, started, voted) < 1, (agreed, started, voted)
+        after, voted = participant.vote(trial["trial"]["trial"])
+        assert after["trial"]["trial"] != trial["trial"]["trial"] and max(agreed, started, voted) < 1, \
+            (agreed, started, voted)
         for i in range(3):  # the queue was still full while the participant voted (a job may have ended)
             with http(server, f"192.0.2.{i}", proxy=True) as client:
                 flood(client)
@@ -291,7 +297,7 @@ def test_forwarded_for_from_an_untrusted_peer_does_not_open_more_votes(server):
     with pytest.raises(Refused, match="Too many answers came from your network"):
         for i in range(6):
             participant = Participant(server, forwarded_for=f"198.51.100.{100 + i}")
-            participant.step("study_vote_left", [participant.first_trial(), None])
+            participant.vote(participant.first_trial())
 
 
 def test_admin_lockout_after_five_wrong_passwords_per_address_and_a_private_export(server):
