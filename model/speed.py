@@ -206,6 +206,11 @@ def plot_pair(csv_path):
     ax.set_title(f"one comparison on {rows[0]['device']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
+    return save_beside(fig, csv_path)
+
+
+def save_beside(fig, csv_path):
+    """Save a matplotlib figure as the PNG beside `csv_path`; returns the PNG's path."""
     fig.tight_layout()
     target = Path(csv_path).with_suffix(".png")
     fig.savefig(target, dpi=110)
@@ -239,10 +244,7 @@ def plot(csv_path):
             ax.set_title(f"{scope}: {label} on {rows[0]['device']}")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    target = Path(csv_path).with_suffix(".png")
-    fig.savefig(target, dpi=110)
-    return target
+    return save_beside(fig, csv_path)
 
 
 def precision(weights_dir, device, sizes, out):
