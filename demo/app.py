@@ -26,7 +26,7 @@ from starlette.middleware import Middleware  # noqa: E402
 from model.methods import check_device  # noqa: E402
 from study.store import StudyError, data_dir  # noqa: E402
 
-from .arena import Arena, Settings  # noqa: E402
+from .arena import DEVICE_GROUP, Arena, Settings  # noqa: E402
 from .battle import build_battle_tab  # noqa: E402
 from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
@@ -43,7 +43,6 @@ INTRO = """# StyA2K Arena
 **All-to-key attention** (StyA2K, Zhu et al., ICCV 2023) next to **all-to-all attention** (SANet, AdaAttN).
 The default pair runs offline with no checkpoint: the same VGG encoder, AdaIN decoder and keys, differing only in
 the attention. Battle two anonymous models on your photo and painting, see the leaderboard, or compare named methods."""
-DEVICE_GROUP = "device"  # the concurrency_id of the events that run networks (compare.py, explorer.py)
 
 
 STUDY_ONLY_HOME = "This server runs a study. Open it from the link you were given."

@@ -20,6 +20,7 @@ from study.store import Store, default_url
 from .gallery import example_paths
 from .storage import ImageStore, Quota, ResultCache
 
+DEVICE_GROUP = "device"  # the concurrency group of every event that runs a network
 
 @dataclass(frozen=True)
 class Settings:
@@ -48,6 +49,12 @@ class Settings:
     storage_quota_mb: int = 4096
     feature_cache_mib: int = 2048
     warm_gallery: bool = False
+
+    @property
+    def device_events(self):
+        """Event keywords for the events that run networks: one concurrency group, DEVICE_GROUP, of
+        max_jobs at once (demo.security.Admission caps what may queue in it)."""
+        return {"concurrency_id": DEVICE_GROUP, "concurrency_limit": self.max_jobs}
 
     @property
     def torch_device(self):

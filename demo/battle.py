@@ -158,7 +158,7 @@ def build_battle_tab(arena, session):
                     + ". Start another battle, or see the Leaderboard.")
         return screen(None, "Thank you!", revealed, None, names=labels)
 
-    device = {"concurrency_id": "device", "concurrency_limit": settings.max_jobs}
+    device = settings.device_events
     start.click(fight, [content, style, session], shown, api_name="battle", **device)
     pairs.click(fight_example, [pairs, session], [content, style, *shown], api_name=False, **device)
     for component in (content, style):

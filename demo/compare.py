@@ -196,7 +196,7 @@ def build_compare_tab(arena, session):
         table["call_mib"] = [None if peak is None else round(peak) for _, peak in result["costs"]]
         return table.round(4)
 
-    device = {"concurrency_id": "device", "concurrency_limit": settings.max_jobs}
+    device = settings.device_events
     measure.click(metrics, [comparison], [metrics_table], api_name="metrics", **device)
     run.click(compare, [*inputs, session], shown, api_name="stylize", **device)
     pairs.click(compare_example, [pairs, left, right, size, alpha, preserve, session], [content, style, *shown],

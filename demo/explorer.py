@@ -84,4 +84,4 @@ def build_explorer_tab(arena, content_input, style_input):
                 f"Position ({x}, {y}) px, cell ({cx}, {cy}) of the relu4_1 grid (8 px cells).")
 
     content_view.select(explore, [clean_content, style_view], [content_view, *maps, note],
-                        concurrency_id="device", concurrency_limit=settings.max_jobs, api_name=False)
+                        api_name=False, **settings.device_events)
