@@ -18,6 +18,7 @@ from .function import mvn
 HEADS = 8
 REGION_SIZE = {2: 16, 3: 8, 4: 8, 5: 4}
 MATCH_CHUNK_ELEMENTS = 1 << 24
+ATTEND_CHUNK_ELEMENTS = 1 << 24
 
 
 def pad_to_multiple(x, p):
@@ -30,17 +31,18 @@ def pad_to_multiple(x, p):
 
 
 def to_regions(x, p, heads):
-    """(B, C, H, W), H and W multiples of p -> (B, heads, n, p*p, C/heads)."""
+    """(B, C, H, W), H and W multiples of p -> (B, heads, n, p*p, C/heads). One copy, which reads
+    whole channel rows when x is channels_last (the CPU networks' layout)."""
     b, c, h, w = x.shape
-    x = x.reshape(b, heads, c // heads, h // p, p, w // p, p)
-    return x.permute(0, 1, 3, 5, 4, 6, 2).reshape(b, heads, (h // p) * (w // p), p * p, c // heads)
+    x = x.permute(0, 2, 3, 1).reshape(b, h // p, p, w // p, p, heads, c // heads)
+    return x.permute(0, 5, 1, 3, 2, 4, 6).reshape(b, heads, (h // p) * (w // p), p * p, c // heads)
 
 
 def from_regions(x, p, h, w):
-    """(B, heads, n, p*p, d) -> (B, heads*d, h, w); inverse of `to_regions`."""
+    """(B, heads, n, p*p, d) -> (B, heads*d, h, w) in channels_last memory; inverse of `to_regions`."""
     b, heads, _, _, d = x.shape
     x = x.reshape(b, heads, h // p, w // p, p, p, d)
-    return x.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, heads * d, h, w)
+    return x.permute(0, 2, 4, 3, 5, 1, 6).reshape(b, h, w, heads * d).permute(0, 3, 1, 2)
 
 
 def cut_regions(x, p, heads):
@@ -68,10 +70,18 @@ def aggregate(k, v, sim_alpha, sim_beta):
 
 def attend(q, k, v, scale):
     """softmax(scale * q k^T) v over the second-last axis of k. q (..., A, L, E), k (..., A, S, E),
-    v (..., A, S, Ev); leading axes are merged into one so SDPA gets the 4-d input its fused
-    (flash / memory-efficient) kernels need."""
+    v (..., A, S, Ev). With Ev = E, or off the CPU, this is SDPA (leading axes merged into one so it
+    gets the 4-d input its fused kernels need). On the CPU with Ev != E (values and their squares)
+    SDPA has no fused kernel and its fallback rescales q and k in full and holds every logit; there the
+    two products run directly, over chunks of at most ATTEND_CHUNK_ELEMENTS logits."""
     lead = q.shape[:-2]
-    out = F.scaled_dot_product_attention(*(x.reshape(-1, *x.shape[-3:]) for x in (q, k, v)), scale=scale)
+    if q.device.type != "cpu" or q.shape[-1] == v.shape[-1]:
+        out = F.scaled_dot_product_attention(*(x.reshape(-1, *x.shape[-3:]) for x in (q, k, v)), scale=scale)
+        return out.reshape(*lead, *out.shape[-2:])
+    q, k, v = (x.reshape(-1, *x.shape[-2:]) for x in (q, k, v))
+    kt, rows = k.transpose(1, 2), max(1, ATTEND_CHUNK_ELEMENTS // (k.shape[0] * k.shape[1]))
+    parts = [torch.bmm(torch.bmm(q[:, i : i + rows], kt).mul_(scale).softmax(-1), v) for i in range(0, q.shape[1], rows)]
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
     return out.reshape(*lead, *out.shape[-2:])
 
 
@@ -199,17 +209,21 @@ def parameter_free(query_key, style_key, style_value, region_size, scale=1.0):
     return tuple(fold_regions(x, p, h, w) for x in branches(q, k, v, q, k, v, 1.0, 0.0, scale))
 
 
-def progressive(query_key, k, v, p, scale, offset):
-    """PA with the content map cut into p x p regions starting `offset` = (dy, dx) pixels above and
-    left of it (the map is replicate-padded there). query_key (B, Ck, H, W); k, v style region forms
-    (B, 1, ns, r, C) -> (B, Cv, H, W)."""
-    dy, dx = offset
+def progressive(query_key, k, v, p, scale, offsets):
+    """PA averaged over tilings of the content map into p x p regions, each starting `offset` = (dy, dx)
+    pixels above and left of the map (which is replicate-padded there); the tilings' regions are matched
+    and attended in one batch. query_key (B, Ck, H, W); k, v style region forms (B, 1, ns, r, C) ->
+    (B, Cv, H, W)."""
     h, w = query_key.shape[-2:]
-    shifted = F.pad(query_key, (dx, 0, dy, 0), mode="replicate") if dy or dx else query_key
-    q = cut_regions(shifted, p, 1)
+    shifted = [F.pad(query_key, (dx, 0, dy, 0), mode="replicate") if dy or dx else query_key for dy, dx in offsets]
+    q = [cut_regions(x, p, 1) for x in shifted]
+    counts = [x.shape[2] for x in q]
+    q = torch.cat(q, 2)
     index = match_regions(q, k)
     out = attend(q, gather_regions(k, index), gather_regions(v, index), scale)
-    return fold_regions(out, p, *shifted.shape[-2:])[..., dy : dy + h, dx : dx + w]
+    tilings = [fold_regions(part, p, *x.shape[-2:])[..., dy : dy + h, dx : dx + w]
+               for part, x, (dy, dx) in zip(out.split(counts, 2), shifted, offsets)]
+    return sum(tilings) / len(tilings)
 
 
 def a2k_mean_std(content_key, style_key, style_value, region_size, scale):
@@ -229,7 +243,7 @@ def a2k_mean_std(content_key, style_key, style_value, region_size, scale):
     q = cut_regions(content_key, p, 1)
     da = fold_regions(attend(q.flatten(2, 3), kagg, vagg, scale).reshape(*q.shape[:-1], vagg.shape[-1]), p, h, w)
     offsets = [(dy, dx) for dy in (0, p // 2) for dx in (0, p // 2)]
-    pa = sum(progressive(content_key, k, v, p, scale, o) for o in offsets) / len(offsets)
+    pa = progressive(content_key, k, v, p, scale, offsets)
     stats = []
     for branch in (da, pa):
         mean, second = branch.split(style_value.shape[1], 1)
