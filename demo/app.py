@@ -95,7 +95,8 @@ def parse(argv=None):
     parser.add_argument("--study-only", action="store_true", default=env("STUDY_ONLY", "") not in ("", "0"),
                         help="serve the study (/study) and its results (/results) only")
     parser.add_argument("--warm-up", type=int, choices=(0, 1), default=env("WARM_UP", "1"),
-                        help="1: stylise the example pairs with every method at start, in the background; 0: do not")
+                        help="1: at start, in the background, encode the gallery paintings into the feature cache and "
+                             "stylise the example pairs with every method; 0: do not")
     parser.add_argument("--trusted-proxies", default=env("TRUSTED_PROXIES", ""),
                         help="comma-separated addresses or networks of your reverse proxies: only their "
                              "X-Forwarded-For is believed (default: none, the peer address is used)")

@@ -31,9 +31,8 @@ class Settings:
     enrolments_per_hour: participants one address may enrol in one study per hour (0: no limit);
     study_only: serve the study and its results only (nothing that makes or names images);
     storage_quota_mb: the most that stored images and cached results may take in data_dir;
-    feature_cache_mib: the bound of the shared encoder-feature cache (a 512 px painting takes about 95 MiB);
-    warm_gallery: encode the gallery paintings into that cache at startup, in a background thread
-    (off by default: it holds about 1.1 GiB more, over tests/test_load.py's 256 MiB growth bound)."""
+    feature_cache_mib: the bound of the shared encoder-feature cache (a 512 px painting takes about 95 MiB;
+    the warm-up puts the gallery's 12 in it, about 1.1 GiB)."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -48,7 +47,6 @@ class Settings:
     study_only: bool = False
     storage_quota_mb: int = 4096
     feature_cache_mib: int = 2048
-    warm_gallery: bool = False
 
     @property
     def device_events(self):
@@ -91,8 +89,6 @@ class Arena:
         self.features = FeatureCache(settings.feature_cache_mib << 20)
         self.device_lock = threading.Lock()  # one job at a time per process on the device: a user's waits one painting at most
         self.throughput = Throughput()
-        if settings.warm_gallery and not settings.study_only and self.runnable():
-            threading.Thread(target=self.encode_gallery, name="gallery-features", daemon=True).start()
 
     def runnable(self):
         return [name for name, s in self.status.items() if s.available]
@@ -107,48 +103,62 @@ class Arena:
 
     def encode_gallery(self):
         """Puts the gallery paintings' encoder features (at STYLE_SIZE) into the feature cache, one
-        painting at a time between user jobs, and measures the encoder's throughput on the way."""
+        painting at a time between user jobs, and measures the encoder's throughput on the way; returns
+        how many."""
         net = cached_method(self.runnable()[0], self.settings.weights_dir, self.settings.torch_device)
         for path in example_paths("styles"):
             _, style = resized_pair(open_image(path), open_image(path), STYLE_SIZE)
             with self.device_lock, Cost(self.settings.torch_device) as cost:
                 encode(net, style, self.features)
             self.throughput.encoded(style.size, cost.seconds)
+        return len(example_paths("styles"))
 
     def estimate(self, methods, size):
         """Estimated seconds for a comparison of `methods` at output long side `size` (px), from the
         measured throughput, or None before anything was measured."""
         return self.throughput.estimate(methods, size)
 
-    def progress_text(self, methods, size):
-        """What a progress bar says while the first of `methods` runs: "Running A2K (training-free),
-        about 4 s left" (the estimate for all of `methods`; no estimate before anything was measured)."""
-        text = f"Running {self.label(methods[0])}"
-        seconds = self.estimate(methods, size)
+    def progress_text(self, methods, size, stored=()):
+        """What a progress bar says while the first of `methods` is made: "Running A2K (training-free),
+        about 4 s left", the estimate covering those of `methods` not in `stored` (methods whose result
+        is stored take no time: "Loading A2K (training-free), stored"); no estimate before anything
+        was measured."""
+        pending = [m for m in methods if m not in stored]
+        text = f"Running {self.label(methods[0])}" if methods[0] in pending else f"Loading {self.label(methods[0])}, stored"
+        seconds = self.estimate(pending, size) if pending else None
         if seconds is None:
             return text
         return text + (f", about {seconds:.0f} s left" if seconds < 90 else f", about {seconds / 60:.0f} min left")
 
-    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
-        """The stored output for these inputs and settings, computed once (content-addressed); the
-        encoder features go through the shared cache, so the other method of a comparison, another
-        alpha or a gallery painting does not encode again. style_size: the style's long side (default:
-        min(STYLE_SIZE, size), so a small output never pays for a 512 px style; tests/test_load.py's
-        memory bound holds only then)."""
-        style_size = style_size or min(STYLE_SIZE, size)
-        key = self.results.key(content=content_sha, style=style_sha, method=method, size=size, alpha=alpha,
-                               preserve_color=preserve_color, device=self.settings.torch_device.type,
-                               weights=self.fingerprint(method), style_size=style_size)
-        record = self.results.get(key)
+    def stored(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
+        """The stored result of these inputs and settings (a Result with cached=True), or None. style_size:
+        the style's long side (default: min(STYLE_SIZE, size), so a small output never pays for a 512 px
+        style; tests/test_load.py's memory bound holds only then)."""
+        record = self.results.get(self.result_key(content_sha, style_sha, method, size, alpha, preserve_color, style_size))
         if record and self.images.path(record["output"]).exists():
             return Result(record["output"], record["seconds"], record["peak_mib"], True)
+        return None
+
+    def result_key(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
+        return self.results.key(content=content_sha, style=style_sha, method=method, size=size, alpha=alpha,
+                                preserve_color=preserve_color, device=self.settings.torch_device.type,
+                                weights=self.fingerprint(method), style_size=style_size or min(STYLE_SIZE, size))
+
+    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
+        """The stored output for these inputs and settings (see `stored`), computed once
+        (content-addressed); the encoder features go through the shared cache, so the other method of a
+        comparison, another alpha or a gallery painting does not encode again."""
+        args = (content_sha, style_sha, method, size, alpha, preserve_color, style_size or min(STYLE_SIZE, size))
+        result = self.stored(*args)
+        if result:
+            return result
         net = cached_method(method, self.settings.weights_dir, self.settings.torch_device)
         content, style = self.images.get(content_sha), self.images.get(style_sha)
         with self.device_lock, Cost(self.settings.torch_device) as cost:
-            output = stylize(content, style, net, size, alpha, preserve_color, style_size=style_size, cache=self.features)
+            output = stylize(content, style, net, size, alpha, preserve_color, style_size=args[-1], cache=self.features)
         self.throughput.ran(method, output.size, cost.seconds)
         sha = self.images.put(output)
-        self.results.put(key, {"output": sha, "seconds": cost.seconds, "peak_mib": cost.mib})
+        self.results.put(self.result_key(*args), {"output": sha, "seconds": cost.seconds, "peak_mib": cost.mib})
         return Result(sha, cost.seconds, cost.mib, False)
 
     def metrics(self, content_sha, style_sha, outputs):

@@ -1,6 +1,7 @@
-"""At start, a background thread stylises the example pairs with every method that can run, at the
-default settings of the Battle and Compare tabs, so that a first visitor's click on an example pair is
-answered from the result cache. It also logs what the operator may add (missing weight files)."""
+"""At start, a background thread encodes the gallery paintings into the feature cache (a comparison
+with one of them encodes only the photo) and stylises the example pairs with every method that can run,
+at the default settings of the Battle and Compare tabs, so that a first visitor's click on an example
+pair is answered from the result cache. It also logs what the operator may add (missing weight files)."""
 import sys
 import threading
 import time
@@ -28,13 +29,15 @@ def missing_methods_text(arena):
 
 
 def precompute(arena):
-    """Stylise every example pair with every runnable method at the default size; returns the seconds."""
+    """Encode the gallery paintings, then stylise every example pair with every runnable method at the
+    default size; returns (paintings encoded, seconds)."""
     start = time.perf_counter()
+    paintings = arena.encode_gallery() if arena.runnable() else 0
     for content_path, style_path in pair_paths():
         content, style = (arena.images.put(shrink(read_input(p), arena.settings.size_cap)) for p in (content_path, style_path))
         for method in arena.runnable():
             arena.stylize(content, style, method, arena.settings.default_size, **DEFAULTS)
-    return time.perf_counter() - start
+    return paintings, time.perf_counter() - start
 
 
 def start_warmup(arena):
@@ -45,8 +48,9 @@ def start_warmup(arena):
 
     def run():
         try:
-            seconds = precompute(arena)
-            print(f"warm-up: {len(PAIRS)} example pairs x {len(arena.runnable())} methods ready in {seconds:.1f} s",
+            paintings, seconds = precompute(arena)
+            print(f"warm-up: {paintings} gallery paintings encoded, {len(PAIRS)} example pairs x "
+                  f"{len(arena.runnable())} methods ready in {seconds:.1f} s",
                   file=sys.stderr, flush=True)
         except Exception as exc:  # the app serves on without the precomputed results
             print(f"warm-up failed: {exc!r}", file=sys.stderr, flush=True)

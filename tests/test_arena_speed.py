@@ -3,10 +3,12 @@ import numpy as np
 from PIL import Image
 
 from demo.arena import Arena, Settings, Throughput
+from demo.gallery import example_paths
+from demo.upload import read_input, shrink
 
 
 def test_a_comparison_encodes_each_image_once_and_caches_results(tmp_path):
-    arena = Arena(Settings(device="cpu", data_dir=str(tmp_path), warm_gallery=False))
+    arena = Arena(Settings(device="cpu", data_dir=str(tmp_path)))
     rng = np.random.default_rng(0)
     content = arena.images.put(Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)))
     style = arena.images.put(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
@@ -20,6 +22,26 @@ def test_a_comparison_encodes_each_image_once_and_caches_results(tmp_path):
     assert arena.stylize(content, style, "a2k_free", 96, 1.0, False, style_size=64).cached
     assert arena.estimate(["a2k_free", "all2all_free"], 96) > 0
     assert arena.progress_text(["all2all_free"], 96).startswith("Running all-to-all (training-free), about ")
+    stored = [m for m in ("a2k_free", "all2all_free") if arena.stored(content, style, m, 96, 0.5, False, style_size=64)]
+    assert stored == ["a2k_free"]
+    text = arena.progress_text(["a2k_free", "all2all_free"], 96, stored)
+    assert text.startswith("Loading A2K (training-free), stored, about ")  # the estimate: all2all_free's run alone
+    seconds = float(text.split("about ")[1].split(" s")[0])
+    assert abs(seconds - arena.estimate(["all2all_free"], 96)) <= 0.5
+    assert arena.progress_text(["a2k_free"], 96, stored) == "Loading A2K (training-free), stored"
+
+
+def test_the_warm_up_encodes_the_gallery_so_a_gallery_painting_is_not_encoded_again(tmp_path):
+    arena = Arena(Settings(device="cpu", data_dir=str(tmp_path)))
+    assert arena.estimate(["a2k_free"], 512) is None
+    assert arena.encode_gallery() == len(example_paths("styles")) == arena.features.misses
+    assert arena.estimate(["a2k_free"], 512) > 0  # from the encoder's measured throughput
+    # as the Compare tab receives a gallery painting and a photo
+    style, content = (arena.images.put(shrink(read_input(example_paths(kind)[0]), arena.settings.size_cap))
+                      for kind in ("styles", "contents"))
+    misses = arena.features.misses
+    arena.stylize(content, style, "a2k_free", 512, 1.0, False)
+    assert arena.features.misses == misses + 1  # the photo only
 
 
 def test_estimates_come_from_measured_throughput():
