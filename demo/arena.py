@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from model.features import FeatureCache
-from model.images import open_image
 from model.methods import METHODS, available_methods, default_device
 from model.metrics import evaluate_pair, load_encoder
 from model.pipeline import STYLE_SIZE, cached_method, encode, resized_pair, stylize
@@ -19,6 +18,7 @@ from study.store import Store, default_url
 
 from .gallery import example_paths
 from .storage import ImageStore, Quota, ResultCache
+from .upload import read_input, shrink
 
 DEVICE_GROUP = "device"  # the concurrency group of every event that runs a network
 
@@ -102,12 +102,14 @@ class Arena:
         return [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
     def encode_gallery(self):
-        """Puts the gallery paintings' encoder features (at STYLE_SIZE) into the feature cache, one
-        painting at a time between user jobs, and measures the encoder's throughput on the way; returns
-        how many."""
+        """Puts the gallery paintings' encoder features into the feature cache, read as the Compare tab
+        receives them and at the style size of the default output size, one painting at a time between
+        user jobs, and measures the encoder's throughput on the way; returns how many."""
         net = cached_method(self.runnable()[0], self.settings.weights_dir, self.settings.torch_device)
+        size = self.settings.default_size
         for path in example_paths("styles"):
-            _, style = resized_pair(open_image(path), open_image(path), STYLE_SIZE)
+            painting = shrink(read_input(path), self.settings.size_cap)
+            _, style = resized_pair(painting, painting, size, min(STYLE_SIZE, size))
             with self.device_lock, Cost(self.settings.torch_device) as cost:
                 encode(net, style, self.features)
             self.throughput.encoded(style.size, cost.seconds)
