@@ -39,10 +39,12 @@ def to_regions(x, p, heads):
 
 
 def from_regions(x, p, h, w):
-    """(B, heads, n, p*p, d) -> (B, heads*d, h, w) in channels_last memory; inverse of `to_regions`."""
+    """(B, heads, n, p*p, d) -> (B, heads*d, h, w); inverse of `to_regions`. In channels_last memory
+    on the CPU (its networks' layout; written in whole channel rows), contiguous elsewhere (CUDA's)."""
     b, heads, _, _, d = x.shape
     x = x.reshape(b, heads, h // p, w // p, p, p, d)
-    return x.permute(0, 2, 4, 3, 5, 1, 6).reshape(b, h, w, heads * d).permute(0, 3, 1, 2)
+    out = x.permute(0, 2, 4, 3, 5, 1, 6).reshape(b, h, w, heads * d).permute(0, 3, 1, 2)
+    return out if x.device.type == "cpu" else out.contiguous()
 
 
 def cut_regions(x, p, heads):
