@@ -254,6 +254,12 @@ class Store:
             rows = conn.execute(select(stimuli).where(stimuli.c.study_id == study_id).order_by(stimuli.c.id))
             return [dict(r) for r in rows.mappings()]
 
+    def stimulus_study(self, stimulus_id):
+        """The name of the study that holds the stimulus with this id, or None."""
+        with self._read() as conn:
+            return conn.scalar(select(studies.c.name).join(stimuli, stimuli.c.study_id == studies.c.id)
+                               .where(stimuli.c.id == stimulus_id))
+
     def image_path(self, study, sha256):
         """The file of the study's stimulus with this output hash (what a blind trial's image URL serves)."""
         with self._read() as conn:

@@ -325,6 +325,23 @@ def test_catch_images_cannot_be_told_apart_by_bytes_or_size(tmp_path):
             im.load()  # a valid PNG: decoders skip the padding chunk
 
 
+def test_image_addresses_are_served_by_every_worker_on_the_database(tmp_path):
+    """An address made by one app worker is served by another on the same database (its key comes from
+    the database's salt; deploy/ runs several behind nginx), as the same file; a name that differs in any
+    hex digit, or one made under another database's key, is not served."""
+    with Store(tmp_path / "db.sqlite") as db, Store(tmp_path / "other.sqlite") as other:
+        register_sample(db)
+        register_sample(other)
+        sha = db.stimuli("sample")[3]["output_sha256"]
+        url, _, _ = StudyImages(db, tmp_path / "a").url("sample", "participant", "trial", "left", sha)
+        name = url.removeprefix("study-image/").removesuffix(".png")
+        served = StudyImages(db, tmp_path / "b").path(name)  # a fresh worker that has served nothing yet
+        assert served is not None and served.name == f"{sha}.png"
+        for i in range(len(name)):
+            assert StudyImages(db, tmp_path / "b").path(name[:i] + format(int(name[i], 16) ^ 1, "x") + name[i + 1:]) is None
+        assert StudyImages(other, tmp_path / "c").path(name) is None
+
+
 def test_sample_registration_is_idempotent(tmp_path):
     with Store(tmp_path / "db.sqlite") as db:
         register_sample(db)
