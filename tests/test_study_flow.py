@@ -137,6 +137,28 @@ def test_reload_resumes_at_the_next_trial(server):
     assert "Trial 3 of" in again["progress"] and again["trial"] == s["trial"] and not again["consent"]
 
 
+def test_a_vote_reaching_a_server_that_never_showed_the_page_resumes_the_saved_participant(server):
+    """Behind nginx (deploy/), a participant whose worker died sends the next vote to another worker,
+    which has no session state for the page: the browser's saved participant carries it. Only their
+    next unanswered trial is taken; without the saved state, or with another link's, nothing is stored."""
+    first = connect(server, PROLIFIC_PID=PID[::-1])
+    open_page(first)
+    saved, s = enrol(first)
+    answered = s["trial"]
+    s = vote(first, "left", answered)
+    answer = {"trial": s["trial"], "choice": "right", "client_ms": 900}
+    with pytest.raises(Exception, match="no pair to answer"):  # nothing saved in the browser
+        connect(server, PROLIFIC_PID=PID[::-1]).predict(answer, api_name="/study_vote")
+    with pytest.raises(Exception, match="no pair to answer"):  # saved for another Prolific id
+        connect(server, PROLIFIC_PID=PID).predict(answer, saved, api_name="/study_vote")
+    with pytest.raises(Exception, match="not for the pair on your screen"):  # a trial already answered
+        connect(server, PROLIFIC_PID=PID[::-1]).predict({**answer, "trial": answered}, saved, api_name="/study_vote")
+    resumed = screen(connect(server, PROLIFIC_PID=PID[::-1]).predict(answer, saved, api_name="/study_vote"))
+    assert resumed["progress"] == f"Trial 3 of {N_TRIALS}"
+    with store(server) as db:
+        assert db.progress(saved["sample"]["participant"])["done"] == 2
+
+
 def test_prolific_participant_resumes_and_returns_to_prolific(server):
     link = {"study": SMALL, "PROLIFIC_PID": PID, "STUDY_ID": "a" * 24, "SESSION_ID": "b" * 24}
     client = connect(server, **link)
