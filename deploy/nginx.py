@@ -10,10 +10,11 @@ one, whose response sets the cookie anew. Requests without the cookie go round r
 The workers must believe X-Forwarded-For from nginx only: start them with TRUSTED_PROXIES=127.0.0.1
 and --host 127.0.0.1 (deploy.run does)."""
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
+
+from .process import stop
 
 COOKIE = "arena_worker"
 READ_TIMEOUT_S = 3600  # an SSE stream (queue/data, heartbeat) stays open while an event waits and runs
@@ -137,10 +138,4 @@ class Nginx:
 
     def stop(self):
         """Fast shutdown (SIGTERM); the workers' open connections are closed."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
+        stop(self.process)

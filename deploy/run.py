@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from .nginx import Nginx
+from .process import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 600  # a worker loads its networks before it answers
@@ -46,13 +47,7 @@ class Worker:
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(30)
+        stop(self.process, timeout_s=30)
 
 
 def parse(argv=None):
