@@ -1,14 +1,15 @@
 """Start N app workers and nginx in front of them; stop them all on Ctrl-C or SIGTERM.
 
     python -m deploy.run [--workers 2] [--listen 0.0.0.0:8080] [--first-port 7861] [--gpus 0,1]
-                         [--folder run/deploy] [-- APP FLAGS]
+                         [--folder runs/deploy] [-- APP FLAGS]
 
 Worker i is `python app.py --host 127.0.0.1 --port FIRST_PORT+i APP FLAGS` with this environment
 (DATABASE_URL, DATA_DIR, ADMIN_PASSWORD, STUDY_SALT, ...: the same for every worker, so they share one
 database and one data folder) and TRUSTED_PROXIES=127.0.0.1 (nginx's address). --gpus gives worker i
 the i-th listed GPU (CUDA_VISIBLE_DEVICES, cycled). A worker that exits is started again; nginx sends
 its participants to the others meanwhile (deploy.nginx). nginx's configuration and logs and the
-workers' logs (worker<i>.log) go to --folder."""
+workers' logs (worker<i>.log) go to --folder. nginx takes request bodies up to the environment's
+MAX_UPLOAD_MB (default 25) plus 1 MB: set the upload limit there, not as a worker flag."""
 import argparse
 import os
 import signal
@@ -56,7 +57,7 @@ def parse(argv=None):
     parser.add_argument("--listen", default="0.0.0.0:8080", help="nginx's address:port (default 0.0.0.0:8080)")
     parser.add_argument("--first-port", type=int, default=7861, help="worker i listens on 127.0.0.1:FIRST_PORT+i")
     parser.add_argument("--gpus", default="", help="comma-separated CUDA device numbers, one per worker (cycled)")
-    parser.add_argument("--folder", type=Path, default=ROOT / "run" / "deploy", help="nginx's files and the logs")
+    parser.add_argument("--folder", type=Path, default=ROOT / "runs" / "deploy", help="nginx's files and the logs")
     parser.add_argument("app_args", nargs="*", help="flags for every app worker (after --)")
     args = parser.parse_args(argv)
     if args.workers < 1:
