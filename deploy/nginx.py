@@ -91,7 +91,8 @@ http {{
             proxy_read_timeout {READ_TIMEOUT_S}s;
             proxy_send_timeout {READ_TIMEOUT_S}s;
             proxy_connect_timeout 5s;
-            proxy_next_upstream error timeout http_502 http_503;
+            # a refused connection goes to the next server; a POST already sent is never sent twice
+            proxy_next_upstream error timeout;
         }}
     }}
 }}
