@@ -103,7 +103,7 @@ def run_participant(p, url, deadline, resume):
             while s["trial"] and time.monotonic() < deadline:
                 trial, choice = s["trial"]["trial"], CHOICES[(p.index + len(p.acked)) % len(CHOICES)]
                 start = time.perf_counter()
-                s = dict(zip(SCREEN, call(client, {"trial": trial, "choice": choice}, api_name="/study_vote")))
+                s = dict(zip(SCREEN, call(client, {"trial": trial, "choice": choice}, p.saved, api_name="/study_vote")))
                 if s["trial"]:
                     p.seen[s["trial"]["trial"]] = download(url, s["trial"])
                 p.acked.append((trial, choice, time.perf_counter() - start))

@@ -8,6 +8,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from deploy.process import stop
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # every launched app listens on the loopback interface only
 # the app's settings read from the environment (demo/app.py): a launched app never inherits them from
@@ -75,13 +77,7 @@ class App:
         self.process.wait(30)
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(15)
+        stop(self.process)
 
     def cpu_seconds(self):
         """CPU time (user + system) the server process has used."""

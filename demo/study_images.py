@@ -1,11 +1,15 @@
 """The study's images as browsers get them: at addresses keyed by the server, padded to one size per study.
 
-A trial's image is served at study-image/<name>.png, where name is an HMAC of the participant token, the
-trial token and the side under a random secret that never leaves this process: the address says nothing
-about the stimulus, differs for every participant and trial, and is not shared with the Compare tab's
-files. The bytes are the stimulus as bare RGB pixels (no metadata), padded with a private ancillary PNG
-chunk of random bytes to the size of the study's largest file, so a catch image (blurred, so it would
-compress well) weighs as much as any other; it also has the size in pixels of its cell's real images.
+A trial's image is served at study-image/<name>.png, where name (20 bytes, hex) is the stimulus's
+database id encrypted under a key derived from the database's salt: a 6-byte nonce (an HMAC of the
+participant token, the trial token and the side), the id XORed with an HMAC keystream (8 bytes), and an
+HMAC tag (6 bytes) over both. The address says nothing about the stimulus, differs for every
+participant and trial, is not shared with the Compare tab's files, and is served by any app worker
+on the same database (deploy/: a participant moved to another worker keeps valid addresses); a name
+the server did not make fails the tag. The bytes are the stimulus as bare RGB pixels (no metadata),
+padded with a private ancillary PNG chunk of random bytes to the size of the study's largest file, so a
+catch image (blurred, so it would compress well) weighs as much as any other; it also has the size in
+pixels of its cell's real images.
 The padded files are written once per study into `cache_dir` (named by stimulus hash there, on the
 server's disk only) and reused after a restart while the study's stimuli are the same."""
 import hashlib
@@ -14,11 +18,9 @@ import io
 import json
 import os
 import re
-import secrets
 import struct
 import threading
 import zlib
-from collections import OrderedDict
 from pathlib import Path
 
 from PIL import Image
@@ -54,35 +56,48 @@ def pad_png(data, size):
 
 
 class StudyImages:
-    """Addresses for the trials' images (`url`) and the route that serves them (`route`).
-    Remembers the last `capacity` addresses handed out (a page reload hands them out again)."""
+    """Addresses for the trials' images (`url`) and the route that serves them (`route`)."""
 
-    def __init__(self, store, cache_dir, capacity=200_000):
+    def __init__(self, store, cache_dir):
         self.store = store
         self.cache_dir = Path(cache_dir)
-        self.capacity = capacity
-        self._secret = secrets.token_bytes(32)
-        self._names = OrderedDict()  # name -> (study, stimulus sha256)
+        self._key = bytes.fromhex(store.hash_id("study-images", "key"))  # the same in every worker on the database
         self._files = {}  # study -> {stimulus sha256: (path, width, height)}
+        self._ids = {}  # (study, stimulus sha256) -> stimulus id, and stimulus id -> (study, stimulus sha256)
         self._lock = threading.Lock()
         self._preparing = threading.Lock()  # one study prepared at a time, once
 
+    def _mac(self, label, data):
+        return hmac.new(self._key, label + b"\0" + data, hashlib.sha256).digest()
+
+    def _xor(self, nonce, data):
+        """data (8 bytes) XOR the keystream of `nonce`: encrypts and decrypts."""
+        return bytes(a ^ b for a, b in zip(data, self._mac(b"stream", nonce)))
+
     def url(self, study, participant, trial, side, sha256):
         """(relative URL, width, height) of the trial's image on `side`."""
-        name = hmac.new(self._secret, f"{participant}\0{trial}\0{side}".encode(), hashlib.sha256).hexdigest()[:40]
         _, width, height = self.files(study)[sha256]
-        with self._lock:
-            self._names[name] = (study, sha256)
-            self._names.move_to_end(name)
-            while len(self._names) > self.capacity:
-                self._names.popitem(last=False)
-        return f"{ROUTE}/{name}.png", width, height
+        nonce = self._mac(b"nonce", f"{participant}\0{trial}\0{side}".encode())[:6]
+        sealed = self._xor(nonce, struct.pack(">Q", self._ids[study, sha256]))
+        return f"{ROUTE}/{(nonce + sealed + self._mac(b'tag', nonce + sealed)[:6]).hex()}.png", width, height
 
     def path(self, name):
-        """The file served at this name, or None for a name not handed out (or forgotten)."""
+        """The file served at `name` (40 hex digits), or None for a name that no worker on this database made."""
+        raw = bytes.fromhex(name)
+        nonce, sealed, tag = raw[:6], raw[6:14], raw[14:]
+        if not hmac.compare_digest(tag, self._mac(b"tag", nonce + sealed)[:6]):
+            return None
+        (stimulus,) = struct.unpack(">Q", self._xor(nonce, sealed))
         with self._lock:
-            entry = self._names.get(name)
-        return None if entry is None else self.files(entry[0])[entry[1]][0]
+            entry = self._ids.get(stimulus)
+        if entry is None:  # a study this worker has not served yet
+            study = self.store.stimulus_study(stimulus)
+            if study is None:
+                return None
+            self.files(study)
+            with self._lock:
+                entry = self._ids.get(stimulus)
+        return entry and self.files(entry[0])[entry[1]][0]
 
     def files(self, study):
         """{stimulus sha256: (padded file, width, height)} for every stimulus of the study, made on first use."""
@@ -98,6 +113,10 @@ class StudyImages:
 
     def _prepare(self, study):
         stimuli = {s["output_sha256"]: s for s in self.store.stimuli(study)}
+        with self._lock:
+            for sha, s in stimuli.items():
+                self._ids[study, sha] = s["id"]
+                self._ids[s["id"]] = (study, sha)
         folder = self.cache_dir / hashlib.sha256(study.encode()).hexdigest()[:16]
         index = folder / "index.json"
         try:

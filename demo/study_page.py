@@ -215,27 +215,32 @@ def build_study_page(arena, app, images):
         view = trial_view(state, remaining[0], remaining[1] if len(remaining) > 1 else None)
         return screen(None, {**state, "trial": view["trial"], "view": view, "shown_at": time.monotonic()}, trial=view)
 
+    def link_state(browser, request):
+        """The session state of the page's link and the participant the browser saved for it (None if
+        none); LinkError with the message to show for a link that cannot be used."""
+        try:
+            study, external_ids = read_link(dict(request.query_params), default_study)
+            spec = store.study(study)
+        except StudyError:
+            raise LinkError("This link names a study that does not run here. Check the link you were given.") from None
+        pid = external_ids.get(IDENTITY_KEY)
+        if spec["require_prolific"] and not (pid and PROLIFIC_PID.fullmatch(pid)):
+            raise LinkError("This study runs on Prolific, and this link lacks your Prolific ID. "
+                            "Open the study from its link on Prolific.")
+        who = store.hash_id(IDENTITY_KEY, pid) if pid else ""
+        return {"study": study, "external_ids": external_ids, "who": who, "title": spec["title"],
+                "participant": saved_participant(browser, study, who)}
+
     def open_page(browser, request: gr.Request):
         """On page load: check the link, then resume the saved participant, show a finished one their code,
         or ask for consent."""
         try:
-            study, external_ids = read_link(dict(request.query_params), default_study)
-            spec = store.study(study)
+            state = link_state(browser, request)
         except LinkError as exc:
             return screen(None, None, message=str(exc))
-        except StudyError:
-            return screen(None, None, message="This link names a study that does not run here. "
-                                              "Check the link you were given.")
-        pid = external_ids.get(IDENTITY_KEY)
-        if spec["require_prolific"] and not (pid and PROLIFIC_PID.fullmatch(pid)):
-            return screen(None, None, message="This study runs on Prolific, and this link lacks your Prolific ID. "
-                                              "Open the study from its link on Prolific.")
-        who = store.hash_id(IDENTITY_KEY, pid) if pid else ""
-        state = {"study": study, "external_ids": external_ids, "who": who, "title": spec["title"],
-                 "participant": saved_participant(browser, study, who)}
         if state["participant"]:
             return next_screen(state)
-        finished = store.finished_participant(study, external_ids)
+        finished = store.finished_participant(state["study"], state["external_ids"])
         return done_screen(state, finished) if finished else consent_screen(state)
 
     def give_consent(state, browser, request: gr.Request):
@@ -266,10 +271,19 @@ def build_study_page(arena, app, images):
             raise gr.Error("Agree to the consent form first (reload the page to see it).")
         return next_screen(state)
 
-    def vote(answer, state, request: gr.Request):
+    def vote(answer, state, browser=None, request: gr.Request = None):
         """Record the answer to the trial on screen: answer = {"trial": token, "choice": one of CHOICES,
         "client_ms": the browser's response time}, within the rate limits for the participant and the
-        network address (refused: the same trial again, with a notice)."""
+        network address (refused: the same trial again, with a notice). A server that has not shown this
+        page (its first server stopped: deploy/) resumes the participant the browser saved, whose trial on
+        screen is then their next unanswered one."""
+        if not state and browser:
+            try:
+                resumed = link_state(browser, request)
+            except LinkError:
+                resumed = None
+            if resumed and resumed["participant"]:
+                state = {**next_screen(resumed)[session], "shown_at": None}
         if not state or not state.get("trial"):
             raise gr.Error("There is no pair to answer: reload the page.")
         if not isinstance(answer, dict) or answer.get("trial") != state["trial"]:
@@ -281,7 +295,7 @@ def build_study_page(arena, app, images):
         if refused:
             view = {**state["view"], "notice": refused, "retry": state["view"]["retry"] + 1}
             return screen(None, {**state, "view": view}, trial={**view, "html": trial_html(view)})
-        server_ms = int((time.monotonic() - state["shown_at"]) * 1000)
+        server_ms = None if state["shown_at"] is None else int((time.monotonic() - state["shown_at"]) * 1000)
         try:
             store.record_vote(state["trial"], state["participant"], answer["choice"],
                               client_ms(answer.get("client_ms")), server_ms)
@@ -294,4 +308,4 @@ def build_study_page(arena, app, images):
     agree.click(give_consent, [session, saved], [*outputs, saved], api_name="study_agree", **study_events)
     decline.click(refuse_consent, [session], outputs, api_name="study_decline", **study_events)
     start.click(begin, [session], outputs, api_name="study_start", **study_events)
-    trial.vote(vote, [trial, session], outputs, api_name="study_vote", show_progress="hidden", **study_events)
+    trial.vote(vote, [trial, session, saved], outputs, api_name="study_vote", show_progress="hidden", **study_events)

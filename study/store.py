@@ -203,7 +203,8 @@ class Store:
         wanted = {"consent": consent, "n_trials": n_trials, "catch_rate": catch_rate, "images_dir": images_dir,
                   "title": title, "no_consent_code": no_consent_code, "require_prolific": bool(require_prolific),
                   "max_participants": max_participants}
-        with self.engine.begin() as conn:
+
+        def create(conn):
             row = conn.execute(select(studies).where(studies.c.name == name)).mappings().first()
             if row is not None:
                 differ = [k for k, v in wanted.items() if row[k] != v]
@@ -219,6 +220,18 @@ class Store:
             return conn.execute(
                 insert(studies).values(name=name, completion_code=code, created_at=now(), **wanted)
             ).inserted_primary_key[0]
+        return self._idempotent(create)
+
+    def _idempotent(self, body):
+        """body(conn) in a transaction, run once more if another process inserted the same row between
+        its check and its insert (IntegrityError: app workers starting at once register the sample
+        study together); the second run finds that row."""
+        try:
+            with self.engine.begin() as conn:
+                return body(conn)
+        except IntegrityError:
+            with self.engine.begin() as conn:
+                return body(conn)
 
     def study(self, name):
         """The study's settings as a dict (name, consent, n_trials, catch_rate, images_dir, ...)."""
@@ -229,7 +242,7 @@ class Store:
                      output_sha256, path, settings=None):
         """Register one image shown to participants; `path` is relative to the study's images_dir.
         Idempotent: registering the same image again returns its id."""
-        with self.engine.begin() as conn:
+        def add(conn):
             study_id = self._study(conn, study)["id"]
             key = (stimuli.c.study_id == study_id) & (stimuli.c.content_sha256 == content_sha256) \
                 & (stimuli.c.style_sha256 == style_sha256) & (stimuli.c.method == method)
@@ -246,6 +259,7 @@ class Store:
                 style_name=style_name, style_sha256=style_sha256, method=method,
                 output_sha256=output_sha256, path=str(path), settings=settings or {},
             )).inserted_primary_key[0]
+        return self._idempotent(add)
 
     def stimuli(self, study):
         """The study's stimuli as dicts (content_name, style_name, method, output_sha256, path, ...)."""
@@ -253,6 +267,12 @@ class Store:
             study_id = self._study(conn, study)["id"]
             rows = conn.execute(select(stimuli).where(stimuli.c.study_id == study_id).order_by(stimuli.c.id))
             return [dict(r) for r in rows.mappings()]
+
+    def stimulus_study(self, stimulus_id):
+        """The name of the study that holds the stimulus with this id, or None."""
+        with self._read() as conn:
+            return conn.scalar(select(studies.c.name).join(stimuli, stimuli.c.study_id == studies.c.id)
+                               .where(stimuli.c.id == stimulus_id))
 
     def image_path(self, study, sha256):
         """The file of the study's stimulus with this output hash (what a blind trial's image URL serves)."""

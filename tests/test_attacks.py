@@ -145,7 +145,7 @@ class Participant:
 
     def vote(self, trial, choice="left"):
         """Answer `trial` as the page does (the trial block's value: token, choice, the browser's time)."""
-        return self.step("study_vote", [{"trial": trial, "choice": choice, "client_ms": 1500}, None])
+        return self.step("study_vote", [{"trial": trial, "choice": choice, "client_ms": 1500}, None, {}])
 
 
 # ---- checks without the launched app ----

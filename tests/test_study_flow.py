@@ -137,6 +137,28 @@ def test_reload_resumes_at_the_next_trial(server):
     assert "Trial 3 of" in again["progress"] and again["trial"] == s["trial"] and not again["consent"]
 
 
+def test_a_vote_reaching_a_server_that_never_showed_the_page_resumes_the_saved_participant(server):
+    """Behind nginx (deploy/), a participant whose worker died sends the next vote to another worker,
+    which has no session state for the page: the browser's saved participant carries it. Only their
+    next unanswered trial is taken; without the saved state, or with another link's, nothing is stored."""
+    first = connect(server, PROLIFIC_PID=PID[::-1])
+    open_page(first)
+    saved, s = enrol(first)
+    answered = s["trial"]
+    s = vote(first, "left", answered)
+    answer = {"trial": s["trial"], "choice": "right", "client_ms": 900}
+    with pytest.raises(Exception, match="no pair to answer"):  # nothing saved in the browser
+        connect(server, PROLIFIC_PID=PID[::-1]).predict(answer, api_name="/study_vote")
+    with pytest.raises(Exception, match="no pair to answer"):  # saved for another Prolific id
+        connect(server, PROLIFIC_PID=PID).predict(answer, saved, api_name="/study_vote")
+    with pytest.raises(Exception, match="not for the pair on your screen"):  # a trial already answered
+        connect(server, PROLIFIC_PID=PID[::-1]).predict({**answer, "trial": answered}, saved, api_name="/study_vote")
+    resumed = screen(connect(server, PROLIFIC_PID=PID[::-1]).predict(answer, saved, api_name="/study_vote"))
+    assert resumed["progress"] == f"Trial 3 of {N_TRIALS}"
+    with store(server) as db:
+        assert db.progress(saved["sample"]["participant"])["done"] == 2
+
+
 def test_prolific_participant_resumes_and_returns_to_prolific(server):
     link = {"study": SMALL, "PROLIFIC_PID": PID, "STUDY_ID": "a" * 24, "SESSION_ID": "b" * 24}
     client = connect(server, **link)
@@ -323,6 +345,23 @@ def test_catch_images_cannot_be_told_apart_by_bytes_or_size(tmp_path):
     for path, _, _ in files.values():
         with Image.open(path) as im:
             im.load()  # a valid PNG: decoders skip the padding chunk
+
+
+def test_image_addresses_are_served_by_every_worker_on_the_database(tmp_path):
+    """An address made by one app worker is served by another on the same database (its key comes from
+    the database's salt; deploy/ runs several behind nginx), as the same file; a name that differs in any
+    hex digit, or one made under another database's key, is not served."""
+    with Store(tmp_path / "db.sqlite") as db, Store(tmp_path / "other.sqlite") as other:
+        register_sample(db)
+        register_sample(other)
+        sha = db.stimuli("sample")[3]["output_sha256"]
+        url, _, _ = StudyImages(db, tmp_path / "a").url("sample", "participant", "trial", "left", sha)
+        name = url.removeprefix("study-image/").removesuffix(".png")
+        served = StudyImages(db, tmp_path / "b").path(name)  # a fresh worker that has served nothing yet
+        assert served is not None and served.name == f"{sha}.png"
+        for i in range(len(name)):
+            assert StudyImages(db, tmp_path / "b").path(name[:i] + format(int(name[i], 16) ^ 1, "x") + name[i + 1:]) is None
+        assert StudyImages(other, tmp_path / "c").path(name) is None
 
 
 def test_sample_registration_is_idempotent(tmp_path):

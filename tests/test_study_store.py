@@ -392,6 +392,36 @@ def test_two_processes_opening_the_database_at_once_both_succeed(db_url, start):
             assert load_votes(store, "old")["choice"].tolist() == ["left", "right", "tie"]
 
 
+def test_workers_registering_the_same_study_at_once_all_succeed(db_url):
+    """App workers starting together (deploy/) each register the sample study: create_study and
+    add_stimulus stay idempotent when another process inserts the same row between their check and
+    their insert (PostgreSQL's unique index then refuses the second insert)."""
+    stores = [Store(db_url) for _ in range(4)]
+    errors = []
+
+    def register(store, study, barrier):
+        try:
+            barrier.wait()
+            store.create_study(study, "Agree?", n_trials=4, catch_rate=0)
+            add_stimuli(store, study, contents=("c1",), styles=("s1",), catch=False)
+        except Exception as exc:  # collected for the assertion
+            errors.append(repr(exc))
+
+    try:
+        for round_ in range(5):
+            barrier = threading.Barrier(len(stores))
+            threads = [threading.Thread(target=register, args=(store, f"race{round_}", barrier)) for store in stores]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert errors == []
+            assert len(stores[0].stimuli(f"race{round_}")) == len(METHODS)
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_a_newer_schema_is_refused(tmp_path):
     path = tmp_path / "study.db"
     Store(path).close()

@@ -1,0 +1,107 @@
+"""Two app workers behind nginx on PostgreSQL (deploy/, bench/cluster.py), on 127.0.0.1: the sticky
+cookie spreads participants over both workers and keeps each one's requests on its worker (Gradio's
+queue needs its POST and its event stream on the same process); a SIGKILL of one worker a third of
+the way in loses no acknowledged vote, and its participants finish through the other worker. Then, in
+Chromium, a participant whose worker is killed while a trial is on screen answers it with one click."""
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from playwright.sync_api import sync_playwright
+
+from bench.cluster import Cluster
+from bench.load import Participant, limits_env, record, run_participant, verify
+from bench.server import ROOT
+from deploy.nginx import COOKIE, binary, worker_name
+
+from .study_fixtures import postgres_server  # noqa: F401
+from .test_study_flow import ARGS, CHROMIUM
+
+PARTICIPANTS = 12
+TRIALS = 10  # the sample study's
+ARTIFACT = ROOT / "artifacts" / "load.json"
+QUEUE_STREAM = "GET /gradio_api/queue/data"
+
+
+@pytest.fixture
+def database(postgres_server):  # noqa: F811
+    host, port = postgres_server
+    name = f"deploy_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"postgresql+psycopg://postgres@{host}:{port}/{name}"
+
+
+def browser_through_a_worker_death(cluster):
+    """A participant in Chromium on worker 0 (its cookie says so) answers trial 1; worker 0 is killed
+    while trial 2 is on screen; one click answers trial 2 through the other worker and shows trial 3.
+    Returns the worker the browser's cookie names then."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        context.add_cookies([{"name": COOKIE, "value": worker_name(0), "url": cluster.url}])
+        page = context.new_page()
+        page.goto(cluster.url + "study")
+        page.get_by_role("button", name="I agree").click(timeout=60_000)
+        page.get_by_role("button", name="Start").click()
+        for number, button in ((1, "Left is better"), (2, "Right is better")):
+            page.get_by_text(f"Trial {number} of {TRIALS}").wait_for(timeout=60_000)
+            page.locator("#study-trial [data-state=ready]").wait_for(timeout=60_000)
+            if number == 2:
+                cluster.workers[0].kill()
+            page.get_by_role("button", name=button).click()
+        page.get_by_text(f"Trial 3 of {TRIALS}").wait_for(timeout=60_000)
+        cookies = {c["name"]: c["value"] for c in context.cookies()}
+        browser.close()
+    return cookies[COOKIE]
+
+
+@pytest.mark.postgres
+def test_sigkill_of_one_worker_behind_nginx_loses_no_acknowledged_vote(tmp_path, database):
+    if binary() is None:
+        message = "nginx not found: apt-get install nginx (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = Cluster(tmp_path, 2, database, env=limits_env(PARTICIPANTS)).start()
+    people = [Participant(i) for i in range(PARTICIPANTS)]
+    deadline = time.monotonic() + 240
+    try:
+        with ThreadPoolExecutor(PARTICIPANTS) as pool:
+            futures = [pool.submit(run_participant, p, cluster.url, deadline, True) for p in people]
+            while sum(len(p.acked) for p in people) < PARTICIPANTS * TRIALS // 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            acked_at_kill, killed_at = sum(len(p.acked) for p in people), time.time()
+            cluster.workers[0].kill()
+            for future in futures:
+                future.result()
+        stored, problems = verify(database, people)  # before the browser's participant enrols
+        log = cluster.nginx.log()
+        cluster.workers[0].start()
+        moved = browser_through_a_worker_death(cluster)
+    finally:
+        cluster.stop()
+    before = [entry for entry in log if entry[0] < killed_at]
+    after = [entry for entry in log if entry[0] > killed_at + 1]  # requests still in flight at the kill left out
+    figures = {"participants": PARTICIPANTS, "completed": sum(p.done for p in people), "stored": stored,
+               "acked": sum(len(p.acked) for p in people), "acked_before_kill": acked_at_kill,
+               "reconnected": sum(p.reconnects > 0 for p in people),
+               "streams_per_worker_before_kill": {w: sum(e[2] == w and e[4].startswith(QUEUE_STREAM) for e in before)
+                                                  for w in map(worker_name, range(2))}}
+    record(ARTIFACT, f"nginx-2-workers-postgresql-kill-{PARTICIPANTS}", figures)
+    assert not problems, "\n".join(problems[:20])
+    assert figures["completed"] == PARTICIPANTS and stored == PARTICIPANTS * TRIALS
+    assert acked_at_kill >= PARTICIPANTS * TRIALS // 3
+    # stickiness: both workers served participants' event streams, and a request naming a worker went to it
+    assert all(figures["streams_per_worker_before_kill"].values()), figures
+    assert all(served == named for _, named, served, _, _ in before if named), "a request left its worker"
+    # failover: the killed worker's participants lost their connection and went on through the other one
+    assert figures["reconnected"] >= 1
+    assert {served for _, _, served, _, _ in after} == {worker_name(1)}
+    assert moved == worker_name(1)
