@@ -31,10 +31,21 @@ def fingerprints(folder):
 
 
 def read_sources(source):
-    """{path relative to the source: its SOURCES.csv row}, and the csv's columns."""
-    with open(Path(source) / "SOURCES.csv", newline="") as f:
+    """{path relative to the source: its SOURCES.csv row}, and the csv's columns. ValueError saying
+    what is wrong when SOURCES.csv is missing, has no `file` column or lists a file that is not there."""
+    path = Path(source) / "SOURCES.csv"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: a source is a folder with contents/, styles/ and a SOURCES.csv "
+                         "whose `file` column names its images")
+    with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        return {row["file"]: row for row in reader}, reader.fieldnames
+        if "file" not in (reader.fieldnames or []):
+            raise ValueError(f"{path} has no `file` column naming the source's images")
+        listed = {row["file"]: row for row in reader}
+    missing = [rel for rel in listed if not (Path(source) / rel).is_file()]
+    if missing:
+        raise ValueError(f"{path} lists {len(missing)} file(s) that are not there, e.g. {Path(source) / missing[0]}")
+    return listed, reader.fieldnames
 
 
 def write_image(src, dst, shorter_side, quality):
@@ -87,6 +98,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         print(f"{args.out} is not empty", file=sys.stderr)
+        return 2
+    try:
+        for source in args.source:  # every source checked before anything is written
+            read_sources(source)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = assemble(args.source, args.exclude, args.out, args.shorter_side, args.quality)
     print(f"{counts['contents']} contents, {counts['styles']} styles in {args.out}")

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .files import image_files
 from .images import ImageError, open_image, resize_long_side
-from .methods import METHODS, available_methods, default_device, load_method
+from .methods import METHODS, available_methods, default_device, device_argument, load_method
 from .metrics import COLUMNS, DEFINITIONS, load_encoder, measure
 from .pipeline import to_image, to_tensor
 from .precision import autocast
@@ -139,7 +139,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--size", type=int, default=512, help="long side in pixels (default 512)")
     parser.add_argument("--weights-dir", help="folder with official checkpoints (see python -m model.check_weights)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    parser.add_argument("--device", type=device_argument, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed before every run (default 0)")
     args = parser.parse_args(argv)
     methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
@@ -147,7 +147,7 @@ def main(argv=None):
     if problems:
         print("error: " + "\n  ".join(problems), file=sys.stderr)
         return 2
-    device = torch.device(args.device) if args.device else default_device()
+    device = args.device or default_device()
     try:
         content_paths, style_paths = image_files(args.contents), image_files(args.styles)
         nets = {m: load_method(m, args.weights_dir, "cpu") for m in methods}

@@ -1,4 +1,5 @@
 """One entry point for every method: which files it needs, whether it can run, and loading it."""
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,6 +89,14 @@ def check_device(name):
         raise ValueError(f"{name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s) visible to PyTorch; "
                          "use --device cpu, or a GPU that exists")
     return device
+
+
+def device_argument(name):
+    """argparse type for a command's --device: `check_device`, its ValueError as a usage error."""
+    try:
+        return check_device(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def load_method(name, weights_dir=None, device=None):

@@ -3,7 +3,7 @@
     python -m model.speed --device cpu --sizes 256,512,1024 --out runs/bench-cpu
     python -m model.speed --device cuda --sizes 256,512,1024,2048,4096 --out runs/bench-cuda
     python -m model.speed --device cuda --sizes 4096 --style-size 1024 --only network:stya2k --out runs/target
-    python -m model.speed --plot runs/bench-cpu/bench.csv        (needs matplotlib)
+    python -m model.speed --plot runs/bench-cpu/bench.csv        (a bench.csv or pair.csv, told by its columns)
     python -m model.speed --pair --device cpu --sizes 256,512,1024 --out runs/pair-cpu
     python -m model.speed --pair --device cuda --sizes 512,1024,2048 --compile --weights-dir W --out runs/pair-cuda
 
@@ -35,10 +35,14 @@ import torch
 
 from .a2k import A2K, REGION_SIZE
 from .all_to_all import SANet
-from .methods import METHODS
+from .features import FeatureCache
+from .images import ImageError, open_image
+from .methods import METHODS, check_device, load_method
+from .pipeline import compare, encode, resized_pair
 from .precision import autocast
 from .profiling import Cost
 from .stya2k import StyA2K
+from .weights import WeightsError
 
 ATTENTION = {
     "a2k": lambda: A2K(256, REGION_SIZE[3]),
@@ -52,6 +56,7 @@ for _name, _method in METHODS.items():  # one entry per architecture: stya2k_her
     if _method.build not in NETWORKS.values():
         NETWORKS[_name] = _method.build
 NETWORKS["stya2k_reference"] = lambda: StyA2K(lean=False)
+CASES = [("attention", c) for c in ATTENTION] + [("network", c) for c in NETWORKS]
 FIELDS = ["device", "scope", "case", "size", "style_size", "pixels", "seconds", "peak_mib", "status"]
 
 
@@ -96,8 +101,7 @@ def measure_isolated(scope, case, size, style_size, device):
 def run_all(device, sizes, style_size, only, budget, out):
     out.mkdir(parents=True, exist_ok=True)
     path = out / "bench.csv"
-    cases = [("attention", c) for c in ATTENTION] + [("network", c) for c in NETWORKS]
-    cases = [c for c in cases if not only or f"{c[0]}:{c[1]}" in only]
+    cases = [c for c in CASES if not only or f"{c[0]}:{c[1]}" in only]
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, FIELDS)
         writer.writeheader()
@@ -128,21 +132,21 @@ PAIR_FIELDS = ["device", "size", "style_size", "layout", "compiled", "cache", "s
 EXAMPLE_PAIR = ("contents/photo_chelsea.jpg", "styles/gogh_cafe_terrace_night.jpg")
 
 
+def example_pair():
+    """The gallery photo and painting --pair stylises, as PIL images."""
+    examples = Path(__file__).parents[1] / "examples"
+    return tuple(open_image(examples / f) for f in EXAMPLE_PAIR)
+
+
 def pair_variant(device, size, style_size, layout, compiled, weights_dir, repeats):
     """Median seconds of one comparison in each cache state: {cold, style_cached, warm}."""
-    from .features import FeatureCache
-    from .images import open_image
-    from .methods import load_method
-    from .pipeline import compare, encode, resized_pair
-
     device = torch.device(device)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     nets = [load_method(name, weights_dir, device).to(memory_format=fmt) for name in PAIR]
     if compiled:
         for net in nets:
             net.encoder, net.decoder = torch.compile(net.encoder), torch.compile(net.decoder)
-    examples = Path(__file__).parents[1] / "examples"
-    content, style = (open_image(examples / f) for f in EXAMPLE_PAIR)
+    content, style = example_pair()
     _, style_resized = resized_pair(content, style, size, style_size)
 
     def run(cache):
@@ -195,6 +199,8 @@ def plot_pair(csv_path):
     import matplotlib.pyplot as plt
 
     rows = list(csv.DictReader(open(csv_path)))
+    if not rows:
+        raise ValueError(f"{csv_path} has no rows: nothing to plot")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for variant in dict.fromkeys((r["layout"], r["compiled"], r["cache"]) for r in rows):
         pts = [(int(r["size"]), float(r["seconds"])) for r in rows if (r["layout"], r["compiled"], r["cache"]) == variant]
@@ -227,6 +233,8 @@ def plot(csv_path):
     import numpy as np
 
     rows = [r for r in csv.DictReader(open(csv_path)) if r["status"] == "ok"]
+    if not rows:
+        raise ValueError(f"{csv_path} has no row with status ok: nothing to plot")
     scopes = sorted({r["scope"] for r in rows})
     fig, axes = plt.subplots(len(scopes), 2, figsize=(12, 4.5 * len(scopes)), squeeze=False)
     for i, scope in enumerate(scopes):
@@ -245,6 +253,43 @@ def plot(csv_path):
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=8)
     return save_beside(fig, csv_path)
+
+
+def plot_csv(csv_path):
+    """The plot of a bench.csv (`plot`) or a pair.csv (`plot_pair`), told apart by their columns.
+    ValueError saying what is wrong for any other file."""
+    if not Path(csv_path).is_file():
+        raise ValueError(f"{csv_path} does not exist: give a bench.csv or pair.csv written by python -m model.speed")
+    with open(csv_path, newline="") as f:
+        header = next(csv.reader(f), [])
+    if header == PAIR_FIELDS:
+        return plot_pair(csv_path)
+    if header == FIELDS:
+        return plot(csv_path)
+    raise ValueError(f"{csv_path} is neither a bench.csv (columns {','.join(FIELDS)}) "
+                     f"nor a pair.csv (columns {','.join(PAIR_FIELDS)})")
+
+
+def check_pair(weights_dir, sizes, style_size):
+    """Load the pair's networks and resize the example pair to every size once, so that a missing or
+    unreadable weight file (WeightsError) or a size the photo cannot take (ImageError) stops --pair
+    before any timing, with the message that says why."""
+    content, style = example_pair()
+    for size in sizes:
+        resized_pair(content, style, size, style_size)
+    for name in PAIR:
+        load_method(name, weights_dir, "cpu")
+
+
+def sides(text):
+    """argparse type: "256,512" -> [256, 512], each side at least 16 pixels (relu5_1 is 1/16 of it)."""
+    try:
+        values = [int(s) for s in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: give sides in pixels, at least 16, comma-separated (e.g. 256,512)")
+    return values
 
 
 def precision(weights_dir, device, sizes, out):
@@ -287,12 +332,12 @@ def precision(weights_dir, device, sizes, out):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m model.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--sizes", default="256,512,1024", help="input sides in pixels, comma-separated")
+    parser.add_argument("--sizes", type=sides, default="256,512,1024", help="input sides in pixels, comma-separated")
     parser.add_argument("--style-size", type=int, help="style side (default: the same as the content; --pair: 512)")
     parser.add_argument("--only", help="comma-separated scope:case, e.g. attention:a2k,network:stya2k")
     parser.add_argument("--budget", type=float, default=300.0, help="seconds a single run may take (default 300)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
-    parser.add_argument("--plot", type=Path, help="only plot an existing bench.csv")
+    parser.add_argument("--plot", type=Path, help="only plot an existing bench.csv or pair.csv (PNG beside it)")
     parser.add_argument("--precision", action="store_true", help="measure autocast error against float32 (CUDA)")
     parser.add_argument("--weights-dir", help="for --precision and --pair: weights folder (see python -m model.check_weights)")
     parser.add_argument("--pair", action="store_true", help="time a whole a2k_free vs all2all_free comparison")
@@ -301,6 +346,21 @@ def main(argv=None):
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--one-pair", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        device = check_device(args.device)
+    except ValueError as exc:
+        parser.error(str(exc))
+    only = set(args.only.split(",")) if args.only else None
+    unknown = sorted(only - {f"{scope}:{case}" for scope, case in CASES}) if only else []
+    if unknown:
+        parser.error(f"--only: unknown case(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join(f'{scope}:{case}' for scope, case in CASES)}")
+    if args.weights_dir is not None and not Path(args.weights_dir).is_dir():
+        parser.error(f"--weights-dir {args.weights_dir} is not a folder")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.precision and device.type != "cuda":
+        parser.error("--precision measures CUDA autocast: give --device cuda on a machine with a GPU")
     if args.one:
         print(json.dumps(measure(*json.loads(args.one))))
         return 0
@@ -308,11 +368,20 @@ def main(argv=None):
         print(json.dumps(pair_variant(*json.loads(args.one_pair))))
         return 0
     if args.plot:
-        print(plot_pair(args.plot) if args.plot.name == "pair.csv" else plot(args.plot))
+        try:
+            print(plot_csv(args.plot))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
-    sizes = [int(s) for s in args.sizes.split(",")]
     if args.pair:
-        path = run_pair(args.device, sizes, args.style_size or 512, args.compile, args.weights_dir, args.repeats, args.out)
+        style_size = args.style_size or 512
+        try:
+            check_pair(args.weights_dir, args.sizes, style_size)
+        except (WeightsError, ImageError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        path = run_pair(args.device, args.sizes, style_size, args.compile, args.weights_dir, args.repeats, args.out)
         print(f"wrote {path}")
         try:
             print(plot_pair(path))
@@ -320,10 +389,9 @@ def main(argv=None):
             print("matplotlib is missing: no plot")
         return 0
     if args.precision:
-        print(f"wrote {precision(args.weights_dir, args.device, sizes, args.out)}")
+        print(f"wrote {precision(args.weights_dir, args.device, args.sizes, args.out)}")
         return 0
-    only = set(args.only.split(",")) if args.only else None
-    path = run_all(args.device, sizes, args.style_size, only, args.budget, args.out)
+    path = run_all(args.device, args.sizes, args.style_size, only, args.budget, args.out)
     print(f"wrote {path}")
     return 0
 

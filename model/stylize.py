@@ -13,7 +13,7 @@ from tqdm import tqdm
 from .features import FeatureCache
 from .files import image_files, output_name
 from .images import ImageError, open_image
-from .methods import METHODS, load_method
+from .methods import METHODS, device_argument, load_method
 from .pipeline import STYLE_SIZE, stylize
 from .weights import WeightsError
 
@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1]")
     parser.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
     parser.add_argument("--weights-dir", help="folder with official checkpoints (see python -m model.check_weights)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    parser.add_argument("--device", type=device_argument, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     try:

@@ -56,7 +56,7 @@ from .baselines import SANetNet
 from .files import IMAGE_SUFFIXES
 from .function import mean_std, mvn, shallow_keys
 from .images import ImageError, open_image
-from .methods import default_device
+from .methods import default_device, device_argument
 from .precision import autocast
 from .stya2k import StyA2K
 from .weights import OFFICIAL, VGG, WeightsError, load_into
@@ -343,7 +343,7 @@ def parse_args(argv):
     parser.add_argument("--save-every", type=int, default=1000)
     parser.add_argument("--sample-every", type=int, default=500)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    parser.add_argument("--device", type=torch.device, default=default_device())
+    parser.add_argument("--device", type=device_argument, default=default_device())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights-dir", type=Path, help="where vgg_normalised.pth is (default: the packaged copy)")
     parser.add_argument("--half", action="store_true", help="save the final weights as float16")

@@ -6,7 +6,7 @@ import model.a2k
 from model.a2k import A2K, REGION_SIZE, branches, branches_reference
 from model.stya2k import Transform
 
-from .conftest import DATA
+from .conftest import DATA, close
 
 CASES = torch.load(DATA / "a2k_cases.pt")
 
@@ -15,11 +15,6 @@ def module(case, lean, device):
     m = A2K(case["in_planes"], REGION_SIZE[case["layer"]], lean=lean)
     m.load_state_dict(case["state_dict"])
     return m.to(device)
-
-
-def close(a, b):
-    """Within 5e-6 of the reference's scale: the largest error measured on the CPU is 1.05e-6."""
-    return (a.cpu() - b).abs().max().item() <= 5e-6 * max(1.0, b.abs().max().item())
 
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "reference"])

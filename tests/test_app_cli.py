@@ -1,5 +1,5 @@
 """`python app.py` refuses bad settings at startup, from flags and from environment variables alike,
-with a message that says what to use instead (and no traceback)."""
+with a message that says what to use instead (and no traceback); so do the model commands' --device."""
 import os
 import subprocess
 import sys
@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from bench.server import ROOT, SETTINGS_ENV
+from model import evaluate, speed, stylize, train
 from model.methods import check_device
 
 
@@ -33,3 +34,19 @@ def test_check_device():
     assert check_device("cpu").type == "cpu"
     with pytest.raises(ValueError, match="is not a device"):
         check_device("gpu0")
+
+
+@pytest.mark.parametrize("command,args", [
+    (stylize, ["--content", "c", "--style", "s", "--method", "adain", "--out", "o"]),
+    (evaluate, ["--contents", "c", "--styles", "s", "--methods", "adain", "--out", "o"]),
+    (train, ["--method", "sanet", "--contents", "c", "--styles", "s", "--out", "o", "--steps", "1"]),
+    (speed, []),
+], ids=["stylize", "evaluate", "train", "speed"])
+@pytest.mark.parametrize("device,message", [("banana", "is not a device"), ("cuda:7", "CUDA GPU")])
+def test_model_commands_refuse_a_bad_device(command, args, device, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        command.main([*args, "--device", device])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

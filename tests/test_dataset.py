@@ -42,3 +42,22 @@ def test_without_shorter_side_files_are_copied(tmp_path):
     collection(source, {"contents/a.png": (40, 20, "red"), "styles/c.png": (10, 12, "green")})
     assert main(["--source", str(source), "--exclude", str(tmp_path / "none"), "--out", str(out)]) == 0
     assert (out / "contents/a.png").read_bytes() == (source / "contents/a.png").read_bytes()
+
+
+def test_a_bad_source_is_refused_before_anything_is_written(tmp_path, capsys):
+    good, bad, out = tmp_path / "good", tmp_path / "bad", tmp_path / "out"
+    collection(good, {"contents/a.png": (40, 20, "red")})
+    collection(bad, {"styles/c.png": (10, 12, "green")})
+    (bad / "styles/c.png").unlink()
+    no_csv = tmp_path / "no_csv"
+    no_csv.mkdir()
+    no_file_column = tmp_path / "no_file_column"
+    no_file_column.mkdir()
+    (no_file_column / "SOURCES.csv").write_text("path,title\ncontents/a.png,A\n")
+    for source, message in [(bad, f"lists 1 file(s) that are not there, e.g. {bad / 'styles/c.png'}"),
+                            (no_csv, f"{no_csv / 'SOURCES.csv'} is missing"),
+                            (no_file_column, "has no `file` column")]:
+        assert main(["--source", str(good), "--source", str(source), "--exclude", str(tmp_path / "none"),
+                     "--out", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()

@@ -95,7 +95,8 @@ def test_clustered_intervals_cover_the_population_rate_and_per_vote_ones_do_not(
     low, high = wilson_interval(wins.sum(axis=1), totals.sum(axis=1))
     per_vote = np.mean((low <= rate) & (rate <= high))
     print(f"coverage of {rate}: participant bootstrap {clustered:.3f}, per-vote Wilson {per_vote:.3f}")
-    assert 0.90 <= clustered <= 0.98
+    # 1000 studies: the coverage's standard error is 0.007, so 0.95 +- 0.025 (a 90% interval covers 0.905)
+    assert 0.925 <= clustered <= 0.975
     assert per_vote < clustered - 0.08
     assert boot["estimate"] == pytest.approx(wins.sum(axis=1) / totals.sum(axis=1))
 

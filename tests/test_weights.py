@@ -85,3 +85,15 @@ def test_check_weights_flags_a_bad_file(weights):
 
     (weights / "sanet/decoder_iter_500000.pth").write_bytes(b"\x00" * 10)
     assert main([str(weights)]) == 1
+
+
+def test_check_weights_lists_every_file_and_refuses_a_missing_folder(tmp_path, capsys):
+    from model.check_weights import main
+    from model.weights import KNOWN
+
+    assert main([]) == 0
+    listing = capsys.readouterr().out
+    for wf in KNOWN:
+        assert f"{wf.path}\n    {wf.purpose}\n    from {wf.source}\n" in listing
+    assert main([str(tmp_path / "nowhere")]) == 2
+    assert f"{tmp_path / 'nowhere'} is not a folder" in capsys.readouterr().err
