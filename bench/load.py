@@ -79,6 +79,7 @@ class Participant:
     acked: list = field(default_factory=list)  # (trial token, choice, latency s) of acknowledged votes
     seen: dict = field(default_factory=dict)  # trial token -> (left, right) pixel digests of the images received
     errors: list = field(default_factory=list)
+    lost: list = field(default_factory=list)  # why each reconnection was needed
     reconnects: int = 0
     done: bool = False
 
@@ -214,6 +215,7 @@ async def participate(p, page, url, think_s, deadline, resume):
                     p.errors.append(f"{type(exc).__name__.lower()}: {exc}")
                     return p
                 p.reconnects += 1
+                p.lost.append(f"{type(exc).__name__.lower()}: {exc}")
                 await wait_until_up(http, deadline)
             finally:
                 beating.cancel()
@@ -456,6 +458,8 @@ def main(argv=None):
         print(f"{mode}, {n} participants: {json.dumps(figures)}", flush=True)
         for problem in problems[:20]:
             print("PROBLEM:", problem, file=sys.stderr)
+        for reason in sorted({reason for p in people for reason in p.lost})[:5]:
+            print("reconnected after:", reason[:300], file=sys.stderr)
         failed |= bool(problems)
         rows.append({"mode": mode, "load_average": os.getloadavg()[0], **figures})
     csv_path = out / "load.csv"
