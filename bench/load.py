@@ -16,7 +16,7 @@ having the next trial and both its images) and votes/s, into OUT/load.csv and a 
 latency against participants.
 --kill: SIGKILL the server once a third of the votes are in and restart it on the same data folder and
 port; every participant reconnects with the token its browser state saved. --flood N: N stylisations at
-once instead, with the stylisation log's start/end times (one at a time under --max-jobs 1).
+once instead, each timed by the server's event stream (one at a time under --max-jobs 1).
 tests/test_load.py runs the same functions at CI size.
 
 Against a server of your own (say a load balancer): `asyncio.run(run_study(url, people, think_s))` with
@@ -185,7 +185,9 @@ async def participate(p, page, url, think_s, deadline, resume):
     wait for the server and reload the page, which resumes from the browser's saved state. Another
     refusal ends the participant, recorded in p.errors."""
     params = {"page": "study", "PROLIFIC_PID": p.pid}
-    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
+    # idle connections are closed after 4 s, before uvicorn's 5 s keep-alive closes them: a request sent on
+    # a connection the server is closing fails (ReadError), where a browser would send it again
+    limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=4)
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
         while not p.done and time.monotonic() < deadline:
             session = secrets.token_hex(6)
@@ -461,7 +463,7 @@ def main(argv=None):
         for reason in sorted({reason for p in people for reason in p.lost})[:5]:
             print("reconnected after:", reason[:300], file=sys.stderr)
         failed |= bool(problems)
-        rows.append({"mode": mode, "load_average": os.getloadavg()[0], **figures})
+        rows.append({"mode": mode, "load_average": round(os.getloadavg()[0], 2), **figures})
     csv_path = out / "load.csv"
     fresh = not csv_path.exists()
     with open(csv_path, "a", newline="") as f:
