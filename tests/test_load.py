@@ -22,7 +22,7 @@ ARTIFACT = ROOT / "artifacts" / "load.json"
 FLOOD = 8
 RSS_GROWTH_MIB = 256  # the most a flood may add to the server's resident memory once the networks are loaded
 RSS_PEAK_MIB = 2048  # the most the server may ever hold resident (VmHWM)
-# stress mode at CI size, on this machine under other work: p99 about 1 s, 15-27 votes/s, 18-31 ms of
+# stress mode at CI size, on this machine under other work: p99 0.6-1.3 s, 13-25 votes/s, 18-34 ms of
 # server CPU per vote (README, Reliability)
 P99_MS = 4000
 VOTES_PER_S = 6
