@@ -28,6 +28,10 @@ BODY_LIMIT = 256 * 1024  # bytes of any request other than an upload: the app's 
 MULTIPART_SLACK = 64 * 1024  # an upload's boundaries and part headers, on top of its files
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its uploads and served files every 10 min once an hour old
 OTHER_EVENTS_WAITING = 1024  # events of every other kind waiting at once (each takes milliseconds)
+# how often Gradio's queue looks for new events when it has none, and for progress to send, in seconds (its
+# own 0.001 and 0.01 kept an idle server at 9% of a core, most of the CPU per vote of a study in progress)
+POLL_S = 0.005
+PROGRESS_POLL_S = 0.05
 
 
 def log_refusal(what, reason):
@@ -141,12 +145,19 @@ class AdmissionQueue(queueing.Queue):
     """Gradio's queue with no global size: the stylisation group is capped by `admission` (in all and
     per client), the other events together by OTHER_EVENTS_WAITING, so stylisations cannot crowd out
     the study's votes, its new participants or the admin page. A refused event is answered as Gradio
-    answers its own refusals: (False, message, "error" or "queue_full")."""
+    answers its own refusals: (False, message, "error" or "queue_full"). Gradio's per-event monitoring
+    summary is not computed."""
 
     def __init__(self, admission, **kwargs):
         super().__init__(**kwargs)
         self.admission = admission
         self._joining = []  # clients of stylisations being admitted (push awaits before queueing them)
+
+    def compute_analytics_summary(self, records):
+        """Kept as it is. Gradio rebuilds a pandas summary of the last 10,000 events after every event
+        for its monitoring page (off here): the largest part of a study vote's server time, and it
+        grows with the events served."""
+        return self.cached_event_analytics_summary
 
     async def push(self, body, request, username):
         fn = route_utils.get_fn(self.blocks, None, body) if body.fn_index is not None else None
@@ -193,6 +204,7 @@ class Blocks(gr.Blocks):
         self._queue = AdmissionQueue(admission, live_updates=q.live_updates, concurrency_count=q.max_thread_count,
                                      update_intervals=q.update_intervals, max_size=None, blocks=self,
                                      default_concurrency_limit=q.default_concurrency_limit)
+        self._queue.sleep_when_free, self._queue.progress_update_sleep_when_free = POLL_S, PROGRESS_POLL_S
         return self
 
 

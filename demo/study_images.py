@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from .storage import atomic_write
@@ -34,6 +34,7 @@ ROUTE = "study-image"
 NAME = re.compile(r"[0-9a-f]{40}")
 PAD_CHUNK = b"stPd"  # ancillary (s), private (t), reserved bit clear (P), safe to copy (d): decoders skip it
 BLOCK = 4096  # padded sizes are multiples of this
+MEMORY_BYTES = 256 * 2**20  # served files kept in memory (the sample study's take 8 MB); the rest is read per request
 
 
 def bare_png(path):
@@ -64,6 +65,8 @@ class StudyImages:
         self._key = bytes.fromhex(store.hash_id("study-images", "key"))  # the same in every worker on the database
         self._files = {}  # study -> {stimulus sha256: (path, width, height)}
         self._ids = {}  # (study, stimulus sha256) -> stimulus id, and stimulus id -> (study, stimulus sha256)
+        self._data = {}  # path -> bytes of the files served so far
+        self._data_bytes = 0
         self._lock = threading.Lock()
         self._preparing = threading.Lock()  # one study prepared at a time, once
 
@@ -98,6 +101,18 @@ class StudyImages:
             with self._lock:
                 entry = self._ids.get(stimulus)
         return entry and self.files(entry[0])[entry[1]][0]
+
+    def data(self, path):
+        """The bytes of the served file `path`, kept in memory (up to MEMORY_BYTES in all) once read."""
+        with self._lock:
+            found = self._data.get(path)
+        if found is None:
+            found = path.read_bytes()
+            with self._lock:
+                if self._data_bytes + len(found) <= MEMORY_BYTES and path not in self._data:
+                    self._data[path] = found
+                    self._data_bytes += len(found)
+        return found
 
     def files(self, study):
         """{stimulus sha256: (padded file, width, height)} for every stimulus of the study, made on first use."""
@@ -134,11 +149,15 @@ class StudyImages:
 
     def route(self):
         """The starlette route serving study-image/<name>.png (404 for any other name)."""
+        def load(name):
+            path = self.path(name)
+            return None if path is None else self.data(path)
+
         async def serve(request):
             name = request.path_params["name"]
-            path = await run_in_threadpool(self.path, name[:-4]) if NAME.fullmatch(name[:-4]) and name.endswith(".png") else None
-            if path is None:
+            data = await run_in_threadpool(load, name[:-4]) if NAME.fullmatch(name[:-4]) and name.endswith(".png") else None
+            if data is None:
                 return Response("no such image", status_code=404)
-            return FileResponse(path, media_type="image/png",
-                                headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+            return Response(data, media_type="image/png",
+                            headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
         return Route(f"/{ROUTE}/{{name}}", serve, methods=["GET", "HEAD"])

@@ -294,14 +294,21 @@ def build_study_page(arena, app, images):
         refused = limits.check(state["participant"], request.client.host if request.client else "")
         if refused:
             view = {**state["view"], "notice": refused, "retry": state["view"]["retry"] + 1}
-            return screen(None, {**state, "view": view}, trial={**view, "html": trial_html(view)})
+            return unboxed(screen(None, {**state, "view": view}, trial={**view, "html": trial_html(view)}))
         server_ms = None if state["shown_at"] is None else int((time.monotonic() - state["shown_at"]) * 1000)
         try:
             store.record_vote(state["trial"], state["participant"], answer["choice"],
                               client_ms(answer.get("client_ms")), server_ms)
         except VoteRejected as exc:
             raise gr.Error(str(exc)) from exc
-        return next_screen(state)
+        return unboxed(next_screen(state))
+
+    def unboxed(out):
+        """The outputs of a vote without the boxes when they stay hidden (a vote comes from a trial, so
+        they are hidden already): an update of a layout block costs Gradio a new block and its config."""
+        if any(out[box].visible for box in boxes.values()):
+            return out
+        return {k: v for k, v in out.items() if k not in boxes.values()}
 
     study_events = {"concurrency_id": "study", "concurrency_limit": 8}
     app.load(open_page, [saved], outputs, api_name="study_open", **study_events)

@@ -3,10 +3,10 @@ cookie spreads participants over both workers and keeps each one's requests on i
 queue needs its POST and its event stream on the same process); a SIGKILL of one worker a third of
 the way in loses no acknowledged vote, and its participants finish through the other worker. Then, in
 Chromium, a participant whose worker is killed while a trial is on screen answers it with one click."""
+import asyncio
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from bench.cluster import Cluster
-from bench.load import Participant, limits_env, record, run_participant, verify
+from bench.load import Participant, acked, limits_env, record, run_study, verify
 from bench.server import ROOT
 from deploy.nginx import COOKIE, binary, worker_name
 
@@ -71,16 +71,17 @@ def test_sigkill_of_one_worker_behind_nginx_loses_no_acknowledged_vote(tmp_path,
         pytest.skip(message)
     cluster = Cluster(tmp_path, 2, database, env=limits_env(PARTICIPANTS)).start()
     people = [Participant(i) for i in range(PARTICIPANTS)]
-    deadline = time.monotonic() + 240
+
+    async def study_with_a_kill():
+        running = asyncio.ensure_future(run_study(cluster.url, people, think_s=None, timeout_s=240))
+        await acked(people, PARTICIPANTS * TRIALS // 3)
+        killed = sum(len(p.acked) for p in people), time.time()
+        cluster.workers[0].kill()
+        await running
+        return killed
+
     try:
-        with ThreadPoolExecutor(PARTICIPANTS) as pool:
-            futures = [pool.submit(run_participant, p, cluster.url, deadline, True) for p in people]
-            while sum(len(p.acked) for p in people) < PARTICIPANTS * TRIALS // 3 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            acked_at_kill, killed_at = sum(len(p.acked) for p in people), time.time()
-            cluster.workers[0].kill()
-            for future in futures:
-                future.result()
+        acked_at_kill, killed_at = asyncio.run(study_with_a_kill())
         stored, problems = verify(database, people)  # before the browser's participant enrols
         log = cluster.nginx.log()
         cluster.workers[0].start()
