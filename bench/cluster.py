@@ -37,6 +37,10 @@ class Cluster:
             raise RuntimeError(f"nginx does not answer at {self.url}")
         return self
 
+    def cpu_seconds(self):
+        """CPU time (user + system) the workers have used, all together (nginx's not counted)."""
+        return sum(worker.cpu_seconds() for worker in self.workers)
+
     def stop(self):
         self.nginx.stop()
         for worker in self.workers:

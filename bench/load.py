@@ -46,6 +46,7 @@ from demo.study_page import SCREEN
 from study.schema import CHOICES, participants, stimuli, trials, votes
 from study.store import Store
 
+from .cluster import Cluster
 from .server import ROOT, App
 
 STUDY = "sample"
@@ -426,6 +427,8 @@ def main(argv=None):
     parser.add_argument("--participants", default="12", help="comma-separated participant counts (default 12)")
     parser.add_argument("--think", default="2,6", help="LO,HI seconds per trial (default 2,6); 0: none (stress)")
     parser.add_argument("--database", help="SQLAlchemy URL of an empty database (default: SQLite in the data folder)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="app workers; more than 1: behind nginx (deploy/), sharing --database (default 1)")
     parser.add_argument("--kill", action="store_true", help="SIGKILL and restart the server a third of the way in")
     parser.add_argument("--flood", type=int, metavar="N", help="send N stylisations at once instead")
     parser.add_argument("--size", type=int, default=128, help="output size of the flood's stylisations, px")
@@ -435,6 +438,8 @@ def main(argv=None):
     counts = [int(n) for n in args.participants.split(",")]
     if args.database and len(counts) > 1:
         parser.error("--database takes one participant count: each run needs an empty database")
+    if args.workers > 1 and (args.kill or args.flood):
+        parser.error("--workers runs the study only (tests/test_deploy.py kills a worker behind nginx)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.flood:
@@ -446,11 +451,16 @@ def main(argv=None):
         record(out / "load.json", f"flood-{args.flood}", figures)
         return 1 if figures["failed"] else 0
     mode = ("kill-" if args.kill else "") + ("stress" if think_s is None else f"think {args.think} s")
+    if args.workers > 1:
+        mode += f", {args.workers} workers behind nginx"
     rows, failed = [], False
     for n in counts:
         data = Path(tempfile.mkdtemp(prefix="load-"))
         database = args.database or str(data / "arena.db")
-        app = App(data, "--database", database, env=limits_env(n)).start()
+        if args.workers > 1:
+            app = Cluster(data, args.workers, database, env=limits_env(n)).start()
+        else:
+            app = App(data, "--database", database, env=limits_env(n)).start()
         try:
             people, figures = run_participants(app, n, think_s, kill_after=TRIALS * n // 3 if args.kill else None)
         finally:
