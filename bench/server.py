@@ -5,10 +5,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-from deploy.process import stop
+from deploy.process import answers, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"  # every launched app listens on the loopback interface only
@@ -24,14 +23,6 @@ def free_port():
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
-
-
-def answers(url, timeout=2):
-    try:
-        urllib.request.urlopen(url, timeout=timeout)
-        return True
-    except OSError:
-        return False
 
 
 def wait_until_up(url, deadline):

@@ -1,5 +1,15 @@
-"""Stopping a child process: the app's workers, nginx, the launched apps of the tests."""
+"""Child processes: the app's workers, nginx, the launched apps of the tests; whether one answers, stopping it."""
 import subprocess
+import urllib.request
+
+
+def answers(url, timeout=2):
+    """Whether a GET of `url` succeeds within `timeout` seconds."""
+    try:
+        urllib.request.urlopen(url, timeout=timeout)
+        return True
+    except OSError:
+        return False
 
 
 def stop(process, timeout_s=15):

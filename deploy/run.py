@@ -16,22 +16,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from .nginx import Nginx
-from .process import stop
+from .process import answers, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 600  # a worker loads its networks before it answers
-
-
-def answers(port):
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-        return True
-    except OSError:
-        return False
 
 
 class Worker:
@@ -83,7 +74,7 @@ def main(argv=None):
             worker.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         for i, worker in enumerate(workers):
-            while not answers(worker.port):
+            while not answers(f"http://127.0.0.1:{worker.port}/"):
                 if worker.process.poll() is not None or time.monotonic() > deadline:
                     sys.exit(f"worker {i} did not start; see {worker.log}")
                 time.sleep(0.5)
