@@ -106,14 +106,14 @@ class Arena:
         receives them and at the style size of the default output size, one painting at a time between
         user jobs, and measures the encoder's throughput on the way; returns how many."""
         net = cached_method(self.runnable()[0], self.settings.weights_dir, self.settings.torch_device)
-        size = self.settings.default_size
-        for path in example_paths("styles"):
+        size, paths = self.settings.default_size, example_paths("styles")
+        for path in paths:
             painting = shrink(read_input(path), self.settings.size_cap)
-            _, style = resized_pair(painting, painting, size, min(STYLE_SIZE, size))
+            _, style = resized_pair(painting, painting, size, style_size_for(size))
             with self.device_lock, Cost(self.settings.torch_device) as cost:
                 encode(net, style, self.features)
             self.throughput.encoded(style.size, cost.seconds)
-        return len(example_paths("styles"))
+        return len(paths)
 
     def estimate(self, methods, size):
         """Estimated seconds for a comparison of `methods` at output long side `size` (px), from the
@@ -134,8 +134,7 @@ class Arena:
 
     def stored(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
         """The stored result of these inputs and settings (a Result with cached=True), or None. style_size:
-        the style's long side (default: min(STYLE_SIZE, size), so a small output never pays for a 512 px
-        style; tests/test_load.py's memory bound holds only then)."""
+        the style's long side (default: `style_size_for(size)`)."""
         record = self.results.get(self.result_key(content_sha, style_sha, method, size, alpha, preserve_color, style_size))
         if record and self.images.path(record["output"]).exists():
             return Result(record["output"], record["seconds"], record["peak_mib"], True)
@@ -144,13 +143,13 @@ class Arena:
     def result_key(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
         return self.results.key(content=content_sha, style=style_sha, method=method, size=size, alpha=alpha,
                                 preserve_color=preserve_color, device=self.settings.torch_device.type,
-                                weights=self.fingerprint(method), style_size=style_size or min(STYLE_SIZE, size))
+                                weights=self.fingerprint(method), style_size=style_size or style_size_for(size))
 
     def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
         """The stored output for these inputs and settings (see `stored`), computed once
         (content-addressed); the encoder features go through the shared cache, so the other method of a
         comparison, another alpha or a gallery painting does not encode again."""
-        args = (content_sha, style_sha, method, size, alpha, preserve_color, style_size or min(STYLE_SIZE, size))
+        args = (content_sha, style_sha, method, size, alpha, preserve_color, style_size or style_size_for(size))
         result = self.stored(*args)
         if result:
             return result
@@ -211,6 +210,12 @@ class Throughput:
         if fallback is None:
             return None
         return sum(rates.get(m, fallback) for m in methods) * mp
+
+
+def style_size_for(size):
+    """The style's long side for an output of long side `size` (px): STYLE_SIZE, or `size` when smaller,
+    so a small output never pays for a 512 px style (tests/test_load.py's memory bound holds only then)."""
+    return min(STYLE_SIZE, size)
 
 
 def megapixels(size):

@@ -119,7 +119,7 @@ def build_compare_tab(arena, session):
             style_sha = arena.images.put(shrink(style_img, settings.size_cap))
             results, images = [], []
             for i, m in enumerate(methods):
-                stored = [m for m in methods[i:] if arena.stored(content_sha, style_sha, m, size_px, strength, keep_colors)]
+                stored = [n for n in methods[i:] if arena.stored(content_sha, style_sha, n, size_px, strength, keep_colors)]
                 yield (*pictures, None, arena.progress_text(methods[i:], size_px, stored) + "…", None,
                        *vote_buttons(arena, methods, False), "")
                 results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors))
