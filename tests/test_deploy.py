@@ -102,7 +102,10 @@ def test_sigkill_of_one_worker_behind_nginx_loses_no_acknowledged_vote(tmp_path,
     # stickiness: both workers served participants' event streams, and a request naming a worker went to it
     assert all(figures["streams_per_worker_before_kill"].values()), figures
     assert all(served == named for _, named, served, _, _ in before if named), "a request left its worker"
-    # failover: the killed worker's participants lost their connection and went on through the other one
-    assert figures["reconnected"] >= 1
+    # failover: the killed worker's participants went on through the other one: nginx sent requests
+    # that named worker 0 to worker 1 (a participant whose request the kill cut also reconnects, but
+    # whether one was in flight at that instant is chance)
+    assert any(named == worker_name(0) and served == worker_name(1) for stamp, named, served, _, _ in log
+               if stamp > killed_at), "no request of worker 0's participants was answered by worker 1"
     assert {served for _, _, served, _, _ in after} == {worker_name(1)}
     assert moved == worker_name(1)
