@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import URL, create_engine, event, func, insert, inspect, select, text, update
+from sqlalchemy import URL, bindparam, create_engine, event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from .schema import (
@@ -342,31 +342,20 @@ class Store:
                 (participants.c.study_id == study_id) & (participants.c.external_key == self.hash_id(IDENTITY_KEY, pid))
                 & participants.c.completed_at.is_not(None)))
 
-    def _views(self, conn, where):
-        left, right = stimuli.alias("l"), stimuli.alias("r")
-        rows = conn.execute(
-            select(trials.c.token, trials.c.position, left.c.output_sha256.label("left"),
-                   right.c.output_sha256.label("right"), studies.c.n_trials)
-            .join(left, left.c.id == trials.c.left_stimulus_id)
-            .join(right, right.c.id == trials.c.right_stimulus_id)
-            .join(participants, participants.c.id == trials.c.participant_id)
-            .join(studies, studies.c.id == participants.c.study_id)
-            .outerjoin(votes, votes.c.trial_id == trials.c.id)
-            .where(where).order_by(trials.c.position)
-        )
-        return [dict(r) for r in rows.mappings()]
-
     def remaining_trials(self, participant):
         """The participant's unvoted trials in order, as the browser may see them:
-        {"token", "position" (0-based), "n_trials", "left", "right"} with image sha256s, no method names."""
+        {"token", "position" (0-based), "n_trials", "left", "right"} with image sha256s, no method names.
+        One query (a study vote makes one), and a second only when none is left."""
         with self._read() as conn:
-            participant_id = self._participant(conn, participant)["id"]
-            return self._views(conn, (trials.c.participant_id == participant_id) & votes.c.id.is_(None))
+            found = _views(conn, _REMAINING, {"participant": participant})
+            if not found:
+                self._participant(conn, participant)  # raises StudyError for an unknown participant
+            return found
 
     def get_trial(self, token):
         """One trial as the browser may see it (see remaining_trials)."""
         with self._read() as conn:
-            found = self._views(conn, trials.c.token == token)
+            found = _views(conn, _TRIAL_VIEW, {"token": token})
         if not found:
             raise StudyError("unknown trial: reload the study page to get your next trial")
         return found[0]
@@ -377,31 +366,41 @@ class Store:
         server_time_ms: from sending the trial to receiving the vote (the server's clock, downloads included).
         Raises VoteRejected for an unknown trial, another participant's trial, a second vote on a trial,
         or an invalid answer."""
-        if choice not in CHOICES:
-            raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
-        for name, value in (("response_time_ms", response_time_ms), ("server_time_ms", server_time_ms)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
-                raise VoteRejected(f"{name} must be a non-negative integer, not {value!r}")
+        row = _vote_row(choice, response_time_ms, server_time_ms)
         try:
             with self.engine.begin() as conn:
-                trial = conn.execute(
-                    select(trials.c.id, trials.c.participant_id, participants.c.token.label("owner"))
-                    .join(participants, participants.c.id == trials.c.participant_id)
-                    .where(trials.c.token == trial_token)
-                ).first()
+                trial = conn.execute(_TRIAL_OWNER, {"token": trial_token}).first()
                 if trial is None:
                     raise VoteRejected("unknown trial: reload the study page to get your next trial")
                 if not hmac.compare_digest(trial.owner, str(participant)):
                     raise VoteRejected("this trial belongs to another participant: reload the study page")
-                conn.execute(insert(votes).values(
-                    trial_id=trial.id, choice=choice,
-                    response_time_ms=None if response_time_ms is None else int(response_time_ms),
-                    server_time_ms=None if server_time_ms is None else int(server_time_ms), created_at=now()))
+                conn.execute(insert(votes).values(trial_id=trial.id, **row))
                 if _unvoted(conn, trial.participant_id) == 0:
-                    conn.execute(update(participants).where(participants.c.id == trial.participant_id)
-                                 .values(completed_at=now()))
+                    _complete(conn, trial.participant_id)
         except IntegrityError as exc:
             raise VoteRejected("this trial already has a vote and votes cannot be changed: go on to the next trial") from exc
+
+    def answer_next(self, participant, trial_token, choice, response_time_ms=None, server_time_ms=None):
+        """Store the participant's answer to their next unanswered trial, in one transaction (a study
+        vote; see record_vote for the arguments). Returns (stored, remaining): stored is False, and
+        nothing written, when `trial_token` is not their next trial (answered already, or by a request
+        that got there first); remaining: their unvoted trials now, as remaining_trials gives them.
+        Raises StudyError for an unknown participant, VoteRejected for an invalid answer."""
+        row = _vote_row(choice, response_time_ms, server_time_ms)
+        try:
+            with self.engine.begin() as conn:
+                remaining = _views(conn, _REMAINING_TO_VOTE, {"participant": participant})
+                if not remaining:
+                    self._participant(conn, participant)  # raises StudyError for an unknown participant
+                ids = [(r.pop("trial_id"), r.pop("participant_id")) for r in remaining]
+                if not remaining or remaining[0]["token"] != trial_token:
+                    return False, remaining
+                conn.execute(insert(votes).values(trial_id=ids[0][0], **row))
+                if len(remaining) == 1:
+                    _complete(conn, ids[0][1])
+                return True, remaining[1:]
+        except IntegrityError:  # the same trial answered by another request since the query
+            return False, self.remaining_trials(participant)
 
     def progress(self, participant):
         """{"done": trials voted, "total": trials assigned}."""
@@ -492,9 +491,52 @@ def _voted(conn, participant_id):
 
 
 def _unvoted(conn, participant_id):
-    return conn.scalar(
-        select(func.count()).select_from(trials).outerjoin(votes, votes.c.trial_id == trials.c.id)
-        .where((trials.c.participant_id == participant_id) & votes.c.id.is_(None)))
+    return conn.scalar(_UNVOTED, {"participant_id": participant_id})
+
+
+def _complete(conn, participant_id):
+    conn.execute(update(participants).where(participants.c.id == participant_id).values(completed_at=now()))
+
+
+def _vote_row(choice, response_time_ms, server_time_ms):
+    """The columns of a vote, checked; VoteRejected for an invalid choice or time."""
+    if choice not in CHOICES:
+        raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
+    for name, value in (("response_time_ms", response_time_ms), ("server_time_ms", server_time_ms)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0):
+            raise VoteRejected(f"{name} must be a non-negative integer, not {value!r}")
+    return {"choice": choice, "response_time_ms": None if response_time_ms is None else int(response_time_ms),
+            "server_time_ms": None if server_time_ms is None else int(server_time_ms), "created_at": now()}
+
+
+# the study page's queries, built once (building a select with its aliases costs more than running it)
+_UNVOTED = (select(func.count()).select_from(trials).outerjoin(votes, votes.c.trial_id == trials.c.id)
+            .where((trials.c.participant_id == bindparam("participant_id")) & votes.c.id.is_(None)))
+_TRIAL_OWNER = (select(trials.c.id, trials.c.participant_id, participants.c.token.label("owner"))
+                .join(participants, participants.c.id == trials.c.participant_id)
+                .where(trials.c.token == bindparam("token")))
+
+
+def _view_query(where, *ids):
+    left, right = stimuli.alias("l"), stimuli.alias("r")
+    return (select(trials.c.token, trials.c.position, left.c.output_sha256.label("left"),
+                   right.c.output_sha256.label("right"), studies.c.n_trials, *ids)
+            .join(left, left.c.id == trials.c.left_stimulus_id)
+            .join(right, right.c.id == trials.c.right_stimulus_id)
+            .join(participants, participants.c.id == trials.c.participant_id)
+            .join(studies, studies.c.id == participants.c.study_id)
+            .outerjoin(votes, votes.c.trial_id == trials.c.id)
+            .where(where).order_by(trials.c.position))
+
+
+_REMAINING = _view_query((participants.c.token == bindparam("participant")) & votes.c.id.is_(None))
+_REMAINING_TO_VOTE = _view_query((participants.c.token == bindparam("participant")) & votes.c.id.is_(None),
+                                 trials.c.id.label("trial_id"), trials.c.participant_id)
+_TRIAL_VIEW = _view_query(trials.c.token == bindparam("token"))
+
+
+def _views(conn, query, params):
+    return [dict(r) for r in conn.execute(query, params).mappings()]
 
 
 def _design(conn, study):

@@ -108,6 +108,59 @@ def test_votes_are_refused_with_clear_reasons(store):
     assert load_votes(store, study)["choice"].tolist() == ["tie"]
 
 
+def test_answer_next_takes_only_the_next_trial_in_one_go(store):
+    """A study vote: stored only for the participant's next unanswered trial, returning what is left;
+    a stale or foreign token writes nothing; the last answer completes the participant."""
+    study = study_with_stimuli(store, n_trials=3, catch_rate=0)
+    me, other = store.new_participant(study), store.new_participant(study)
+    first, second, third = store.remaining_trials(me)
+    with pytest.raises(VoteRejected, match="invalid choice"):
+        store.answer_next(me, first["token"], "up")
+    with pytest.raises(StudyError, match="unknown participant"):
+        store.answer_next("forged-participant", first["token"], "left")
+    for token in (second["token"], store.remaining_trials(other)[0]["token"], "forged-token"):
+        assert store.answer_next(me, token, "left") == (False, [first, second, third])
+    assert store.answer_next(me, first["token"], "right", 900, 1500) == (True, [second, third])
+    assert store.answer_next(me, first["token"], "left") == (False, [second, third])  # sent again
+    assert store.answer_next(me, second["token"], "tie") == (True, [third])
+    assert store.finished_participant(study, {}) is None
+    assert store.answer_next(me, third["token"], "left") == (True, [])
+    assert store.answer_next(me, third["token"], "left") == (False, [])
+    votes_ = load_votes(store, study)
+    assert votes_["choice"].tolist() == ["right", "tie", "left"] and votes_["server_time_ms"].iloc[0] == 1500
+    assert store.progress(me) == {"done": 3, "total": 3} and store.progress(other)["done"] == 0
+    with store.engine.connect() as conn:
+        completed = dict(conn.execute(select(participants.c.token, participants.c.completed_at)).all())
+    assert completed[me] is not None and completed[other] is None
+
+
+def test_answer_next_sent_twice_at_once_stores_one_vote(db_url):
+    """Two workers get the same vote at the same moment (a retry racing its first send): one stores
+    it, the other answers that nothing was stored, and the trial has one vote."""
+    stores = [Store(db_url) for _ in range(2)]
+
+    def send(store, me, token, barrier, outcomes):
+        barrier.wait()
+        outcomes.append(store.answer_next(me, token, "left"))
+
+    try:
+        study = study_with_stimuli(stores[0], n_trials=5, catch_rate=0)
+        for _ in range(5):
+            me = stores[0].new_participant(study)
+            token = stores[0].remaining_trials(me)[0]["token"]
+            barrier, outcomes = threading.Barrier(2), []
+            threads = [threading.Thread(target=send, args=(store, me, token, barrier, outcomes)) for store in stores]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert sorted(stored for stored, _ in outcomes) == [False, True]
+            assert all(len(left) == 4 for _, left in outcomes) and stores[0].progress(me)["done"] == 1
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_database_constraints_hold_without_the_api(store):
     study = study_with_stimuli(store)
     pid = store.new_participant(study)
