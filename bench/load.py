@@ -6,16 +6,18 @@
 
 Starts `python app.py` on a free loopback port with a fresh data folder (one per participant count), then
 runs simulated participants through the blind study. They are asyncio tasks in this one process, each
-with its own connections and cookies like a browser, speaking the study page's own HTTP API (Gradio's
-queue: POST gradio_api/queue/join, then the event stream gradio_api/queue/data, and the heartbeat
-stream a page keeps open); each downloads both images of every trial and checks their pixels against
-the stored stimuli afterwards. --think LO,HI: a participant looks at each trial for a uniform LO..HI
+with its own connections and cookies like a browser, speaking the study page's own HTTP API: Gradio's
+queue to open the page, consent and start (POST gradio_api/queue/join, then the event stream
+gradio_api/queue/data, and the heartbeat stream a page keeps open), then a POST to the study's vote
+route per trial (demo.study_vote); each downloads both images of every trial and checks their pixels
+against the stored stimuli afterwards. --think LO,HI: a participant looks at each trial for a uniform LO..HI
 seconds before voting (realistic mode, default 2,6); --think 0: votes as soon as the trial is on screen
 (stress mode). Reports the server's CPU per vote, vote latency percentiles (from sending a vote to
 having the next trial and both its images) and votes/s, into OUT/load.csv and a plot OUT/load.png of
 latency against participants.
 --kill: SIGKILL the server once a third of the votes are in and restart it on the same data folder and
-port; every participant reconnects with the token its browser state saved. --flood N: N stylisations at
+port; a participant whose vote did not get through sends it again once the server answers (as the page
+lets them), one whose page did not load reloads it with the token its browser state saved. --flood N: N stylisations at
 once instead, each timed by the server's event stream (one at a time under --max-jobs 1).
 tests/test_load.py runs the same functions at CI size.
 
@@ -43,6 +45,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from demo.study_page import SCREEN
+from demo.study_trial import ROUTE
 from study.schema import CHOICES, participants, stimuli, trials, votes
 from study.store import Store
 
@@ -54,7 +57,7 @@ TRIALS = 10  # per participant in the sample study
 REQUEST_TIMEOUT_S = 120  # one request, queue wait included
 MAX_RECONNECTS = 5  # per participant
 REALISTIC_THINK_S = (2.0, 6.0)  # how long a participant looks at a trial before voting (uniform)
-RELOAD = "reload the page"  # the study page's errors that ask for a reload: the server lost the page's session
+RELOAD = "reload the page"  # the study's errors that ask for a reload: the server lost the page or the participant
 CSV_COLUMNS = ("mode", "participants", "load_average", "completed", "votes", "seconds", "votes_per_s", "p50_ms", "p90_ms",
                "p99_ms", "max_ms", "server_cpu_ms_per_vote", "errors", "reconnects", "stored", "problems")
 CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
@@ -66,7 +69,7 @@ class Dropped(Exception):
 
 
 class Refused(Exception):
-    """The app answered the event with an error (gr.Error); the message is the page's."""
+    """The app answered the event or the vote with an error; the message is the page's."""
 
 
 @dataclass
@@ -77,7 +80,7 @@ class Participant:
     pid: str = field(default_factory=lambda: secrets.token_hex(12))  # a Prolific id: 24 hex digits
     saved: dict = field(default_factory=dict)  # what the browser keeps (BrowserState)
     tokens: set = field(default_factory=set)  # participant tokens seen: one, restarts or not
-    acked: list = field(default_factory=list)  # (trial token, choice, latency s) of acknowledged votes
+    acked: list = field(default_factory=list)  # (trial token, choice, latency s) of votes the server said it stored
     seen: dict = field(default_factory=dict)  # trial token -> (left, right) pixel digests of the images received
     errors: list = field(default_factory=list)
     lost: list = field(default_factory=list)  # why each reconnection was needed
@@ -98,6 +101,7 @@ class Page:
 
     def __init__(self, config):
         self.events = {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
+        self.queued = {d["api_name"] for d in config["dependencies"] if d.get("api_name") and d.get("queue") is not False}
         self._digests = {}  # sha256 of a file's bytes -> pixels() of it: each distinct file is decoded once
 
     @classmethod
@@ -108,14 +112,26 @@ class Page:
             return cls(response.json())
 
     async def event(self, http, session, params, name, *data, times=None):
-        """Run the event `name` with inputs `data` (None for a gr.State) -> its outputs; `times`, a list,
-        gets (started, ended): time.monotonic() when the server said the event started and ended.
+        """Run the event `name` with inputs `data` (None for a gr.State) -> its outputs: one POST for an
+        event outside the queue (the study page's), else through the queue; `times`, a list, gets
+        (started, ended) of a queued event: time.monotonic() when the server said it started and ended.
         Raises Refused for a gr.Error, Dropped when the server goes away."""
+        body = {"data": list(data), "fn_index": self.events[name], "trigger_id": None, "session_hash": session,
+                "event_data": None}
+        if name not in self.queued:
+            try:
+                response = await http.post("gradio_api/run/predict", params=params, json=body)
+                answer = response.json()
+            except httpx.HTTPError as exc:
+                raise Dropped(repr(exc)) from exc
+            except ValueError:
+                raise Dropped(f"run/predict answered {response.status_code}: {response.text[:200]}") from None
+            if response.status_code == 200:
+                return answer["data"]
+            raise Refused(answer.get("error") or f"the app refused the event ({response.status_code})")
         started = None
         try:
-            joined = await http.post("gradio_api/queue/join", params=params, json={
-                "data": list(data), "fn_index": self.events[name], "trigger_id": None, "session_hash": session,
-                "event_data": None})
+            joined = await http.post("gradio_api/queue/join", params=params, json=body)
             if joined.status_code != 200:
                 raise Dropped(f"queue/join answered {joined.status_code}: {joined.text[:200]}")
             event_id = joined.json()["event_id"]
@@ -158,6 +174,21 @@ class Page:
         return tuple(digests)
 
 
+async def vote(http, ticket, choice):
+    """A vote posted as the study page's script posts it -> the answer: {"trial": view} or {"done": html}.
+    Raises Refused for an error answer, Dropped when the server cannot be reached or answers no JSON."""
+    try:
+        response = await http.post(ROUTE, json={"ticket": ticket, "choice": choice, "client_ms": 1000})
+        answer = response.json()
+    except httpx.HTTPError as exc:
+        raise Dropped(repr(exc)) from exc
+    except ValueError:
+        raise Dropped(f"{ROUTE} answered {response.status_code}: {response.text[:200]}") from None
+    if "error" in answer:
+        raise Refused(answer["error"])
+    return answer
+
+
 async def heartbeat(http, session):
     """The stream a Gradio page keeps open while it is loaded (the server forgets its session after it closes)."""
     try:
@@ -181,50 +212,74 @@ async def wait_until_up(http, deadline):
 
 async def participate(p, page, url, think_s, deadline, resume):
     """Load the page, consent, start, then vote on every trial (choices cycling through CHOICES), each
-    after `think_s` (lo, hi) seconds, or at once for None. A lost connection, or the server having
-    forgotten the page (restarted, or another server behind a balancer), is survived when `resume`:
-    wait for the server and reload the page, which resumes from the browser's saved state. Another
-    refusal ends the participant, recorded in p.errors."""
+    after `think_s` (lo, hi) seconds, or at once for None. When `resume`, a lost connection is survived:
+    wait for the server, then send the vote again (the trial stays on screen) or, if the page itself was
+    not loaded or the server asks for it, reload the page, which resumes from the browser's saved state.
+    Another refusal ends the participant, recorded in p.errors."""
     params = {"page": "study", "PROLIFIC_PID": p.pid}
     # idle connections are closed after 4 s, before uvicorn's 5 s keep-alive closes them: a request sent on
     # a connection the server is closing fails (ReadError), where a browser would send it again
     limits = httpx.Limits(max_connections=4, max_keepalive_connections=4, keepalive_expiry=4)
+    view, done, beating = None, "", None
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
-        while not p.done and time.monotonic() < deadline:
-            session = secrets.token_hex(6)
-            beating = asyncio.create_task(heartbeat(http, session))
-            try:
-                s = dict(zip(SCREEN, await page.event(http, session, params, "study_open", p.saved)))
-                if s["consent"]:
-                    *_, p.saved = await page.event(http, session, params, "study_agree", None, p.saved)
-                    p.tokens.add(p.saved[STUDY]["participant"])
-                    s = dict(zip(SCREEN, await page.event(http, session, params, "study_start", None)))
-                if s["trial"]:
-                    p.seen[s["trial"]["trial"]] = await page.images(http, s["trial"])
-                while s["trial"] and time.monotonic() < deadline:
-                    if think_s:
-                        await asyncio.sleep(random.uniform(*think_s))
-                    trial, choice = s["trial"]["trial"], CHOICES[(p.index + len(p.acked)) % len(CHOICES)]
-                    start = time.perf_counter()
-                    answer = {"trial": trial, "choice": choice, "client_ms": 1000}
-                    s = dict(zip(SCREEN, await page.event(http, session, params, "study_vote", answer, None, p.saved)))
-                    if s["trial"]:
-                        p.seen[s["trial"]["trial"]] = await page.images(http, s["trial"])
-                    p.acked.append((trial, choice, time.perf_counter() - start))
-                p.done = "completion code" in s["done"]
-            except (Dropped, Refused) as exc:
-                lost = isinstance(exc, Dropped) or RELOAD in str(exc)
-                if not (resume and lost) or p.reconnects >= MAX_RECONNECTS:
-                    p.errors.append(f"{type(exc).__name__.lower()}: {exc}")
-                    return p
-                p.reconnects += 1
-                p.lost.append(f"{type(exc).__name__.lower()}: {exc}")
-                await wait_until_up(http, deadline)
-            finally:
+        try:
+            while not p.done and time.monotonic() < deadline:
+                try:
+                    if view is None:  # a page load: a new Gradio session, kept open by its heartbeat stream
+                        if beating:
+                            beating.cancel()
+                        session = secrets.token_hex(6)
+                        beating = asyncio.create_task(heartbeat(http, session))
+                        view, done = await load_page(p, page, http, session, params)
+                    elif view["trial"] not in p.seen:  # its images were cut off with the connection
+                        p.seen[view["trial"]] = await page.images(http, view)
+                    while view and time.monotonic() < deadline:
+                        if think_s:
+                            await asyncio.sleep(random.uniform(*think_s))
+                        trial, choice = view["trial"], CHOICES[(p.index + len(p.acked)) % len(CHOICES)]
+                        start = time.perf_counter()
+                        answer = await vote(http, view["ticket"], choice)
+                        view, done = answer.get("trial"), answer.get("done", "")
+                        if view:
+                            p.seen[view["trial"]] = await page.images(http, view)
+                        if not (view and view["notice"]):  # a notice: an earlier send of this vote was stored
+                            p.acked.append((trial, choice, time.perf_counter() - start))
+                    p.done = "completion code" in done
+                except (Dropped, Refused) as exc:
+                    lost = isinstance(exc, Dropped) or RELOAD in str(exc)
+                    if not (resume and lost) or p.reconnects >= MAX_RECONNECTS:
+                        p.errors.append(f"{type(exc).__name__.lower()}: {exc}")
+                        return p
+                    p.reconnects += 1
+                    p.lost.append(f"{type(exc).__name__.lower()}: {exc}")
+                    if isinstance(exc, Refused):
+                        view = None
+                    await wait_until_up(http, deadline)
+        finally:
+            if beating:
                 beating.cancel()
     if not p.done:
         p.errors.append("ran out of time before the last trial")
     return p
+
+
+async def load_page(p, page, http, session, params):
+    """Load the study page (its HTML, then its events in the Gradio `session`: consent and start for a new
+    participant) -> (the trial on screen or None, the completion screen's HTML or "")."""
+    try:
+        document = await http.get("study", params={k: v for k, v in params.items() if k != "page"})
+    except httpx.HTTPError as exc:
+        raise Dropped(repr(exc)) from exc
+    if document.status_code != 200:
+        raise Dropped(f"the page answered {document.status_code}")
+    s = dict(zip(SCREEN, await page.event(http, session, params, "study_open", p.saved)))
+    if s["consent"]:
+        *_, p.saved = await page.event(http, session, params, "study_agree", None, p.saved)
+        p.tokens.add(p.saved[STUDY]["participant"])
+        s = dict(zip(SCREEN, await page.event(http, session, params, "study_start", None)))
+    if s["trial"]:
+        p.seen[s["trial"]["trial"]] = await page.images(http, s["trial"])
+    return s["trial"], s["done"]
 
 
 async def run_study(url, people, think_s=REALISTIC_THINK_S, resume=True, timeout_s=900):

@@ -1,12 +1,17 @@
-"""The real app (`python app.py`) launched on a free 127.0.0.1 port, for tests and the load checks."""
+"""The real app (`python app.py`) launched on a free 127.0.0.1 port, for tests and the load checks,
+and a study vote posted to it as the page posts one."""
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from demo.study_trial import ROUTE
 from deploy.process import answers, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +86,15 @@ class App:
             if line.startswith(field_name + ":"):
                 return int(line.split()[1]) / 1024
         raise RuntimeError(f"no {field_name} in /proc/{self.process.pid}/status")
+
+
+def post_vote(url, ticket, choice, client_ms=500, headers=None):
+    """A study vote posted as the study page's script posts it (demo.study_vote) to the app at `url`
+    -> (HTTP status, JSON answer)."""
+    body = json.dumps({"ticket": ticket, "choice": choice, "client_ms": client_ms}).encode()
+    request = urllib.request.Request(url + ROUTE, body, {"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())

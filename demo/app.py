@@ -32,11 +32,13 @@ from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
 from .gallery import credits_markdown  # noqa: E402
 from .leaderboard import Leaderboard, build_leaderboard_tab  # noqa: E402
+from .limits import VoteLimits  # noqa: E402
 from .results_page import MIN_PASSWORD, build_results_page  # noqa: E402
 from .security import CACHE_CLEANUP, Admission, Blocks, HttpGuard, UploadBudget, trusted_proxies  # noqa: E402
 from .session import session_state  # noqa: E402
 from .study_images import StudyImages  # noqa: E402
 from .study_page import build_study_page, register_sample  # noqa: E402
+from .study_vote import StudyVotes  # noqa: E402
 from .warmup import start_warmup  # noqa: E402
 
 INTRO = """# StyA2K Arena
@@ -48,7 +50,7 @@ the attention. Battle two anonymous models on your photo and painting, see the l
 STUDY_ONLY_HOME = "This server runs a study. Open it from the link you were given."
 
 
-def build(arena, images):
+def build(arena, votes):
     """The app's pages; with arena.settings.study_only the home page says only where the study is."""
     study_only = arena.settings.study_only
     with Blocks(title="Study" if study_only else "StyA2K Arena", delete_cache=CACHE_CLEANUP) as app:
@@ -71,7 +73,7 @@ def build(arena, images):
             with gr.Accordion("Example image credits", open=False):
                 gr.Markdown(credits_markdown())
     with app.route("Study", "/study", show_in_navbar=False):
-        build_study_page(arena, app, images)
+        build_study_page(arena, app, votes)
     with app.route("Results", "/results", show_in_navbar=False):
         build_results_page(arena)
     return app
@@ -140,12 +142,13 @@ def main(argv=None):
         sys.exit(f"python app.py: error: {exc}")
     register_sample(arena.store)
     images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
+    votes = StudyVotes(arena.store, images, VoteLimits(settings.vote_interval_ms, settings.votes_per_minute))
     if args.warm_up and not args.study_only:
         start_warmup(arena)
-    app = build(arena, images)
+    app = build(arena, votes)
     upload_limit = args.max_upload_mb * 2**20
     guard = Middleware(HttpGuard, upload_limit=upload_limit, budget=UploadBudget(args.upload_quota_mb * 2**20))
     app.queue_with(Admission(DEVICE_GROUP, args.queue_size, args.queue_per_client))
     app.launch(server_name=args.host, server_port=args.port, max_file_size=upload_limit, show_error=True,
                footer_links=[] if args.study_only else None,
-               app_kwargs={"middleware": [guard], "routes": [images.route()]})
+               app_kwargs={"middleware": [guard], "routes": [images.route(), votes.route()]})

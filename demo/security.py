@@ -29,8 +29,9 @@ MULTIPART_SLACK = 64 * 1024  # an upload's boundaries and part headers, on top o
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its uploads and served files every 10 min once an hour old
 OTHER_EVENTS_WAITING = 1024  # events of every other kind waiting at once (each takes milliseconds)
 # how often Gradio's queue looks for new events when it has none, and for progress to send, in seconds (its
-# own 0.001 and 0.01 kept an idle server at 9% of a core, most of the CPU per vote of a study in progress)
-POLL_S = 0.005
+# own 0.001 and 0.01 kept an idle server at 9% of a core, most of the CPU per vote of a study in progress);
+# 20 ms of waiting falls on the demo tabs' events only: the study's events and votes skip the queue
+POLL_S = 0.02
 PROGRESS_POLL_S = 0.05
 
 

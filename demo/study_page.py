@@ -7,7 +7,8 @@ it); the Prolific ids are optional unless the study requires PROLIFIC_PID, and s
 Consent (or "I do not agree"), instructions, then the participant's trials: two images of the same
 content and style made by two methods. A trial is one HTML block (demo.study_trial) holding both
 images, the trial's opaque token and the buttons; its images come from addresses keyed by the server
-(demo.study_images), never from a method or file name.
+(demo.study_images), never from a method or file name. The trial's script posts each vote to the
+study's vote route (demo.study_vote), which answers with the next trial or the completion code.
 The participant token stays in the browser (gr.BrowserState), so a reload continues where it
 stopped. Another browser with the same PROLIFIC_PID gets the token back only while it has no vote;
 after that it starts a repeat attempt (Store.new_participant), and a finished one sees the code again."""
@@ -15,18 +16,16 @@ import html
 import json
 import re
 import sys
-import time
-import urllib.parse
 from pathlib import Path
 
 import gradio as gr
 
 from study.prepare import register
-from study.schema import CHOICES
-from study.store import IDENTITY_KEY, STUDY_NAME, StudyError, VoteRejected
+from study.store import IDENTITY_KEY, STUDY_NAME, StudyError
 
-from .limits import EnrolLimits, VoteLimits
-from .study_trial import TRIAL_CSS, TRIAL_JS, trial_html
+from .limits import EnrolLimits
+from .study_trial import TRIAL_CSS, TRIAL_JS
+from .study_vote import done_html, prolific_link
 
 # the study endpoints' outputs, in order, as API clients (bench/load.py, tests) read them
 SCREEN = ("message", "title", "consent", "trial", "done")
@@ -38,8 +37,6 @@ DEFAULT_TITLE = "Picture study"
 EXTERNAL_IDS = ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")
 EXTERNAL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PROLIFIC_PID = re.compile(r"[0-9a-f]{24}")  # what Prolific's participant ids look like
-PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
-MAX_RESPONSE_MS = 3_600_000  # a browser's response time above an hour is not believed
 # the BrowserState secret travels to the page, so it only obfuscates; it stays fixed so that saved
 # participant tokens survive a restart of the app
 BROWSER_KEY = "stya2k-study"
@@ -116,20 +113,6 @@ def saved_participant(saved, study, who):
     return None
 
 
-def prolific_link(code, text):
-    url = PROLIFIC_COMPLETE + urllib.parse.quote(code, safe="")
-    return f'<p><a href="{html.escape(url)}" class="prolific-return">{text}</a></p>'
-
-
-def done_html(code, prolific):
-    """The completion code, with the link back to Prolific when the participant came from there."""
-    text = ("<h2>Thank you!</h2><p>You have answered every pair. "
-            f"Your completion code is <b>{html.escape(code)}</b>.</p>")
-    if prolific:
-        text += prolific_link(code, "Return to Prolific to complete the study") + "<p>(or enter the code there).</p>"
-    return text
-
-
 def declined_html(no_consent_code, prolific):
     """What a participant who does not consent sees: nothing was recorded; Prolific's way back."""
     text = "<h2>You did not agree to take part</h2><p>Nothing was recorded. You can close this page.</p>"
@@ -141,21 +124,14 @@ def declined_html(no_consent_code, prolific):
     return text
 
 
-def client_ms(value):
-    """The browser's response time if it is believable (an integer from 0 to an hour), else None."""
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RESPONSE_MS
-    return value if ok else None
-
-
-def build_study_page(arena, app, images):
+def build_study_page(arena, app, votes):
     """Lays out the study page inside the current route of `app` and wires its events.
-    images: the demo.study_images.StudyImages whose route serves the trials' pictures."""
+    votes: the demo.study_vote.StudyVotes whose route takes the trials' votes."""
     store = arena.store
     settings = arena.settings
-    limits = VoteLimits(settings.vote_interval_ms, settings.votes_per_minute)
     enrolments = EnrolLimits(settings.enrolments_per_hour)
     default_study = None if settings.study_only else DEFAULT_STUDY
-    session = gr.State(None)  # server-side: study, external ids, participant token, trial shown and when
+    session = gr.State(None)  # server-side: study, external ids, their hash, title, participant token
     saved = gr.BrowserState({}, storage_key=BROWSER_KEY, secret=BROWSER_KEY)  # {study: {participant, who}}
     gr.Navbar(visible="hidden")  # participants see the study only ("hidden": False would not hide it)
     title = gr.HTML(None, html_template="", js_on_load=PAGE_JS, head=PAGE_HEAD, elem_id="study-title",
@@ -188,32 +164,19 @@ def build_study_page(arena, app, images):
     def consent_screen(state):
         return screen("consent", state, consent=store.study(state["study"])["consent"])
 
-    def done_screen(state, participant):
-        code = store.completion_code(participant)
-        return screen(None, {**state, "trial": None}, done=done_html(code, IDENTITY_KEY in state["external_ids"]))
+    def prolific(state):
+        return IDENTITY_KEY in state["external_ids"]
 
-    def trial_view(state, shown, following):
-        """The trial as the browser gets it: token, progress, image addresses and the HTML that shows them."""
-        def side(trial, name):
-            return images.url(state["study"], state["participant"], trial["token"], name, trial[name])
-        (left, width, height), (right, _, _) = side(shown, "left"), side(shown, "right")
-        preload = [side(following, name)[0] for name in ("left", "right")] if following else []
-        number, total = shown["position"] + 1, shown["n_trials"]
-        view = {"trial": shown["token"], "number": number, "total": total, "progress": f"Trial {number} of {total}",
-                "left": left, "right": right, "width": width, "height": height, "next": preload, "notice": "",
-                "retry": 0}
-        return {**view, "html": trial_html(view)}
+    def done_screen(state, participant):
+        return screen(None, state, done=done_html(store.completion_code(participant), prolific(state)))
 
     def next_screen(state):
         """The participant's next unanswered trial, or the completion code when none is left."""
         try:
-            remaining = store.remaining_trials(state["participant"])
+            shown = votes.screen(state["study"], state["participant"], prolific(state))
         except StudyError:  # a token this database does not know (say, a new database): enrol again
             return consent_screen({**state, "participant": None})
-        if not remaining:
-            return done_screen(state, state["participant"])
-        view = trial_view(state, remaining[0], remaining[1] if len(remaining) > 1 else None)
-        return screen(None, {**state, "trial": view["trial"], "view": view, "shown_at": time.monotonic()}, trial=view)
+        return screen(None, state, trial=shown["trial"]) if "trial" in shown else screen(None, state, done=shown["done"])
 
     def link_state(browser, request):
         """The session state of the page's link and the participant the browser saved for it (None if
@@ -264,55 +227,19 @@ def build_study_page(arena, app, images):
         if not state:
             raise gr.Error("Open the study from its link first (or reload the page).")
         code = store.study(state["study"])["no_consent_code"]
-        return screen(None, {**state, "trial": None}, done=declined_html(code, IDENTITY_KEY in state["external_ids"]))
+        return screen(None, state, done=declined_html(code, prolific(state)))
 
     def begin(state):
         if not state or not state.get("participant"):
             raise gr.Error("Agree to the consent form first (reload the page to see it).")
         return next_screen(state)
 
-    def vote(answer, state, browser=None, request: gr.Request = None):
-        """Record the answer to the trial on screen: answer = {"trial": token, "choice": one of CHOICES,
-        "client_ms": the browser's response time}, within the rate limits for the participant and the
-        network address (refused: the same trial again, with a notice). A server that has not shown this
-        page (its first server stopped: deploy/) resumes the participant the browser saved, whose trial on
-        screen is then their next unanswered one."""
-        if not state and browser:
-            try:
-                resumed = link_state(browser, request)
-            except LinkError:
-                resumed = None
-            if resumed and resumed["participant"]:
-                state = {**next_screen(resumed)[session], "shown_at": None}
-        if not state or not state.get("trial"):
-            raise gr.Error("There is no pair to answer: reload the page.")
-        if not isinstance(answer, dict) or answer.get("trial") != state["trial"]:
-            raise gr.Error("This answer is not for the pair on your screen, so it was not recorded. "
-                           "Answer the pair shown, or reload the page.")
-        if answer.get("choice") not in CHOICES:
-            raise gr.Error(f"Choose one of {', '.join(CHOICES)}.")
-        refused = limits.check(state["participant"], request.client.host if request.client else "")
-        if refused:
-            view = {**state["view"], "notice": refused, "retry": state["view"]["retry"] + 1}
-            return unboxed(screen(None, {**state, "view": view}, trial={**view, "html": trial_html(view)}))
-        server_ms = None if state["shown_at"] is None else int((time.monotonic() - state["shown_at"]) * 1000)
-        try:
-            store.record_vote(state["trial"], state["participant"], answer["choice"],
-                              client_ms(answer.get("client_ms")), server_ms)
-        except VoteRejected as exc:
-            raise gr.Error(str(exc)) from exc
-        return unboxed(next_screen(state))
-
-    def unboxed(out):
-        """The outputs of a vote without the boxes when they stay hidden (a vote comes from a trial, so
-        they are hidden already): an update of a layout block costs Gradio a new block and its config."""
-        if any(out[box].visible for box in boxes.values()):
-            return out
-        return {k: v for k, v in out.items() if k not in boxes.values()}
-
-    study_events = {"concurrency_id": "study", "concurrency_limit": 8}
+    # outside Gradio's queue: each event is one POST answered at once (run/predict), with no event stream
+    # and no queue that tells every waiting page its place whenever the queue moves (with hundreds of
+    # participants arriving at once, that made a page load several times dearer). They are short
+    # database calls, which never wait behind a stylisation.
+    study_events = {"queue": False}
     app.load(open_page, [saved], outputs, api_name="study_open", **study_events)
     agree.click(give_consent, [session, saved], [*outputs, saved], api_name="study_agree", **study_events)
     decline.click(refuse_consent, [session], outputs, api_name="study_decline", **study_events)
     start.click(begin, [session], outputs, api_name="study_start", **study_events)
-    trial.vote(vote, [trial, session, saved], outputs, api_name="study_vote", show_progress="hidden", **study_events)

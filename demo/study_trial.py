@@ -4,19 +4,24 @@ which the browser swaps together (the study page's gr.HTML renders trial_html an
 In the browser a trial is `loading` (its images hidden, buttons disabled) until both images have loaded;
 then `shown`, and `ready` one painted frame later: only then do the buttons (and the keys: left and right
 arrows, down for tie) vote, and the response time is counted from that moment. The first vote turns the
-trial `sent`: nothing more is sent for it, double clicks included, until the server's reply brings the
-next trial (or the same one with a notice, when a rate limit refused the vote). The next trial's images
-are fetched while this one is shown, and every new trial starts scrolled to the top.
+trial `sent` and posts it to the study's vote route (demo.study_vote): nothing more is sent for it,
+double clicks included, until the reply brings the next trial or the completion code. A refused vote
+(a rate limit) or one that did not reach the server (no connection, a server restarting) shows why
+above the pictures and lets the same trial be answered again. The next trial's images are fetched
+while this one is shown, and every new trial starts scrolled to the top.
 Wide screens show the images side by side; a phone held upright shows them top and bottom, with the
 buttons named to match."""
 import html
+import json
 
 from .choices import CHOICE_LABELS, STACKED_LABELS
+
+ROUTE = "study-vote"  # where TRIAL_JS posts a vote: demo.study_vote serves it
 
 
 def trial_html(view):
     """The HTML of the trial `view` (see demo.study_page: trial, number, total, left, right, width,
-    height, next, notice, retry). Buttons start disabled: TRIAL_JS enables them."""
+    height, next, notice). Buttons start disabled: TRIAL_JS enables them."""
     e = html.escape
 
     def side(name):
@@ -27,9 +32,8 @@ def trial_html(view):
 
     others = "".join(f'<button type="button" class="choice" data-choice="{c}" disabled>{CHOICE_LABELS[c]}</button>'
                      for c in ("tie", "both_bad"))
-    notice = f'<p class="notice" role="alert">{e(view["notice"])}</p>' if view["notice"] else ""
-    return (f'<div class="trial" data-trial="{e(view["trial"])}" data-retry="{view["retry"]}" '
-            f'data-next="{e(" ".join(view["next"]))}">'
+    notice = f'<p class="notice" role="alert"{"" if view["notice"] else " hidden"}>{e(view["notice"])}</p>'
+    return (f'<div class="trial" data-trial="{e(view["trial"])}" data-next="{e(" ".join(view["next"]))}">'
             f'<div class="progress"><progress value="{view["number"] - 1}" max="{view["total"]}"></progress>'
             f'<span>{e(view["progress"])}</span><span class="status">Loading the pictures&hellip;</span></div>'
             f'{notice}<div class="pair">{side("left")}{side("right")}</div>'
@@ -77,7 +81,7 @@ TRIAL_CSS = """
 }
 """
 
-TRIAL_JS = """
+TRIAL_JS = f"const VOTE_URL = {json.dumps(ROUTE)};" + """
 const KEYS = {ArrowLeft: 'left', ArrowRight: 'right', ArrowDown: 'tie'};
 const preloaded = [];
 let cur = {token: null};
@@ -111,7 +115,7 @@ function sync() {
   const r = root();
   if (!r) { cur = {token: null}; apply(); return; }
   if (r.dataset.trial !== cur.token) {
-    cur = {token: r.dataset.trial, retry: r.dataset.retry, shown: false, ready: false, sent: false};
+    cur = {token: r.dataset.trial, shown: false, ready: false, sent: false};
     if (document.activeElement && element.contains(document.activeElement)) document.activeElement.blur();
     window.scrollTo(0, 0);
     preloaded.length = 0;
@@ -120,21 +124,34 @@ function sync() {
       im.src = url;
       preloaded.push(im);
     }
-  } else if (r.dataset.retry !== cur.retry) {  // the vote was refused: the same trial may be answered again
-    cur.retry = r.dataset.retry;
-    cur.sent = false;
   }
   apply();
   check();
 }
 
-function vote(choice) {
+function refused(message) {  // the same trial may be answered again
+  const notice = element.querySelector('.notice');
+  if (notice) { notice.textContent = message; notice.hidden = false; }
+  cur.sent = false;
+  apply();
+}
+
+async function vote(choice) {
   if (!cur.ready || cur.sent) return;
   cur.sent = true;
   apply();
-  const ms = Math.max(0, Math.round(performance.now() - cur.t0));
-  props.value = {...props.value, trial: cur.token, choice: choice, client_ms: ms};
-  trigger('vote');
+  const token = cur.token;
+  const body = {ticket: props.value.ticket, choice: choice, client_ms: Math.max(0, Math.round(performance.now() - cur.t0))};
+  // an answer that is not JSON keeps only its status; no answer at all (no connection) gives {}
+  const reply = await fetch(VOTE_URL, {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                       body: JSON.stringify(body), cache: 'no-store'})
+    .then(response => response.json().then(answer => answer, () => ({status: response.status})), () => ({}));
+  if (cur.token !== token) return;
+  if (reply.trial) props.value = reply.trial;
+  else if (reply.done) props.value = {html: reply.done};
+  else if (reply.error) refused(reply.error);
+  else refused(reply.status ? `The server could not take your answer (error ${reply.status}). Wait a moment, then choose again.`
+                            : 'Your answer did not reach the server. Check your connection, then choose again.');
 }
 
 element.addEventListener('load', check, true);
@@ -149,6 +166,6 @@ document.addEventListener('keydown', e => {
 });
 // the template is re-rendered (its attributes reset) on every change of the value, ours included
 new MutationObserver(sync).observe(element, {subtree: true, childList: true, attributes: true,
-                                             attributeFilter: ['disabled', 'data-trial', 'data-retry', 'src']});
+                                             attributeFilter: ['disabled', 'data-trial', 'src']});
 sync();
 """

@@ -25,6 +25,7 @@ from bench.server import ROOT, App
 from demo.limits import TOO_MANY
 from demo.security import Lockout, UploadBudget
 from demo.study_page import SCREEN
+from demo.study_trial import ROUTE
 
 PASSWORD = "attack-test-password"
 PROXY = "127.0.0.2"  # the trusted proxy's address; the tests' own connections come from 127.0.0.1
@@ -130,22 +131,28 @@ class Participant:
         self.session = secrets.token_hex(8)
 
     def step(self, api_name, data):
+        """One event of the study page, sent as the page sends it (one POST: the study's events are not queued)."""
         start = time.monotonic()
-        event_id = join(self.client, self.deps[api_name], data, self.session).raise_for_status().json()["event_id"]
-        result = completed(self.client, self.session, event_id)
-        if not result["success"]:
-            raise Refused(result["output"]["error"])
-        return dict(zip(SCREEN, result["output"]["data"])), time.monotonic() - start
+        dep = self.deps[api_name]
+        response = self.client.post("gradio_api/run/predict", json={
+            "data": data, "fn_index": dep["id"], "session_hash": self.session, "event_data": None,
+            "trigger_id": dep["targets"][0][0]})
+        if response.status_code != 200:
+            raise Refused(response.json()["error"])
+        return dict(zip(SCREEN, response.json()["data"])), time.monotonic() - start
 
     def first_trial(self):
-        """The token of the first trial, after consent."""
+        """The view of the first trial, after consent."""
         self.step("study_open", [{}])
         self.step("study_agree", [None, {}])
-        return self.step("study_start", [None])[0]["trial"]["trial"]
+        return self.step("study_start", [None])[0]["trial"]
 
-    def vote(self, trial, choice="left"):
-        """Answer `trial` as the page does (the trial block's value: token, choice, the browser's time)."""
-        return self.step("study_vote", [{"trial": trial, "choice": choice, "client_ms": 1500}, None, {}])
+    def vote(self, view, choice="left"):
+        """Answer the trial `view` as the page's script does -> (the answer, {"trial"} or {"error"}, and the
+        seconds from sending it to having it)."""
+        start = time.monotonic()
+        response = self.client.post(ROUTE, json={"ticket": view["ticket"], "choice": choice, "client_ms": 1500})
+        return response.json(), time.monotonic() - start
 
 
 # ---- checks without the launched app ----
@@ -274,7 +281,7 @@ def test_a_stylisation_flood_leaves_the_study_answering(server):
     try:
         _, agreed = participant.step("study_agree", [None, {}])
         trial, started = participant.step("study_start", [None])
-        after, voted = participant.vote(trial["trial"]["trial"])
+        after, voted = participant.vote(trial["trial"])
         # the vote within a second; consent and the first trial (which writes the participant's keyed
         # image copies while the flood holds the cores) within a few
         assert after["trial"]["trial"] != trial["trial"]["trial"] and voted < 1 and max(agreed, started) < 5, \
@@ -297,13 +304,13 @@ def test_a_stylisation_flood_leaves_the_study_answering(server):
 def test_forwarded_for_from_an_untrusted_peer_does_not_open_more_votes(server):
     """VOTES_PER_MINUTE is 4 and every participant here claims another address: the claims are
     ignored (the peer is 127.0.0.1, no trusted proxy), so past the address's fourth vote in the minute
-    the page gives the same trial back with the limit's notice (other tests' votes from 127.0.0.1 in
-    the same minute count too)."""
+    the vote is refused with the limit's message (other tests' votes from 127.0.0.1 in the same minute
+    count too)."""
     notices = []
     for i in range(6):
         participant = Participant(server, forwarded_for=f"198.51.100.{100 + i}")
-        screen, _ = participant.vote(participant.first_trial())
-        notices.append(screen["trial"]["notice"])
+        answer, _ = participant.vote(participant.first_trial())
+        notices.append(answer.get("error"))
     refused = [n for n in notices if n]
     assert len(refused) >= 2 and all(n == TOO_MANY for n in refused), notices
 

@@ -1,6 +1,6 @@
 """Two app workers behind nginx on PostgreSQL (deploy/, bench/cluster.py), on 127.0.0.1: the sticky
-cookie spreads participants over both workers and keeps each one's requests on its worker (Gradio's
-queue needs its POST and its event stream on the same process); a SIGKILL of one worker a third of
+cookie spreads participants over both workers and keeps each one's requests on its worker (the page's
+session state lives in the process that served it); a SIGKILL of one worker a third of
 the way in loses no acknowledged vote, and its participants finish through the other worker. Then, in
 Chromium, a participant whose worker is killed while a trial is on screen answers it with one click."""
 import asyncio
@@ -24,7 +24,7 @@ from .test_study_flow import ARGS, CHROMIUM
 PARTICIPANTS = 12
 TRIALS = 10  # the sample study's
 ARTIFACT = ROOT / "artifacts" / "load.json"
-QUEUE_STREAM = "GET /gradio_api/queue/data"
+PAGE_EVENT = "POST /gradio_api/run/predict"  # the study page's events (open, consent, start)
 
 
 @pytest.fixture
@@ -93,19 +93,19 @@ def test_sigkill_of_one_worker_behind_nginx_loses_no_acknowledged_vote(tmp_path,
     figures = {"participants": PARTICIPANTS, "completed": sum(p.done for p in people), "stored": stored,
                "acked": sum(len(p.acked) for p in people), "acked_before_kill": acked_at_kill,
                "reconnected": sum(p.reconnects > 0 for p in people),
-               "streams_per_worker_before_kill": {w: sum(e[2] == w and e[4].startswith(QUEUE_STREAM) for e in before)
+               "page_events_per_worker_before_kill": {w: sum(e[2] == w and e[4].startswith(PAGE_EVENT) for e in before)
                                                   for w in map(worker_name, range(2))}}
     record(ARTIFACT, f"nginx-2-workers-postgresql-kill-{PARTICIPANTS}", figures)
     assert not problems, "\n".join(problems[:20])
     assert figures["completed"] == PARTICIPANTS and stored == PARTICIPANTS * TRIALS
     assert acked_at_kill >= PARTICIPANTS * TRIALS // 3
-    # stickiness: both workers served participants' event streams, and a request naming a worker went to it
-    assert all(figures["streams_per_worker_before_kill"].values()), figures
+    # stickiness: both workers served participants' page events, and a request naming a worker went to it
+    assert all(figures["page_events_per_worker_before_kill"].values()), figures
     assert all(served == named for _, named, served, _, _ in before if named), "a request left its worker"
     # failover: the killed worker's participants went on through the other one: nginx sent requests
     # that named worker 0 to worker 1 (a participant whose request the kill cut also reconnects, but
     # whether one was in flight at that instant is chance)
     assert any(named == worker_name(0) and served == worker_name(1) for stamp, named, served, _, _ in log
                if stamp > killed_at), "no request of worker 0's participants was answered by worker 1"
-    assert {served for _, _, served, _, _ in after} == {worker_name(1)}
+    assert worker_name(0) not in {served for _, _, served, _, _ in after}  # (the study may be over by then)
     assert moved == worker_name(1)

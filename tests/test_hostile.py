@@ -1,9 +1,11 @@
 """Malformed and hostile input against the launched app, one table: broken and disguised image
-files, oversized uploads, out-of-range settings, forged, replayed and foreign trial tokens, injection
+files, oversized uploads, out-of-range settings, forged, replayed and altered vote tickets, injection
 attempts in the study link and the admin form, paths outside the app. Each gets a clear refusal,
 writes nothing (database rows and stored files counted before and after), and the server answers a
 study page request right after."""
+import base64
 import io
+import json
 import os
 import re
 import secrets
@@ -16,8 +18,9 @@ from gradio_client import Client, handle_file
 from PIL import Image
 from sqlalchemy import func, select
 
-from bench.server import ROOT, App
+from bench.server import ROOT, App, post_vote
 from demo.study_page import SCREEN
+from demo.study_vote import ANSWERED, BAD_REQUEST
 from study.schema import metadata
 from study.store import Store
 
@@ -27,7 +30,8 @@ STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
 STIMULUS = next((ROOT / "studies/sample/images").glob("*__a2k_free.png"))
 NOT_AN_IMAGE = "Content photo: the upload is not an image PIL can read"
 BAD_LINK = "in this link is not valid"
-NOT_SHOWN = "not for the pair on your screen"
+NOT_READ = re.escape(BAD_REQUEST)  # a ticket the server did not issue
+ALREADY = re.escape(ANSWERED)  # the pair has a vote: nothing recorded, the next pair shown
 
 
 @pytest.fixture(scope="module")
@@ -127,55 +131,65 @@ def study_client(server, **link):
 
 
 def enrolled(server):
-    """A new participant at their first trial: (client, what the browser keeps, trial token)."""
+    """A new participant at their first trial: (client, what the browser keeps, the trial's view)."""
     client = study_client(server)
     client.predict({}, api_name="/study_open")
     *_, saved = client.predict({}, api_name="/study_agree")
-    trial = dict(zip(SCREEN, client.predict(api_name="/study_start")))["trial"]["trial"]
-    return client, saved, trial
+    return client, saved, dict(zip(SCREEN, client.predict(api_name="/study_start")))["trial"]
 
 
-def answer(client, trial, choice):
-    return client.predict({"trial": trial, "choice": choice, "client_ms": 900}, api_name="/study_vote")
+def answer(server, ticket, choice):
+    """Post a vote as the page does; raises VoteRefused with the message the page would show when the vote
+    is not recorded (an error, or the next pair with a notice), else returns the answer."""
+    status, reply = post_vote(server.url, ticket, choice, 900)
+    if status != 200 or reply.get("trial", {}).get("notice"):
+        raise VoteRefused(reply.get("error") or reply["trial"]["notice"])
+    return reply
 
 
-def vote_with(token_of):
-    """A participant at their first trial votes with the token `token_of(server, own trial token)`."""
+class VoteRefused(Exception):
+    pass
+
+
+def vote_with(ticket_of):
+    """A participant at their first trial votes with the ticket `ticket_of(server, own ticket)`."""
     def attack(server, tmp_path):
-        client, _, trial = enrolled(server)
-        token = token_of(server, trial)
-        return lambda: answer(client, token, "left")
+        _, _, view = enrolled(server)
+        ticket = ticket_of(server, view["ticket"])
+        return lambda: answer(server, ticket, "left")
     return attack
 
 
 def foreign_trial(server, own):
-    """The first trial of another participant."""
-    return enrolled(server)[2]
+    """Their own ticket with another participant's first trial token in it, under their own signature."""
+    payload, signature = own.split(".")
+    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    fields[2] = enrolled(server)[2]["trial"]
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode() + "." + signature
 
 
 def replayed_in_same_tab(server, tmp_path):
-    client, _, trial = enrolled(server)
-    answer(client, trial, "left")
-    return lambda: answer(client, trial, "right")
+    _, _, view = enrolled(server)
+    answer(server, view["ticket"], "left")
+    return lambda: answer(server, view["ticket"], "right")
 
 
 def replayed_in_second_tab(server, tmp_path):
     """Two tabs of one participant show the same trial; the first answers it, then the second."""
-    first, saved, trial = enrolled(server)
-    second = study_client(server)
-    assert dict(zip(SCREEN, second.predict(saved, api_name="/study_open")))["trial"]["trial"] == trial
-    answer(first, trial, "left")
-    return lambda: answer(second, trial, "right")
+    _, saved, view = enrolled(server)
+    second = dict(zip(SCREEN, study_client(server).predict(saved, api_name="/study_open")))["trial"]
+    assert second["trial"] == view["trial"]
+    answer(server, view["ticket"], "left")
+    return lambda: answer(server, second["ticket"], "right")
 
 
 def vote_before_consent(server, tmp_path):
-    client = study_client(server)
-    return lambda: answer(client, "anything", "tie")
+    return lambda: answer(server, None, "tie")
 
 
 def invalid_choice(server, tmp_path):
-    client, _, trial = enrolled(server)
-    return lambda: answer(client, trial, "'; DROP TABLE votes; --")
+    _, _, view = enrolled(server)
+    return lambda: answer(server, view["ticket"], "'; DROP TABLE votes; --")
 
 
 def second_comparison_vote(server, tmp_path):
@@ -252,13 +266,14 @@ CASES = [
      "not in the list of choices"),
     ("method-sql", settings(left="a2k_free' OR '1'='1"), "not in the list of choices"),
     # votes
-    ("forged-trial-token", vote_with(lambda server, own: secrets.token_urlsafe(16)), NOT_SHOWN),
-    ("trial-token-sql", vote_with(lambda server, own: "' OR '1'='1' --"), NOT_SHOWN),
-    ("trial-token-overlong", vote_with(lambda server, own: own + "x" * 100_000), NOT_SHOWN),
-    ("trial-of-another-participant", vote_with(foreign_trial), NOT_SHOWN),
-    ("replayed-token-same-tab", replayed_in_same_tab, NOT_SHOWN),
-    ("replayed-token-second-tab", replayed_in_second_tab, "already has a vote and votes cannot be changed"),
-    ("vote-before-consent", vote_before_consent, "no pair to answer"),
+    ("forged-ticket", vote_with(lambda server, own: secrets.token_urlsafe(16)), NOT_READ),
+    ("ticket-sql", vote_with(lambda server, own: "' OR '1'='1' --"), NOT_READ),
+    ("ticket-overlong", vote_with(lambda server, own: own + "x" * 100_000), NOT_READ),
+    ("ticket-non-ascii", vote_with(lambda server, own: own[:-2] + "\u00e9\u4e2d"), NOT_READ),
+    ("trial-of-another-participant", vote_with(foreign_trial), NOT_READ),
+    ("replayed-ticket-same-tab", replayed_in_same_tab, ALREADY),
+    ("replayed-ticket-second-tab", replayed_in_second_tab, ALREADY),
+    ("vote-before-consent", vote_before_consent, NOT_READ),
     ("vote-invalid-choice", invalid_choice, "Choose one of"),
     ("second-comparison-vote", second_comparison_vote, "already has a vote"),
     # the study link

@@ -15,9 +15,10 @@ import pytest
 from gradio_client import Client
 from sqlalchemy import func, select
 
-from bench.server import App
+from bench.server import App, post_vote
 from demo.limits import TOO_FAST, TOO_MANY, TOO_MANY_ENROLMENTS, EnrolLimits, VoteLimits
 from demo.study_page import SCREEN
+from demo.study_vote import StudyVotes
 from study.schema import participants, votes
 from study.store import Store
 
@@ -50,8 +51,9 @@ def enrol(client):
     return saved["sample"]["participant"], screen(client.predict(api_name="/study_start"))
 
 
-def vote(client, trial, choice="left"):
-    return screen(client.predict({"trial": trial, "choice": choice, "client_ms": 800}, api_name="/study_vote"))
+def vote(server, address, view, choice="left"):
+    """Answer the trial `view` from `address` -> (HTTP status, answer: {"trial"}, {"done"} or {"error"})."""
+    return post_vote(server.url, view["ticket"], choice, 800, {"X-Forwarded-For": address})
 
 
 def count_votes(database):
@@ -70,15 +72,17 @@ def test_vote_rate_limits_per_participant_and_per_address(tmp_path):
         (_, sa), (_, sb), (_, sc), (_, so) = (enrol(client) for client in (a, b, c, other))
         with pytest.raises(Exception, match=TOO_MANY_ENROLMENTS[:40]):
             enrol(d)  # the address's fourth enrolment in the sample study this hour
-        sa = vote(a, sa["trial"])
-        refused = vote(a, sa["trial"])  # at once: refused, the trial stays on screen with a notice
-        assert refused["trial"] == sa["trial"] and refused["view"]["notice"] == TOO_FAST
+        status, second = vote(server, "127.0.0.21", sa["view"])
+        assert status == 200
+        # at once: refused, and the trial may be answered again
+        assert vote(server, "127.0.0.21", second["trial"]) == (429, {"error": TOO_FAST})
         time.sleep(2.1)
-        sa = vote(a, sa["trial"])
-        assert "Trial 3 of" in sa["progress"]
-        vote(b, sb["trial"])  # the address's third vote this minute
-        assert vote(c, sc["trial"])["view"]["notice"] == TOO_MANY
-        assert "Trial 2 of" in vote(other, so["trial"])["progress"]  # another address is not held back
+        status, third = vote(server, "127.0.0.21", second["trial"])
+        assert status == 200 and third["trial"]["progress"] == "Trial 3 of 10"
+        assert vote(server, "127.0.0.21", sb["view"])[0] == 200  # the address's third vote this minute
+        assert vote(server, "127.0.0.21", sc["view"]) == (429, {"error": TOO_MANY})
+        status, other_next = vote(server, "127.0.0.22", so["view"])  # another address is not held back
+        assert status == 200 and other_next["trial"]["progress"] == "Trial 2 of 10"
         assert count_votes(tmp_path / "arena.db") == 4
     finally:
         server.stop()
@@ -123,10 +127,16 @@ def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F81
     try:
         client = connect(server, address, **raw)
         _, s = enrol(client)
-        while s["trial"]:
-            assert not any(word in json.dumps(s) for word in METHOD_WORDS), s  # image paths and URLs too
-            s = vote(client, s["trial"])
-        assert "completion code" in s["done"]
+        answer = {"trial": s["view"]}
+        with Store(db_url) as reader:
+            tickets = StudyVotes(reader, None, None)  # reads the tickets as the server does
+            while "trial" in answer:
+                view = answer["trial"]
+                shown = json.dumps({**view, "ticket": tickets.read_ticket(view["ticket"])})
+                assert not any(word in shown for word in METHOD_WORDS), shown  # image paths and URLs too
+                status, answer = vote(server, address, view)
+                assert status == 200, answer
+        assert "completion code" in answer["done"]
         again = connect(server, address, **raw)  # the same PROLIFIC_PID in another browser: the code at once
         assert "completion code" in screen(again.predict({}, api_name="/study_open"))["done"]
         admin = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "results"}})

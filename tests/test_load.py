@@ -60,7 +60,8 @@ def test_concurrent_participants_on_sqlite(tmp_path):
 
 def test_sigkill_mid_study_loses_no_acknowledged_vote(tmp_path):
     figures = run(tmp_path, str(tmp_path / "arena.db"), "sqlite-kill", kill_after=TRIALS * PARTICIPANTS // 3)
-    # every participant still in the study lost its connection and came back with its saved browser state
+    # every participant still in the study lost its connection and went on once the server was back: its
+    # vote sent again (the trial stays on screen) or its page reloaded with its saved browser state
     # (verify: one participant token each; a PROLIFIC_PID alone would have started a repeat attempt)
     assert figures["in_study_at_kill"] >= PARTICIPANTS // 2 and figures["reconnected"] == figures["in_study_at_kill"]
 

@@ -1,5 +1,6 @@
 """The study page in a real headless Chromium: votes answer the pair on screen even on a slow network
-with clicks during every transition (and the pixels shown on each side are that side's method), the
+with clicks during every transition (and the pixels shown on each side are that side's method), a vote
+that does not get through (no connection, a rate limit, a proxy's error page) shown and sent again, the
 layout at desktop and phone sizes, the keyboard shortcuts, and a screenshot of every screen
 (docs/study/)."""
 import io
@@ -11,6 +12,7 @@ from PIL import Image
 from sqlalchemy import select
 
 from bench.server import ROOT, App
+from demo.limits import TOO_MANY
 from study.prepare import register
 from study.schema import stimuli, trials, votes
 from study.store import Store, load_votes
@@ -217,3 +219,35 @@ def test_layout_shortcuts_and_screenshots(server, browser, size):
         stored = load_votes(store, "sample")
     assert stored["choice"].tolist()[-len(choices):] == choices
     assert (stored["response_time_ms"].tail(len(choices)) > 0).all()
+
+
+def test_a_vote_that_does_not_get_through_is_shown_and_can_be_sent_again(server, browser):
+    """The first click's request never reaches the server (no connection), the second's is refused with
+    a rate limit's message, the third is answered by a server error page (what a proxy sends while the
+    app restarts): each time the trial stays on screen with the reason above it, nothing is stored,
+    and the buttons work again; the fourth click is stored and the next trial shown, without the notice."""
+    context = browser.new_context(viewport=SIZES["desktop"])
+    page = context.new_page()
+    page.goto(server.url + f"study?study={TINY}")
+    page.get_by_role("button", name="I agree").click(timeout=60_000)
+    page.get_by_role("button", name="Start").click()
+    page.locator(READY).wait_for(timeout=60_000)
+    trial = page.locator("#study-trial .trial").get_attribute("data-trial")
+    before = len(stored_trials(server, TINY))
+    replies = [lambda route: route.abort("connectionrefused"),
+               lambda route: route.fulfill(status=429, json={"error": TOO_MANY}),
+               lambda route: route.fulfill(status=502, body="<html>Bad Gateway</html>", content_type="text/html")]
+    page.route("**/study-vote", lambda route: replies.pop(0)(route) if replies else route.continue_())
+    notice = page.locator("#study-trial .notice")
+    for message in ("did not reach the server", TOO_MANY, "could not take your answer (error 502)"):
+        page.locator("button[data-choice=right]").click()
+        page.get_by_text(message).wait_for(timeout=30_000)
+        page.locator(READY).wait_for(timeout=10_000)  # the buttons answer again
+        assert page.locator("#study-trial .trial").get_attribute("data-trial") == trial
+        assert len(stored_trials(server, TINY)) == before
+    page.locator("button[data-choice=right]").click()
+    page.get_by_text("Trial 2 of").wait_for(timeout=30_000)
+    assert not notice.is_visible()
+    context.close()
+    stored = stored_trials(server, TINY)
+    assert len(stored) == before + 1 and stored[trial][0] == "right"

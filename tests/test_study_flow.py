@@ -1,10 +1,11 @@
-"""The study page (/study) and the results page (/results) of the launched app, over HTTP with
-gradio_client and once in a real headless Chromium. The client sends the page's URL parameters
-with every request, as the browser's Gradio client does (httpx params)."""
+"""The study page (/study), its vote route (/study-vote) and the results page (/results) of the launched
+app, over HTTP with gradio_client and plain POSTs, and once in a real headless Chromium. The client sends
+the page's URL parameters with every request, as the browser's Gradio client does (httpx params)."""
 import io
 import json
 import re
 import secrets
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,11 +18,13 @@ from PIL import Image
 from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
-from bench.server import ROOT, App
+from bench.server import ROOT, App, post_vote
+from demo.limits import VoteLimits
 from demo.results_page import check_password
 from demo.security import Lockout
 from demo.study_images import StudyImages
 from demo.study_page import SAMPLE, SCREEN, register_sample
+from demo.study_vote import ANSWERED, BAD_REQUEST, UNKNOWN, StudyVotes
 from study.prepare import register
 from study.schema import participants, studies
 from study.store import Store, load_votes
@@ -69,6 +72,11 @@ def screen(values):
     return {**s, "view": view, "trial": view and view["trial"], "progress": view["progress"] if view else ""}
 
 
+def answered(answer):
+    """The screen a vote's answer shows: the next trial, or the completion code in `done`."""
+    return screen([answer.get("trial") if name == "trial" else answer.get(name, "") for name in SCREEN])
+
+
 def open_page(client, saved=None):
     return screen(client.predict(saved or {}, api_name="/study_open"))
 
@@ -79,8 +87,11 @@ def enrol(client, saved=None):
     return saved, screen(client.predict(api_name="/study_start"))
 
 
-def vote(client, choice, trial, client_ms=500):
-    return screen(client.predict({"trial": trial, "choice": choice, "client_ms": client_ms}, api_name="/study_vote"))
+def vote(server, s, choice, client_ms=500):
+    """Answer the trial on screen `s` as the page's script does -> the next screen."""
+    status, answer = post_vote(server.url, s["view"]["ticket"], choice, client_ms)
+    assert status == 200, answer
+    return answered(answer)
 
 
 def fetch(server, url):
@@ -108,7 +119,8 @@ def test_full_session_then_completion_code(server):
         assert f"Trial {i + 1} of {N_TRIALS}" in s["progress"]
         assert re.fullmatch(r"[\w-]{16,}", s["trial"]) and s["trial"] in s["view"]["html"]
         assert_blind(server, s)
-        s = vote(client, choices[i], s["trial"], client_ms=700 + i)
+        last = s
+        s = vote(server, s, choices[i], client_ms=700 + i)
     with store(server) as db:
         code = db.completion_code(participant)
         votes = load_votes(db, "sample")
@@ -121,8 +133,9 @@ def test_full_session_then_completion_code(server):
     decided = mine[mine["choice"].isin(["left", "right"])]
     sides = decided["left_method"].where(decided["choice"] == "left", decided["right_method"])
     assert (decided["winner"] == sides).all()  # the side clicked is the side stored
-    with pytest.raises(Exception, match="no pair to answer"):
-        vote(client, "left", s["trial"])
+    assert "completion code" in vote(server, last, "right")["done"]  # the last pair again: nothing changes
+    with store(server) as db:
+        assert load_votes(db, "sample")["choice"].tolist()[-N_TRIALS:] == choices[:N_TRIALS]
 
 
 def test_reload_resumes_at_the_next_trial(server):
@@ -131,32 +144,55 @@ def test_reload_resumes_at_the_next_trial(server):
     saved, s = enrol(client)
     *_, clicked_twice = client.predict(saved, api_name="/study_agree")
     assert clicked_twice == saved  # no second participant
-    s = vote(client, "left", s["trial"])
-    s = vote(client, "right", s["trial"])
+    s = vote(server, s, "left")
+    s = vote(server, s, "right")
     again = open_page(connect(server), saved)  # a new page load, with what the browser kept
     assert "Trial 3 of" in again["progress"] and again["trial"] == s["trial"] and not again["consent"]
 
 
-def test_a_vote_reaching_a_server_that_never_showed_the_page_resumes_the_saved_participant(server):
-    """Behind nginx (deploy/), a participant whose worker died sends the next vote to another worker,
-    which has no session state for the page: the browser's saved participant carries it. Only their
-    next unanswered trial is taken; without the saved state, or with another link's, nothing is stored."""
-    first = connect(server, PROLIFIC_PID=PID[::-1])
-    open_page(first)
-    saved, s = enrol(first)
-    answered = s["trial"]
-    s = vote(first, "left", answered)
-    answer = {"trial": s["trial"], "choice": "right", "client_ms": 900}
-    with pytest.raises(Exception, match="no pair to answer"):  # nothing saved in the browser
-        connect(server, PROLIFIC_PID=PID[::-1]).predict(answer, api_name="/study_vote")
-    with pytest.raises(Exception, match="no pair to answer"):  # saved for another Prolific id
-        connect(server, PROLIFIC_PID=PID).predict(answer, saved, api_name="/study_vote")
-    with pytest.raises(Exception, match="not for the pair on your screen"):  # a trial already answered
-        connect(server, PROLIFIC_PID=PID[::-1]).predict({**answer, "trial": answered}, saved, api_name="/study_vote")
-    resumed = screen(connect(server, PROLIFIC_PID=PID[::-1]).predict(answer, saved, api_name="/study_vote"))
-    assert resumed["progress"] == f"Trial 3 of {N_TRIALS}"
+def test_any_worker_on_the_database_takes_a_vote_for_the_next_trial_only(server, tmp_path):
+    """Behind nginx (deploy/), a participant whose worker died sends the vote to another worker: a
+    StudyVotes made on the same database takes its ticket, and the vote is stored with the time the
+    server sent the trial. A ticket for a pair already answered (another window, or a vote sent again
+    after a lost answer) stores nothing and answers the next pair with a notice; a ticket a server on
+    another database issued, or one changed by a character, is refused."""
+    client = connect(server, PROLIFIC_PID=PID[::-1])
+    open_page(client)
+    saved, first = enrol(client)
+    participant = saved["sample"]["participant"]
+    second = vote(server, first, "left")
     with store(server) as db:
-        assert db.progress(saved["sample"]["participant"])["done"] == 2
+        other_worker = StudyVotes(db, StudyImages(db, tmp_path / "served"), VoteLimits(0, 0))
+        stale, answer = other_worker.vote({"ticket": first["view"]["ticket"], "choice": "right"}, "127.0.0.1")
+        assert stale == 200 and answer["trial"]["trial"] == second["trial"] and answer["trial"]["notice"] == ANSWERED
+        time.sleep(0.2)
+        status, answer = other_worker.vote({"ticket": second["view"]["ticket"], "choice": "tie", "client_ms": 5},
+                                           "127.0.0.1")
+        assert status == 200 and answer["trial"]["progress"] == f"Trial 3 of {N_TRIALS}"
+        assert not answer["trial"]["notice"]
+        mine = load_votes(db, "sample").tail(2)
+        assert db.progress(participant)["done"] == 2 and mine["choice"].tolist() == ["left", "tie"]
+        assert mine["server_time_ms"].iloc[1] >= 200 and mine["response_time_ms"].iloc[1] == 5
+    with Store(tmp_path / "another.db") as another:
+        foreign = StudyVotes(another, StudyImages(another, tmp_path / "other"), VoteLimits(0, 0))
+        ticket = foreign.ticket("sample", participant, answer["trial"]["trial"], False)
+    changed = answer["trial"]["ticket"]
+    changed = changed[:5] + ("A" if changed[5] != "A" else "B") + changed[6:]
+    for bad in (ticket, changed, "", "x.y"):
+        assert post_vote(server.url, bad, "left") == (400, {"error": BAD_REQUEST})
+    with store(server) as db:
+        assert db.progress(participant)["done"] == 2
+
+
+def test_a_vote_of_a_participant_the_database_does_not_know_asks_for_a_reload(server, tmp_path):
+    """A ticket the server signed for a participant its database no longer holds (a reset database
+    with the same STUDY_SALT, say): 410 and the message that says to reload; nothing stored."""
+    with store(server) as db:
+        before = len(load_votes(db, "sample"))
+        ticket = StudyVotes(db, None, None).ticket("sample", secrets.token_urlsafe(16), secrets.token_urlsafe(16), False)
+    assert post_vote(server.url, ticket, "left") == (410, {"error": UNKNOWN})
+    with store(server) as db:
+        assert len(load_votes(db, "sample")) == before
 
 
 def test_prolific_participant_resumes_and_returns_to_prolific(server):
@@ -170,7 +206,7 @@ def test_prolific_participant_resumes_and_returns_to_prolific(server):
     saved_again, s = enrol(other)
     assert saved_again[SMALL]["participant"] == saved[SMALL]["participant"]
     for choice in ("left", "tie", "right"):
-        s = vote(other, choice, s["trial"])
+        s = vote(server, s, choice)
     assert f'href="https://app.prolific.com/submissions/complete?cc={SMALL_CODE}"' in s["done"]
     back = open_page(connect(server, **link))  # a third browser: the code at once, no consent
     assert SMALL_CODE in back["done"] and not back["consent"] and back["view"] is None
@@ -185,14 +221,14 @@ def test_another_browser_after_a_vote_starts_a_flagged_attempt(server):
     first = connect(server, **link)
     open_page(first)
     saved, s = enrol(first)
-    s = vote(first, "left", s["trial"])
+    s = vote(server, s, "left")
     assert "Trial 2 of 3" in open_page(connect(server, **link), saved)["progress"]  # the same browser resumes
     other = connect(server, **link)
     open_page(other)
     other_saved, t = enrol(other)
     assert other_saved[SMALL]["participant"] != saved[SMALL]["participant"]
     assert "Trial 1 of 3" in t["progress"]  # none of the first attempt's votes
-    vote(other, "right", t["trial"])
+    vote(server, t, "right")
     with store(server) as db:
         votes = load_votes(db, SMALL)
     assert votes["repeat_attempt"].tolist()[-2:] == [False, True]
@@ -270,21 +306,28 @@ def test_bad_links_get_a_message_and_no_echo(server, params, message):
         client.predict({}, api_name="/study_agree")
 
 
-def test_forged_and_foreign_trial_tokens_are_refused(server):
+def test_a_vote_needs_a_ticket_the_server_issued_and_a_known_choice(server):
+    """Votes with no ticket, a made-up one, another trial's token in place of the ticket, a ticket with
+    its signature moved to another payload, or a choice outside the vocabulary store nothing."""
     mine, theirs = connect(server), connect(server)
-    with pytest.raises(Exception, match="no pair to answer"):
-        vote(mine, "left", "anything")
     for client in (mine, theirs):
         open_page(client)
     _, s = enrol(mine)
     their_saved, t = enrol(theirs)
-    for token in (t["trial"], secrets.token_urlsafe(16), s["trial"] + "x"):
-        with pytest.raises(Exception, match="not for the pair on your screen"):
-            vote(mine, "left", token)
+    payload, signature = s["view"]["ticket"].split(".")
+    their_payload, _ = t["view"]["ticket"].split(".")
+    for ticket in (None, secrets.token_urlsafe(16), t["trial"], f"{their_payload}.{signature}", f"{payload}."):
+        assert post_vote(server.url, ticket, "left") == (400, {"error": BAD_REQUEST})
+    for choice in ("LEFT", "", None, "winner"):
+        status, answer = post_vote(server.url, s["view"]["ticket"], choice)
+        assert status == 400 and "Choose one of left, right, tie, both_bad" in answer["error"]
+    request = urllib.request.Request(server.url + "study-vote", b"{not json", {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError, match="400"):
+        urllib.request.urlopen(request)
     with store(server) as db:
         remaining = db.remaining_trials(their_saved["sample"]["participant"])
     assert remaining[0]["token"] == t["trial"] and len(remaining) == N_TRIALS  # their trial has no vote
-    assert "Trial 2 of" in vote(mine, "left", s["trial"])["progress"]  # the real one still counts
+    assert "Trial 2 of" in vote(server, s, "left")["progress"]  # the real one still counts
 
 
 def test_the_study_page_itself_names_no_method(server):
@@ -306,7 +349,7 @@ def test_results_need_the_admin_password(server):
     open_page(client)
     _, s = enrol(client)
     for _ in range(3):
-        s = vote(client, "left", s["trial"])
+        s = vote(server, s, "left")
     summary, strengths, pairs, position, catch, csv = admin.predict(PASSWORD, "sample", 10, api_name="/results")
     with store(server) as db:
         votes = load_votes(db, "sample")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench.server import ROOT, App
 
-STUDY_ONLY_ENDPOINTS = {"/study_open", "/study_agree", "/study_decline", "/study_start", "/study_vote", "/results"}
+STUDY_ONLY_ENDPOINTS = {"/study_open", "/study_agree", "/study_decline", "/study_start", "/results"}
 
 
 def readme_study_lines():
