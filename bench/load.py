@@ -469,8 +469,9 @@ def plot(csv_path):
             ax.plot(x, [float(r[f"{q}_ms"]) / 1000 for r in mine], style, label=f"{mode} {q}")
     ax.set_xlabel("participants at once")
     ax.set_ylabel("vote -> next trial and its images (s)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.set_yscale("log")  # tens of milliseconds to seconds
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     target = Path(csv_path).with_suffix(".png")
     fig.savefig(target, dpi=110)

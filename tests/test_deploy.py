@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from playwright.sync_api import sync_playwright
@@ -36,12 +37,25 @@ def database(postgres_server):  # noqa: F811
     return f"postgresql+psycopg://postgres@{host}:{port}/{name}"
 
 
+def wait_for_worker(cluster, index, timeout_s=30):
+    """Until nginx sends a request whose cookie names worker `index` to that worker (nginx keeps a worker
+    it saw fail out of use for 10 s, its fail_timeout, even once it is back)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = httpx.get(cluster.url, cookies={COOKIE: worker_name(index)}, timeout=10)
+        if COOKIE not in response.cookies:  # nginx sets the cookie only when another worker answered
+            return
+        time.sleep(0.5)
+    pytest.fail(f"nginx still sends worker {index}'s requests elsewhere after {timeout_s} s")
+
+
 def browser_through_a_worker_death(cluster):
-    """A participant in Chromium on worker 0 (its cookie says so) answers trial 1; worker 0 is killed
-    while trial 2 is on screen; one click answers trial 2 through the other worker and shows trial 3.
-    Returns the worker the browser's cookie names then."""
+    """A participant in Chromium on worker 0 (its cookie says so) answers trial 1 there; worker 0 is
+    killed while trial 2, whose ticket worker 0 issued, is on screen; one click answers trial 2 through
+    the other worker and shows trial 3. Returns the worker the browser's cookie names then."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    wait_for_worker(cluster, 0)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         context = browser.new_context(viewport={"width": 1200, "height": 900})
@@ -54,6 +68,7 @@ def browser_through_a_worker_death(cluster):
             page.get_by_text(f"Trial {number} of {TRIALS}").wait_for(timeout=60_000)
             page.locator("#study-trial [data-state=ready]").wait_for(timeout=60_000)
             if number == 2:
+                assert {c["name"]: c["value"] for c in context.cookies()}[COOKIE] == worker_name(0)
                 cluster.workers[0].kill()
             page.get_by_role("button", name=button).click()
         page.get_by_text(f"Trial 3 of {TRIALS}").wait_for(timeout=60_000)

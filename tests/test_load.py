@@ -22,11 +22,11 @@ ARTIFACT = ROOT / "artifacts" / "load.json"
 FLOOD = 8
 RSS_GROWTH_MIB = 256  # the most a flood may add to the server's resident memory once the networks are loaded
 RSS_PEAK_MIB = 2048  # the most the server may ever hold resident (VmHWM)
-# stress mode at CI size, on this machine under other work: p99 0.6-1.3 s, 13-25 votes/s, 18-34 ms of
-# server CPU per vote (README, Reliability)
+# stress mode at CI size on this machine: p99 0.2-0.5 s, 30-43 votes/s, 16-24 ms of server CPU per vote
+# (README, Reliability); with votes as Gradio events, 18-34 ms under other work
 P99_MS = 4000
 VOTES_PER_S = 6
-CPU_MS_PER_VOTE = 50
+CPU_MS_PER_VOTE = 30
 OVERLAP_S = 0.05  # two Compare events never run at once under --max-jobs 1 (0.77 s of overlap under 2)
 
 
