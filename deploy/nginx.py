@@ -1,9 +1,10 @@
 """nginx (Debian's package) in front of N app workers on loopback ports, with sticky sessions.
 
 A browser's first response sets the cookie `arena_worker=wK` naming the worker that served it; nginx
-maps the cookie to that worker's upstream, so every later request of the browser (Gradio's POST
-queue/join and its SSE GET queue/data, the study's images) goes to the same worker, whatever the
-client address (many participants behind one address are spread over the workers). Each worker's
+maps the cookie to that worker's upstream, so every later request of the browser goes to the same
+worker, whatever the client address (many participants behind one address are spread over the
+workers): the page's events need the process that holds the page's session state, and Gradio's POST
+queue/join its SSE GET queue/data on the same process (study votes and images would do on any). Each worker's
 upstream lists the other workers as backups: when a worker is down, its browsers go to another
 one, whose response sets the cookie anew. Requests without the cookie go round robin.
 
