@@ -22,6 +22,14 @@ from .upload import read_input, shrink
 
 DEVICE_GROUP = "device"  # the concurrency group of every event that runs a network
 
+
+def time_left(seconds):
+    """'under a second left', 'about 4 s left' (under 90 s) or 'about 3 min left'."""
+    if seconds < 1:
+        return "under a second left"
+    return f"about {seconds:.0f} s left" if seconds < 90 else f"about {seconds / 60:.0f} min left"
+
+
 @dataclass(frozen=True)
 class Settings:
     """weights_dir: official checkpoints (optional); data_dir: images, cache and (by default) the
@@ -130,7 +138,7 @@ class Arena:
         seconds = self.estimate(pending, size) if pending else None
         if seconds is None:
             return text
-        return text + (f", about {seconds:.0f} s left" if seconds < 90 else f", about {seconds / 60:.0f} min left")
+        return f"{text}, {time_left(seconds)}"
 
     def stored(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
         """The stored result of these inputs and settings (a Result with cached=True), or None. style_size:
