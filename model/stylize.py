@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .features import FeatureCache
 from .files import image_files, output_name
-from .images import ImageError, open_image
+from .images import MIN_SIDE, ImageError, open_image
 from .methods import METHODS, device_argument, load_method
 from .pipeline import STYLE_SIZE, stylize
 from .weights import WeightsError
@@ -32,6 +32,12 @@ def main(argv=None):
     parser.add_argument("--device", type=device_argument, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
+    if args.size < MIN_SIDE:
+        parser.error(f"--size must be at least {MIN_SIDE} pixels, not {args.size}")
+    if args.style_size and args.style_size < MIN_SIDE:
+        parser.error(f"--style-size must be 0 (same as --size) or at least {MIN_SIDE} pixels, not {args.style_size}")
+    if not 0 <= args.alpha <= 1:
+        parser.error(f"--alpha must be in [0, 1], not {args.alpha}")
     try:
         contents, styles = image_files(args.content), image_files(args.style)
         nets = {m: load_method(m, args.weights_dir, args.device) for m in args.method}

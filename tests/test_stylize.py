@@ -10,6 +10,7 @@ from PIL import Image
 
 from model.images import ImageError, open_image
 from model.pipeline import stylize
+from model.stylize import main as stylize_main
 
 ROOT = Path(__file__).parents[1]
 CONTENT = ROOT / "examples/contents/animal_red_panda.jpg"
@@ -86,3 +87,17 @@ def test_batch_command_reports_missing_weights(tmp_path):
            "--method", "stya2k", "--weights-dir", str(tmp_path), "--out", str(tmp_path / "out")]
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 2 and "latest_net_A2K.pth is missing" in run.stderr
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--size", "-5"], "--size must be at least 32 pixels, not -5"),
+    (["--size", "16"], "--size must be at least 32 pixels, not 16"),
+    (["--style-size", "-1"], "--style-size must be 0 (same as --size) or at least 32 pixels, not -1"),
+    (["--alpha", "1.5"], "--alpha must be in [0, 1], not 1.5"),
+])
+def test_batch_command_refuses_settings_out_of_range_before_writing(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stopped:
+        stylize_main(["--content", str(CONTENT), "--style", str(STYLE), "--method", "a2k_free", "--out", str(out),
+                      *flags])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err and not out.exists()
