@@ -26,7 +26,7 @@ from .gallery import example_paths
 from .limits import VoteLimits
 from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
-from .upload import ImageUpload, read_input, shrink
+from .upload import ImageUpload, missing_input, read_input, shrink
 from .warmup import DEFAULTS, pair_paths
 
 CROSS = 0.75  # probability of an A2K-against-all-to-all pair when one is left to vote on
@@ -86,8 +86,9 @@ def build_battle_tab(arena, session):
 
     def fight(content_img, style_img, state):
         """Pick the pair, stream each model's picture as it is ready, then open the vote."""
-        if content_img is None or style_img is None:
-            raise gr.Error("Choose a photo and a painting first (or click an example pair).")
+        missing = missing_input(content_img, style_img)
+        if missing:
+            raise gr.Error(missing)
         inputs = inputs_key(content_img, style_img)
         state["battle_inputs"] = inputs
         who = visitor(state)

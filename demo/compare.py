@@ -18,7 +18,7 @@ from .gallery import example_paths
 from .limits import VoteLimits
 from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
-from .upload import ImageUpload, read_input, shrink
+from .upload import ImageUpload, missing_input, read_input, shrink
 from .warmup import pair_paths
 
 DEFAULT_PAIR = ("a2k_free", "all2all_free")
@@ -100,8 +100,9 @@ def build_compare_tab(arena, session):
 
     def compare(content_img, style_img, left_method, right_method, size_px, strength, keep_colors, state):
         """Stream the two results as each is ready; the last update opens the vote."""
-        if content_img is None or style_img is None:
-            raise gr.Error("Upload a content photo and a style painting first (or pick two examples).")
+        missing = missing_input(content_img, style_img)
+        if missing:
+            raise gr.Error(missing)
         for m in (left_method, right_method):
             if m not in runnable:
                 raise gr.Error(f"Method {m!r} cannot run here; choose one of {', '.join(runnable)}.")

@@ -32,3 +32,14 @@ def shrink(image, size_cap):
 def read_input(path):
     """The image an ImageUpload delivers for this file (for the example pairs)."""
     return open_image(Path(path).read_bytes())
+
+
+def missing_input(content, style):
+    """What a visitor who pressed a button without both images is told (None when both are there); an
+    example picked a moment ago may still be on its way to the server."""
+    missing = [what for what, image in (("a content photo", content), ("a style painting", style)) if image is None]
+    if not missing:
+        return None
+    one = len(missing) == 1
+    return (f"Add {' and '.join(missing)} first: upload {'one' if one else 'them'} or pick "
+            f"{'an example' if one else 'examples'} (a picked example takes a moment to arrive).")

@@ -7,6 +7,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from bench.server import ROOT, App
+from demo.upload import missing_input
 from model.methods import METHODS
 from study.store import Store
 
@@ -170,3 +171,12 @@ def test_out_of_range_settings_are_refused(server):
         stylise(client, left="stya2k")
     with pytest.raises(Exception, match="less than minimum value 0"):
         stylise(client, alpha=-1)
+
+
+def test_a_missing_image_is_named_and_an_example_on_its_way_explained(server):
+    assert missing_input(Image.new("RGB", (8, 8)), Image.new("RGB", (8, 8))) is None
+    assert missing_input(None, None) == ("Add a content photo and a style painting first: upload them or pick "
+                                         "examples (a picked example takes a moment to arrive).")
+    client = Client(server.url, verbose=False)
+    with pytest.raises(Exception, match="Add a style painting first: upload one or pick an example"):
+        client.predict(handle_file(CONTENT), None, "a2k_free", "all2all_free", 192, 1.0, False, api_name="/stylize")
