@@ -347,10 +347,14 @@ class Store:
         {"token", "position" (0-based), "n_trials", "left", "right"} with image sha256s, no method names.
         One query (a study vote makes one), and a second only when none is left."""
         with self._read() as conn:
-            found = _views(conn, _REMAINING, {"participant": participant})
-            if not found:
-                self._participant(conn, participant)  # raises StudyError for an unknown participant
-            return found
+            return self._remaining(conn, participant)[0]
+
+    def _remaining(self, conn, participant):
+        """(remaining_trials' list, [(trial id, participant id)] of its trials); StudyError for an unknown participant."""
+        found = _views(conn, _REMAINING, {"participant": participant})
+        if not found:
+            self._participant(conn, participant)  # raises StudyError for an unknown participant
+        return found, [(r.pop("trial_id"), r.pop("participant_id")) for r in found]
 
     def get_trial(self, token):
         """One trial as the browser may see it (see remaining_trials)."""
@@ -389,10 +393,7 @@ class Store:
         row = _vote_row(choice, response_time_ms, server_time_ms)
         try:
             with self.engine.begin() as conn:
-                remaining = _views(conn, _REMAINING_TO_VOTE, {"participant": participant})
-                if not remaining:
-                    self._participant(conn, participant)  # raises StudyError for an unknown participant
-                ids = [(r.pop("trial_id"), r.pop("participant_id")) for r in remaining]
+                remaining, ids = self._remaining(conn, participant)
                 if not remaining or remaining[0]["token"] != trial_token:
                     return False, remaining
                 conn.execute(insert(votes).values(trial_id=ids[0][0], **row))
@@ -529,9 +530,8 @@ def _view_query(where, *ids):
             .where(where).order_by(trials.c.position))
 
 
-_REMAINING = _view_query((participants.c.token == bindparam("participant")) & votes.c.id.is_(None))
-_REMAINING_TO_VOTE = _view_query((participants.c.token == bindparam("participant")) & votes.c.id.is_(None),
-                                 trials.c.id.label("trial_id"), trials.c.participant_id)
+_REMAINING = _view_query((participants.c.token == bindparam("participant")) & votes.c.id.is_(None),
+                         trials.c.id.label("trial_id"), trials.c.participant_id)
 _TRIAL_VIEW = _view_query(trials.c.token == bindparam("token"))
 
 
