@@ -6,10 +6,10 @@
 
 Starts `python app.py` on a free loopback port with a fresh data folder (one per participant count), then
 runs simulated participants through the blind study. They are asyncio tasks in this one process, each
-with its own connections and cookies like a browser, speaking the study page's own HTTP API: Gradio's
-queue to open the page, consent and start (POST gradio_api/queue/join, then the event stream
-gradio_api/queue/data, and the heartbeat stream a page keeps open), then a POST to the study's vote
-route per trial (demo.study_vote); each downloads both images of every trial and checks their pixels
+with its own connections and cookies like a browser, speaking the study page's own HTTP API: the
+page's HTML, its events (open, consent, start: one POST each to gradio_api/run/predict) and the
+heartbeat stream a page keeps open, then a POST to the study's vote route per trial
+(demo.study_vote); each downloads both images of every trial and checks their pixels
 against the stored stimuli afterwards. --think LO,HI: a participant looks at each trial for a uniform LO..HI
 seconds before voting (realistic mode, default 2,6); --think 0: votes as soon as the trial is on screen
 (stress mode). Reports the server's CPU per vote, vote latency percentiles (from sending a vote to
@@ -119,16 +119,10 @@ class Page:
         body = {"data": list(data), "fn_index": self.events[name], "trigger_id": None, "session_hash": session,
                 "event_data": None}
         if name not in self.queued:
-            try:
-                response = await http.post("gradio_api/run/predict", params=params, json=body)
-                answer = response.json()
-            except httpx.HTTPError as exc:
-                raise Dropped(repr(exc)) from exc
-            except ValueError:
-                raise Dropped(f"run/predict answered {response.status_code}: {response.text[:200]}") from None
-            if response.status_code == 200:
+            status, answer = await post_json(http, "gradio_api/run/predict", body, params)
+            if status == 200:
                 return answer["data"]
-            raise Refused(answer.get("error") or f"the app refused the event ({response.status_code})")
+            raise Refused(answer.get("error") or f"the app refused the event ({status})")
         started = None
         try:
             joined = await http.post("gradio_api/queue/join", params=params, json=body)
@@ -174,16 +168,22 @@ class Page:
         return tuple(digests)
 
 
-async def vote(http, ticket, choice):
-    """A vote posted as the study page's script posts it -> the answer: {"trial": view} or {"done": html}.
-    Raises Refused for an error answer, Dropped when the server cannot be reached or answers no JSON."""
+async def post_json(http, path, body, params=None):
+    """POST `body` as JSON -> (HTTP status, the JSON answer); Dropped when the server cannot be reached
+    or answers no JSON (a proxy's error page, a server going away)."""
     try:
-        response = await http.post(ROUTE, json={"ticket": ticket, "choice": choice, "client_ms": 1000})
-        answer = response.json()
+        response = await http.post(path, params=params, json=body)
+        return response.status_code, response.json()
     except httpx.HTTPError as exc:
         raise Dropped(repr(exc)) from exc
     except ValueError:
-        raise Dropped(f"{ROUTE} answered {response.status_code}: {response.text[:200]}") from None
+        raise Dropped(f"{path} answered {response.status_code}: {response.text[:200]}") from None
+
+
+async def vote(http, ticket, choice):
+    """A vote posted as the study page's script posts it -> the answer: {"trial": view} or {"done": html}.
+    Raises Refused for an error answer, Dropped when the server cannot be reached or answers no JSON."""
+    _, answer = await post_json(http, ROUTE, {"ticket": ticket, "choice": choice, "client_ms": 1000})
     if "error" in answer:
         raise Refused(answer["error"])
     return answer

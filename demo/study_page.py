@@ -176,7 +176,7 @@ def build_study_page(arena, app, votes):
             shown = votes.screen(state["study"], state["participant"], prolific(state))
         except StudyError:  # a token this database does not know (say, a new database): enrol again
             return consent_screen({**state, "participant": None})
-        return screen(None, state, trial=shown["trial"]) if "trial" in shown else screen(None, state, done=shown["done"])
+        return screen(None, state, **shown)  # shown: {"trial": view} or {"done": html}
 
     def link_state(browser, request):
         """The session state of the page's link and the participant the browser saved for it (None if

@@ -21,11 +21,10 @@ from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from bench.server import ROOT, App
+from bench.server import ROOT, App, post_vote
 from demo.limits import TOO_MANY
 from demo.security import Lockout, UploadBudget
 from demo.study_page import SCREEN
-from demo.study_trial import ROUTE
 
 PASSWORD = "attack-test-password"
 PROXY = "127.0.0.2"  # the trusted proxy's address; the tests' own connections come from 127.0.0.1
@@ -126,6 +125,7 @@ class Participant:
 
     def __init__(self, server, forwarded_for=None):
         self.deps = {d["api_name"]: d for d in server.config["dependencies"]}
+        self.url, self.forwarded_for = server.url, forwarded_for
         self.client = http(server, forwarded_for)
         self.client.params = {"page": "study"}
         self.session = secrets.token_hex(8)
@@ -151,8 +151,9 @@ class Participant:
         """Answer the trial `view` as the page's script does -> (the answer, {"trial"} or {"error"}, and the
         seconds from sending it to having it)."""
         start = time.monotonic()
-        response = self.client.post(ROUTE, json={"ticket": view["ticket"], "choice": choice, "client_ms": 1500})
-        return response.json(), time.monotonic() - start
+        _, answer = post_vote(self.url, view["ticket"], choice, 1500,
+                              {"X-Forwarded-For": self.forwarded_for} if self.forwarded_for else {})
+        return answer, time.monotonic() - start
 
 
 # ---- checks without the launched app ----
