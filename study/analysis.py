@@ -9,6 +9,7 @@ Carlo beyond), its inversion for the win-rate intervals, and a participant boots
 small-sample t correction for the Bradley-Terry strengths. A row with fewer than MIN_PARTICIPANTS
 participants is not tested; Holm's procedure adjusts the p-values of a table's tested rows.
 """
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -27,7 +28,6 @@ MIN_PARTICIPANTS = 6
 EXACT_UP_TO = 13  # participants: up to this many the sign-flip test enumerates all 2^N sign vectors (8192)
 RANDOM_FLIPS = 10_000  # random sign vectors beyond (numpy seed `seed`)
 FLIP_ROWS = 256  # rows tested at once: bounds the (sign vectors x rows) arrays to about 20 MB each
-BISECTION_STEPS = 24  # interval ends to within 2^-24 of the test's acceptance boundary
 
 
 class AnalysisError(ValueError):
@@ -88,19 +88,26 @@ class SignFlips:
         return extreme / n if self.exact else (1 + extreme) / (n + 1)
 
     def interval(self, level):
-        """The win rates the test does not reject at 1 - level: (low, high), each (g,). p rises towards
-        the estimate from either side (each sign vector's |T*| >= |T| holds from one point on), so a
-        bisection per side finds the boundary; the outer end of the last bracket is returned."""
-        estimate = self.wins / self.totals
-        ends = []
-        for outer in (np.zeros_like(estimate), np.ones_like(estimate)):
-            out, inner = outer.copy(), estimate.copy()
-            for _ in range(BISECTION_STEPS):
-                mid = (out + inner) / 2
-                kept = self.p_value(mid) > 1 - level
-                inner, out = np.where(kept, mid, inner), np.where(kept, out, mid)
-            ends.append(np.where(self.p_value(outer) > 1 - level, outer, out))
-        return ends[0], ends[1]
+        """The win rates the test does not reject at 1 - level: (low, high), each (g,)."""
+        low = self._lower_end(self.flipped_wins, self.wins, level)
+        high = 1 - self._lower_end(self.flipped_totals - self.flipped_wins, self.totals - self.wins, level)
+        return low, high
+
+    def _lower_end(self, flipped_wins, wins, level):
+        """The least theta that the test does not reject, from wins (the upper end: from losses, as 1 - it).
+        Below the estimate W / N, sign vector b (T* = a - theta c) counts as extreme, |a - theta c| >=
+        W - theta N, from x_b = min((W - a) / (N - c), (W + a) / (N + c)) on (from 0 when |a| >= W): both
+        sides grow with theta from below 0. So p(theta) counts the x_b <= theta, and the end is the k-th
+        smallest x_b, k the least count whose p-value exceeds 1 - level."""
+        alpha, n_flips = 1 - level, len(flipped_wins)
+        k = math.floor(alpha * n_flips) + 1 if self.exact else math.floor(alpha * (n_flips + 1))
+        if k <= 0:
+            return np.zeros(len(wins))
+        c, n = self.flipped_totals, self.totals
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.minimum((wins - flipped_wins) / (n - c), (wins + flipped_wins) / (n + c))
+        x = np.where(np.abs(flipped_wins) >= wins - 1e-9, 0.0, x)
+        return np.partition(x, k - 1, axis=0)[k - 1]
 
 
 def sign_flip_sets(wins, totals, seed):
