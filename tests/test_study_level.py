@@ -1,14 +1,16 @@
 """Study conclusions that hold at any number of participants (issue #24): in simulated null studies
 (3 methods nobody can tell apart) at 3 to 30 participants no table of the report finds a significant
 row after Holm in more than 5% of studies; three random clickers run through `python -m study.analyze`
-give no significant row and a pilot banner; a planted preference with 30 participants is still found."""
+give no significant row and a pilot banner; a planted preference with 30 participants is still found;
+the arena leaderboard withholds intervals from too few visitors."""
 import random
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from study.analysis import holm, least_p, pair_win_rates, position_bias
+from demo.leaderboard import interval
+from study.analysis import holm, leaderboard, least_p, pair_win_rates, position_bias
 from study.analyze import main as analyze_main
 from study.store import Store
 from tests.study_fixtures import METHODS, add_stimuli
@@ -109,3 +111,18 @@ def test_a_planted_preference_is_found_with_30_participants(tmp_path):
     strengths = pd.read_csv(out / "strengths.csv")
     assert strengths["method"][0] == "a2k_free" and strengths["ci_low"][0] > strengths["ci_high"][1:].max()
     assert set(METHODS) == set(strengths["method"])
+
+
+def test_the_arena_leaderboard_withholds_intervals_from_few_visitors():
+    """The Leaderboard tab's intervals resample visitors: from 5 of them they are withheld, and the tab says so."""
+    def battles(n_visitors):
+        rows = [(f"v{i}", *pair, "left" if (i + k) % 3 else "right") for i in range(n_visitors)
+                for k, pair in enumerate(PAIRS * 2)]
+        return pd.DataFrame(rows, columns=["voter", "left_method", "right_method", "choice"])
+
+    few, enough = leaderboard(battles(5), n_boot=100), leaderboard(battles(6), n_boot=100)
+    for table in ("strengths", "pairs"):
+        assert few[table][["ci_low", "ci_high"]].isna().all(axis=None), table
+        assert enough[table][["ci_low", "ci_high"]].notna().all(axis=None), table
+    assert few["strengths"]["strength"].notna().all() and few["pairs"]["a_win_rate"].notna().all()
+    assert interval(np.nan, np.nan) == "withheld: under 6 visitors" and interval(0.25, 0.5) == "0.250 – 0.500"
