@@ -75,7 +75,7 @@ class SignFlips:
 
     def __init__(self, wins, totals, signs):
         """wins, totals: (g, P) counts; signs: (B, P) from sign_vectors (all of them, or random ones)."""
-        self.exact = len(signs) == 2 ** signs.shape[1]
+        self.exact = signs.shape[1] <= EXACT_UP_TO
         self.flipped_wins, self.flipped_totals = signs @ wins.T, signs @ totals.T  # (B, g)
         self.wins, self.totals = wins.sum(axis=1), totals.sum(axis=1)
 
