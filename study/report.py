@@ -232,7 +232,7 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
                 "of each participant's net preference w - 0.5 n (w: their votes for method_a, n: their decisive "
                 "votes in the row; sides are randomised, so with no preference it is as likely negative as "
                 f"positive), exact over all 2^N sign flips up to {EXACT_UP_TO} participants, else "
-                f"{RANDOM_FLIPS} random ones (seed {s['seed']}). The {level} interval holds the win rates that "
+                f"{RANDOM_FLIPS:,} random ones (seed {s['seed']}). The {level} interval holds the win rates that "
                 f"the same test does not reject (sign-flip test inversion). least p: the smallest p-value the row's "
                 f"N participants allow (2/2^N: with 3, 0.25); a row is significant after Holm only if it is at "
                 f"most 0.05 over the number of tested rows. p_holm adjusts the p-values with Holm's procedure "
@@ -240,8 +240,8 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
                 "for comparison. Ties and both_bad are counted apart (pairs.csv).")
     yield "p", (f"Rows with fewer than {MIN_PARTICIPANTS} participants with a decisive vote are not tested (no "
                 f"p-value or interval, left out of Holm): with {MIN_PARTICIPANTS - 1} the exact test cannot go "
-                f"below 2/2^{MIN_PARTICIPANTS - 1} = {least_p(MIN_PARTICIPANTS - 1):.4g}, above 0.05, and its "
-                "interval would cover nearly everything. Their counts and rates are shown.")
+                f"below 2/2^{MIN_PARTICIPANTS - 1} = {least_p(MIN_PARTICIPANTS - 1):.4g}, above 0.05, so its "
+                "interval would be 0-1 whatever the votes. Their counts and rates are shown.")
     yield "table", pairs_display(r.pairs)
     yield "img", "pairs.png"
     yield "h2", "Method strengths (Bradley-Terry)"
