@@ -10,10 +10,15 @@ from datetime import UTC, datetime
 import gradio as gr
 import pandas as pd
 
-from study.analysis import AnalysisError, leaderboard
+from study.analysis import MIN_PARTICIPANTS, AnalysisError, leaderboard
 
 REFRESH_S = 60.0
 N_BOOT = 1000
+
+
+def interval(low, high):
+    """An interval as the tab shows it, or why there is none (study.analysis withholds it below MIN_PARTICIPANTS)."""
+    return f"withheld: under {MIN_PARTICIPANTS} visitors" if pd.isna(low) else f"{low:.3f} – {high:.3f}"
 
 
 class Leaderboard:
@@ -46,7 +51,7 @@ class Leaderboard:
         strengths = pd.DataFrame({
             "rank": range(1, len(s) + 1), "model": s["method"].map(self.label),
             "strength": s["strength"].round(3),
-            "95% interval": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(s["ci_low"], s["ci_high"])],
+            "95% interval": [interval(lo, hi) for lo, hi in zip(s["ci_low"], s["ci_high"])],
             "wins": s["wins"], "losses": s["losses"], "votes": s["votes"]})
         matrix = board["matrix"].rename(index=self.label, columns=self.label)
         matrix = (matrix * 100).round(0).astype("Int64").astype(str).replace("<NA>", "–").reset_index(names="row beats column, %")
@@ -55,14 +60,16 @@ class Leaderboard:
             "model A": p["method_a"].map(self.label), "model B": p["method_b"].map(self.label),
             "votes": p["n_votes"], "visitors": p["n_participants"], "A wins": p["a_wins"], "B wins": p["b_wins"],
             "ties": p["ties"], "both bad": p["both_bad"], "A win rate": p["a_win_rate"].round(3),
-            "95% interval": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(p["ci_low"], p["ci_high"])]})
+            "95% interval": [interval(lo, hi) for lo, hi in zip(p["ci_low"], p["ci_high"])]})
         return head, strengths, matrix, pairs
 
 
 def build_leaderboard_tab(board):
     """Lays out the tab; returns the event listeners' function and outputs, for the tab's select event."""
     gr.Markdown("Blind battle votes only (the Compare tab's votes, with names visible, are kept apart). "
-                "Strengths: Bradley-Terry, summing to 1, with 95% bootstrap intervals that resample visitors. "
+                "Strengths: Bradley-Terry, summing to 1, with 95% intervals from a bootstrap over visitors (t "
+                "interval, small-sample corrected); pair win rates with the interval of a sign-flip test over "
+                f"visitors; intervals are withheld with fewer than {MIN_PARTICIPANTS} visitors. "
                 f"Updated every {REFRESH_S:.0f} s.")
     summary = gr.Markdown(elem_id="leaderboard-summary")
     strengths = gr.Dataframe(label="Ranking", interactive=False, elem_id="leaderboard-ranking")

@@ -3,21 +3,31 @@
 
 Win rates use decisive votes (left/right); ties and both_bad are counted separately. A pair's two
 methods are in alphabetical order, method_a then method_b: a_win_rate is P(method_a chosen).
-Each participant gives many votes, which are not independent: intervals and p-values resample
-participants (cluster bootstrap), and Holm's procedure adjusts the p-values of a table's rows.
+Each participant gives many votes, which are not independent, so the tests work on participants:
+a sign-flip test on each participant's net preference (exact up to EXACT_UP_TO participants, Monte
+Carlo beyond), its inversion for the win-rate intervals, and a participant bootstrap with a
+small-sample t correction for the Bradley-Terry strengths. A row with fewer than MIN_PARTICIPANTS
+participants is not tested; Holm's procedure adjusts the p-values of a table's tested rows.
 """
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.sparse.csgraph import connected_components
-from scipy.stats import norm
+from scipy.stats import norm, t
 
 OUTCOMES = ("a", "b", "tie", "both_bad")  # method_a chosen, method_b chosen, tie, both bad
 AGREEMENT_MEASURE = (
     "pairwise agreement and Fleiss' kappa over the four answers (method_a, method_b, tie, both_bad); "
     "items are trials showing the same stimulus pair (content, style, method pair) to 2+ raters, "
     "rater pairs pooled over items (Fleiss' kappa generalised to varying raters per item)")
+# With 5 participants the exact two-sided sign-flip test cannot go below 2 / 2^5 = 0.0625: rows with
+# fewer participants (with a decisive vote) get counts and rates but no p-value or interval.
+MIN_PARTICIPANTS = 6
+EXACT_UP_TO = 13  # participants: up to this many the sign-flip test enumerates all 2^N sign vectors (8192)
+RANDOM_FLIPS = 10_000  # random sign vectors beyond (numpy seed `seed`)
+FLIP_ROWS = 256  # rows tested at once: bounds the (sign vectors x rows) arrays to about 20 MB each
 
 
 class AnalysisError(ValueError):
@@ -42,34 +52,109 @@ def participant_draws(n_people, n_boot, rng):
     return rng.multinomial(n_people, np.full(n_people, 1 / n_people), size=n_boot)
 
 
-def cluster_bootstrap(wins, totals, n_boot=2000, seed=0, level=0.95, null=0.5):
-    """Participant-clustered inference on the ratios sum(wins) / sum(totals) of G groups.
+def least_p(n_people):
+    """The smallest p-value the sign-flip test can give with n_people participants (array-like):
+    2 / 2^n when it enumerates every sign vector, 1 / (RANDOM_FLIPS + 1) by Monte Carlo."""
+    n = np.asarray(n_people, dtype=float)
+    return np.where(n <= EXACT_UP_TO, np.minimum(1.0, 2.0 / 2.0**n), 1 / (RANDOM_FLIPS + 1))[()]
 
-    wins, totals: (G, P) counts per group (e.g. method pair) and participant (zeros where a
-    participant has no vote in a group). Participants are resampled with replacement, the same
-    n_boot resamples (numpy seed `seed`) for every group. Returns a dict of (G,) arrays: estimate,
-    ci_low and ci_high (percentile interval at `level`), and p_value, the two-sided bootstrap test
-    of estimate == null (inverting the percentile interval: 2 (1 + #resamples on the far side of
-    null) / (1 + #resamples), at least 2 / (n_boot + 1)). NaN for a group without votes."""
+
+def sign_vectors(n_people, seed):
+    """(B, n_people) signs +-1: all B = 2^n_people vectors when n_people <= EXACT_UP_TO, else
+    RANDOM_FLIPS random ones (numpy seed `seed`)."""
+    if n_people <= EXACT_UP_TO:
+        bits = (np.arange(2**n_people)[:, None] >> np.arange(n_people)) & 1
+        return 1.0 - 2.0 * bits
+    return np.random.default_rng(seed).choice([-1.0, 1.0], size=(RANDOM_FLIPS, n_people))
+
+
+class SignFlips:
+    """The sign-flip distribution of T(theta) = sum_i (w_i - theta n_i) for g rows: w_i, n_i are
+    participant i's wins and decisive votes in a row. Under "each participant's net preference is
+    symmetric about 0 at theta" every flip of the participants' signs is as likely as the data."""
+
+    def __init__(self, wins, totals, signs):
+        """wins, totals: (g, P) counts; signs: (B, P) from sign_vectors (all of them, or random ones)."""
+        self.exact = signs.shape[1] <= EXACT_UP_TO
+        self.flipped_wins, self.flipped_totals = signs @ wins.T, signs @ totals.T  # (B, g)
+        self.wins, self.totals = wins.sum(axis=1), totals.sum(axis=1)
+
+    def p_value(self, theta):
+        """Two-sided p-values (g,) at win rates theta (g,): the share of sign vectors with |T*| >= |T|
+        (exact), or (1 + their number) / (B + 1) (Monte Carlo)."""
+        observed = np.abs(self.wins - theta * self.totals) - 1e-9  # float slack: ties count as extreme
+        extreme = (np.abs(self.flipped_wins - theta * self.flipped_totals) >= observed).sum(axis=0)
+        n = len(self.flipped_wins)
+        return extreme / n if self.exact else (1 + extreme) / (n + 1)
+
+    def interval(self, level):
+        """The win rates the test does not reject at 1 - level: (low, high), each (g,)."""
+        low = self._lower_end(self.flipped_wins, self.wins, level)
+        high = 1 - self._lower_end(self.flipped_totals - self.flipped_wins, self.totals - self.wins, level)
+        return low, high
+
+    def _lower_end(self, flipped_wins, wins, level):
+        """The least theta that the test does not reject, from wins (the upper end: from losses, as 1 - it).
+        Below the estimate W / N, sign vector b (T* = a - theta c) counts as extreme, |a - theta c| >=
+        W - theta N, from x_b = min((W - a) / (N - c), (W + a) / (N + c)) on (from 0 when |a| >= W): both
+        sides grow with theta from below 0. So p(theta) counts the x_b <= theta, and the end is the k-th
+        smallest x_b, k the least count whose p-value exceeds 1 - level."""
+        alpha, n_flips = 1 - level, len(flipped_wins)
+        k = math.floor(alpha * n_flips) + 1 if self.exact else math.floor(alpha * (n_flips + 1))
+        if k <= 0:
+            return np.zeros(len(wins))
+        c, n = self.flipped_totals, self.totals
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x = np.minimum((wins - flipped_wins) / (n - c), (wins + flipped_wins) / (n + c))
+        x = np.where(np.abs(flipped_wins) >= wins - 1e-9, 0.0, x)
+        return np.partition(x, k - 1, axis=0)[k - 1]
+
+
+def sign_flip_sets(wins, totals, seed):
+    """Yield (row indices, SignFlips) over the rows of (G, P) counts that have at least MIN_PARTICIPANTS
+    participants with decisive votes, FLIP_ROWS at a time; the enumerated and the Monte Carlo rows apart."""
     wins, totals = np.atleast_2d(np.asarray(wins, dtype=float)), np.atleast_2d(np.asarray(totals, dtype=float))
-    if wins.shape[1] == 0:  # nobody voted
-        nothing = np.full(len(wins), np.nan)
-        return {"estimate": nothing, "ci_low": nothing, "ci_high": nothing, "p_value": nothing}
-    draws = participant_draws(wins.shape[1], n_boot, np.random.default_rng(seed)).astype(float)  # (B, P)
+    n_people = (totals > 0).sum(axis=1)
+    order = np.argsort(totals == 0, axis=1, kind="stable")  # each row's participants first
+    wins, totals = np.take_along_axis(wins, order, axis=1), np.take_along_axis(totals, order, axis=1)
+    tested = n_people >= MIN_PARTICIPANTS
+    for exact in (True, False):
+        rows = np.flatnonzero(tested & ((n_people <= EXACT_UP_TO) == exact))
+        if len(rows):
+            width = int(n_people[rows].max())
+            signs = sign_vectors(width, seed)
+            for chunk in np.array_split(rows, -(-len(rows) // FLIP_ROWS)):
+                yield chunk, SignFlips(wins[chunk, :width], totals[chunk, :width], signs)
+
+
+def sign_flip_p(wins, totals, seed=0, null=0.5):
+    """p-values (G,) of the two-sided sign-flip test of "win rate == null" for G rows of (G, P) wins and
+    decisive totals per participant; NaN for a row with fewer than MIN_PARTICIPANTS participants."""
+    p = np.full(len(np.atleast_2d(wins)), np.nan)
+    for rows, flips in sign_flip_sets(wins, totals, seed):
+        p[rows] = flips.p_value(np.full(len(rows), null))
+    return p
+
+
+def participant_test(wins, totals, seed=0, level=0.95, null=0.5):
+    """Participant-level inference on the ratios sum(wins) / sum(totals) of G rows.
+
+    wins, totals: (G, P) counts per row (e.g. method pair) and participant (zeros where a participant
+    has no decisive vote in the row). Returns a dict of (G,) arrays: estimate, n_people (participants
+    with a decisive vote), min_p (least_p of n_people), p_value (sign_flip_p against null), and the
+    interval (ci_low, ci_high) at `level` from inverting that test. estimate is NaN without decisive
+    votes; p_value and the interval are NaN for rows with fewer than MIN_PARTICIPANTS participants."""
+    wins, totals = np.atleast_2d(np.asarray(wins, dtype=float)), np.atleast_2d(np.asarray(totals, dtype=float))
+    n_people = (totals > 0).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         estimate = wins.sum(axis=1) / totals.sum(axis=1)
-        boot = (draws @ wins.T) / (draws @ totals.T)  # (B, G)
-    valid = ~np.isnan(boot)
-    n_valid = valid.sum(axis=0)
-    low = np.full(len(estimate), np.nan)
-    high = low.copy()
-    some = n_valid > 0
-    if some.any():
-        low[some], high[some] = np.nanquantile(boot[:, some], [(1 - level) / 2, (1 + level) / 2], axis=0)
-    far = np.minimum((boot <= null).sum(axis=0), (boot >= null).sum(axis=0))
-    p = np.minimum(1.0, 2 * (1 + far) / (n_valid + 1))
-    p[np.isnan(estimate)] = np.nan
-    return {"estimate": estimate, "ci_low": low, "ci_high": high, "p_value": p}
+    out = {"estimate": estimate, "n_people": n_people, "min_p": np.where(n_people > 0, least_p(n_people), np.nan)}
+    for name in ("p_value", "ci_low", "ci_high"):
+        out[name] = np.full(len(wins), np.nan)
+    for rows, flips in sign_flip_sets(wins, totals, seed):
+        out["p_value"][rows] = flips.p_value(np.full(len(rows), null))
+        out["ci_low"][rows], out["ci_high"][rows] = flips.interval(level)
+    return out
 
 
 def holm(p_values):
@@ -220,12 +305,12 @@ def _per_participant(v, keys, column):
     return per.unstack("participant", fill_value=0)
 
 
-def pair_win_rates(votes, by=(), n_boot=2000, seed=0, level=0.95):
+def pair_win_rates(votes, by=(), seed=0, level=0.95):
     """One row per method pair (per value of the `by` columns, e.g. ["style"]): n_participants, n_votes,
-    a_wins, b_wins, ties, both_bad, n_decisive, a_win_rate, its participant-bootstrap interval
-    (ci_low, ci_high) and p_value (against 0.5; see cluster_bootstrap), p_holm (Holm over the rows),
-    and the per-vote Wilson interval that treats votes as independent (wilson_low_per_vote,
-    wilson_high_per_vote; too narrow when participants differ)."""
+    a_wins, b_wins, ties, both_bad, n_decisive, a_win_rate, and participant_test's n_people (the test's N:
+    participants with a decisive vote), min_p, interval (ci_low, ci_high) and p_value against 0.5;
+    p_holm (Holm over the tested rows), and the per-vote Wilson interval that treats votes as independent
+    (wilson_low_per_vote, wilson_high_per_vote; too narrow when participants differ)."""
     v = _oriented(votes)
     keys = [*by, "method_a", "method_b"]
     counts = _outcome_counts(v, keys)
@@ -237,10 +322,11 @@ def pair_win_rates(votes, by=(), n_boot=2000, seed=0, level=0.95):
     v["decisive"] = v["outcome"].isin(["a", "b"]).astype(int)
     wins = _per_participant(v, keys, "win").reindex(counts.index)
     totals = _per_participant(v, keys, "decisive").reindex(counts.index)
-    boot = cluster_bootstrap(wins.to_numpy(), totals.to_numpy(), n_boot, seed, level)
-    out["a_win_rate"] = boot["estimate"]
-    out["ci_low"], out["ci_high"], out["p_value"] = boot["ci_low"], boot["ci_high"], boot["p_value"]
-    out["p_holm"] = holm(boot["p_value"])
+    test = participant_test(wins.to_numpy(), totals.to_numpy(), seed, level)
+    out["a_win_rate"] = test["estimate"]
+    for name in ("n_people", "min_p", "ci_low", "ci_high", "p_value"):
+        out[name] = test[name]
+    out["p_holm"] = holm(test["p_value"])
     out["wilson_low_per_vote"], out["wilson_high_per_vote"] = wilson_interval(out["a_wins"], out["n_decisive"], level)
     out.columns.name = None
     return out.reset_index()
@@ -292,10 +378,31 @@ def bradley_terry(wins, pseudo=0.5, compared=None, tol=1e-10, max_iter=20_000):
     return p
 
 
+def bt_intervals(per_person, n_boot=2000, seed=0, level=0.95):
+    """Bradley-Terry strengths with participant-clustered intervals, batched over leading axes.
+
+    per_person: (..., P, M, M) wins of each of P participants (bradley_terry's layout). Returns
+    (strength, low, high), each (..., M): strength from the summed wins; the interval strength +- t(P - 1)
+    x sd x sqrt(P / (P - 1)), sd over n_boot resamples of participants (numpy seed `seed`; a t quantile
+    and the inflation keep coverage at few participants, where percentile intervals are too narrow),
+    clipped to [0, 1]; NaN with fewer than MIN_PARTICIPANTS participants."""
+    per_person = np.asarray(per_person, dtype=float)
+    n_people = per_person.shape[-3]
+    wins = per_person.sum(axis=-3)
+    compared = (wins + np.swapaxes(wins, -1, -2)) > 0
+    strength = bradley_terry(wins, compared=compared)
+    if n_people < MIN_PARTICIPANTS:
+        nothing = np.full(strength.shape, np.nan)
+        return strength, nothing, nothing
+    draws = participant_draws(n_people, n_boot, np.random.default_rng(seed)).astype(float)  # (B, P)
+    boot = bradley_terry(np.einsum("bp,...pij->...bij", draws, per_person), compared=compared[..., None, :, :])
+    half = t.ppf((1 + level) / 2, n_people - 1) * boot.std(axis=-2, ddof=1) * np.sqrt(n_people / (n_people - 1))
+    return strength, np.clip(strength - half, 0, 1), np.clip(strength + half, 0, 1)
+
+
 def bt_strengths(votes, n_boot=2000, seed=0, level=0.95):
-    """One row per method, strongest first: strength (Bradley-Terry, summing to 1 over methods),
-    its bootstrap percentile interval (ci_low, ci_high; participants resampled with replacement,
-    numpy seed `seed`), and decisive wins and losses."""
+    """One row per method, strongest first: strength (Bradley-Terry, summing to 1 over methods), its
+    participant-clustered interval (ci_low, ci_high; see bt_intervals), and decisive wins and losses."""
     v = _oriented(votes)
     v = v[v["outcome"].isin(["a", "b"])]
     methods = sorted(set(v["method_a"]) | set(v["method_b"]))
@@ -308,32 +415,29 @@ def bt_strengths(votes, n_boot=2000, seed=0, level=0.95):
     per_person = np.zeros((len(people), len(methods), len(methods)))  # (P, M, M) wins
     np.add.at(per_person, (person, [index[m] for m in winner], [index[m] for m in loser]), 1)
     wins = per_person.sum(axis=0)
-    compared = (wins + wins.T) > 0
-    n_groups, _ = connected_components(compared, directed=False)
+    n_groups, _ = connected_components((wins + wins.T) > 0, directed=False)
     if n_groups > 1:
         raise AnalysisError("some methods were never compared with the others, even indirectly: "
                             "their strengths cannot be put on one scale")
-    draws = participant_draws(len(people), n_boot, np.random.default_rng(seed))  # (B, P)
-    boot = bradley_terry(np.tensordot(draws, per_person, axes=1), compared=compared)  # (B, M)
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    out = pd.DataFrame({"method": methods, "strength": bradley_terry(wins), "ci_low": low, "ci_high": high,
+    strength, low, high = bt_intervals(per_person, n_boot, seed, level)
+    out = pd.DataFrame({"method": methods, "strength": strength, "ci_low": low, "ci_high": high,
                         "wins": wins.sum(axis=1).astype(int), "losses": wins.sum(axis=0).astype(int)})
     return out.sort_values("strength", ascending=False, ignore_index=True)
 
 
-def position_bias(votes, n_boot=2000, seed=0, level=0.95):
-    """P(left chosen) over decisive non-catch votes: n_participants, n_decisive, n_left, p_left, its
-    participant-bootstrap interval (ci_low, ci_high) and p_value against 0.5 (see cluster_bootstrap),
-    and the per-vote Wilson interval (wilson_low_per_vote, wilson_high_per_vote)."""
+def position_bias(votes, seed=0, level=0.95):
+    """P(left chosen) over decisive non-catch votes: n_participants, n_decisive, n_left, p_left, and
+    participant_test's min_p, interval (ci_low, ci_high) and p_value against 0.5 (NaN with fewer than
+    MIN_PARTICIPANTS participants), and the per-vote Wilson interval (wilson_low_per_vote, wilson_high_per_vote)."""
     v = votes[~votes["is_catch"] & votes["choice"].isin(["left", "right"])]
     left = (v["choice"] == "left").groupby(v["participant"]).sum()
     total = v.groupby("participant").size()
-    boot = cluster_bootstrap(left.to_numpy()[None], total.to_numpy()[None], n_boot, seed, level)
+    test = participant_test(left.to_numpy()[None], total.to_numpy()[None], seed, level)
     n, k = int(total.sum()), int(left.sum())
     low, high = wilson_interval(k, n, level)
-    return {"n_participants": len(total), "n_decisive": n, "n_left": k, "p_left": float(boot["estimate"][0]),
-            "ci_low": float(boot["ci_low"][0]), "ci_high": float(boot["ci_high"][0]),
-            "p_value": float(boot["p_value"][0]),
+    return {"n_participants": len(total), "n_decisive": n, "n_left": k, "p_left": float(test["estimate"][0]),
+            "min_p": float(test["min_p"][0]), "ci_low": float(test["ci_low"][0]), "ci_high": float(test["ci_high"][0]),
+            "p_value": float(test["p_value"][0]),
             "wilson_low_per_vote": float(low), "wilson_high_per_vote": float(high)}
 
 
@@ -398,12 +502,13 @@ class Results:
     tie_rate: float  # share of the analysed method votes that are tie or both_bad
     agreement: dict
     rules: Rules
-    settings: dict  # the rules' values, n_boot, seed, level
+    settings: dict  # the rules' values, n_boot (Bradley-Terry), seed, level
 
 
 def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95):
     """Every statistic of the study. votes: load_votes; participants: load_participants. The rules
-    decide who is excluded first; catch votes never enter the method statistics."""
+    decide who is excluded first; catch votes never enter the method statistics. n_boot: bootstrap
+    resamples for the Bradley-Terry intervals; seed: theirs and the Monte Carlo sign flips'."""
     if votes.empty:
         raise AnalysisError("the study has no votes yet")
     people = participant_table(votes, participants, rules)
@@ -416,22 +521,22 @@ def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95)
     method = kept[~kept["is_catch"]]
     catch = votes.loc[votes["is_catch"], "catch_passed"]
     spread, pooled = preference_spread(kept)
-    boot = {"n_boot": n_boot, "seed": seed, "level": level}
+    test = {"seed": seed, "level": level}
     return Results(
         n_participants=len(people), n_analysed=len(people) - len(excluded), n_votes=len(votes),
         n_method_votes=len(method), participants=people, excluded=excluded, flow=flow,
         flow_sentence=sentence,
         catch_failure_rate=float(1 - catch.astype(bool).mean()) if len(catch) else float("nan"),
-        strengths=bt_strengths(kept, **boot),
-        pairs=pair_win_rates(kept, **boot),
-        pairs_by_style=pair_win_rates(kept, by=["style"], **boot),
-        pairs_by_content=pair_win_rates(kept, by=["content"], **boot),
-        position=position_bias(kept, **boot),
+        strengths=bt_strengths(kept, n_boot, **test),
+        pairs=pair_win_rates(kept, **test),
+        pairs_by_style=pair_win_rates(kept, by=["style"], **test),
+        pairs_by_content=pair_win_rates(kept, by=["content"], **test),
+        position=position_bias(kept, **test),
         response_times=response_times(votes, people, rules.fast_ms),
         spread=spread, pooled_spread=pooled,
         tie_rate=float((~method["choice"].isin(["left", "right"])).mean()),
         agreement=agreement(kept), rules=rules,
-        settings={**{k: v for k, v in asdict(rules).items() if k != "include"}, **boot},
+        settings={**{k: v for k, v in asdict(rules).items() if k != "include"}, "n_boot": n_boot, **test},
     )
 
 
@@ -448,13 +553,14 @@ def battle_votes(battles):
 def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
     """From the Battle tab's votes: {"strengths": bt_strengths with each method's vote count (ties and
     both_bad included), "matrix": the decisive win rate of each row method against each column method
-    (NaN: never decided), "pairs": pair_win_rates' counts and intervals}. Visitors are resampled, as
-    participants are in a study. AnalysisError when no two methods have a decisive vote between them."""
+    (NaN: never decided), "pairs": pair_win_rates' counts and intervals}. Visitors are the participants
+    (intervals NaN with fewer than MIN_PARTICIPANTS of them). AnalysisError when no two methods have a
+    decisive vote between them."""
     votes = battle_votes(battles)
     strengths = bt_strengths(votes, n_boot, seed, level)
     played = pd.concat([votes["left_method"], votes["right_method"]]).value_counts()
     strengths["votes"] = strengths["method"].map(played).astype(int)
-    pairs = pair_win_rates(votes, n_boot=n_boot, seed=seed, level=level)
+    pairs = pair_win_rates(votes, seed=seed, level=level)
     methods = list(strengths["method"])
     matrix = pd.DataFrame(np.nan, index=methods, columns=methods)
     for row in pairs.itertuples():
@@ -462,5 +568,5 @@ def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
             matrix.loc[row.method_a, row.method_b] = row.a_wins / row.n_decisive
             matrix.loc[row.method_b, row.method_a] = row.b_wins / row.n_decisive
     columns = ["method_a", "method_b", "n_participants", "n_votes", "a_wins", "b_wins", "ties", "both_bad",
-               "a_win_rate", "ci_low", "ci_high"]
+               "a_win_rate", "n_people", "ci_low", "ci_high"]
     return {"strengths": strengths, "matrix": matrix, "pairs": pairs[columns]}

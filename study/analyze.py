@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import AnalysisError, Rules, analyze
-from .power import ALPHA, POWER, SPREAD, Design, minimum_detectable_effect
+from .power import ALPHA, POWER, SPREAD, Design, minimum_detectable_effect, recommended_participants
 from .prolific import DECISIONS, decide, read_export, write_lists
-from .report import write_report
+from .report import pilot_banner, write_report
 from .store import CATCH, IDENTITY_KEY, Store, StudyError, default_url, load_participants, load_votes
 
 
@@ -39,8 +39,9 @@ def main(argv=None):
                         help="analyse only participants whose id is in the --prolific-ids export")
     parser.add_argument("--reject-catch-failures", type=int, default=2,
                         help="reject a submission with at least this many failed catch trials (default 2)")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--bootstrap", type=int, default=2000,
+                        help="bootstrap resamples for the Bradley-Terry intervals (default 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the Monte Carlo sign flips (default 0)")
     args = parser.parse_args(argv)
     if "://" not in args.db and not Path(args.db).is_file():
         print(f"error: no database file at {args.db}; pass --db PATH_OR_URL", file=sys.stderr)
@@ -71,13 +72,18 @@ def main(argv=None):
     design = Design(settings["n_trials"], settings["catch_rate"], n_methods,
                     SPREAD if np.isnan(spread) else spread, results.tie_rate)
     effect, _ = minimum_detectable_effect(design, results.n_analysed, seed=args.seed)
-    power = {"effect": effect, "power": POWER, "alpha": ALPHA, "design": design,
+    recommended = recommended_participants(Design(settings["n_trials"], settings["catch_rate"], n_methods))
+    power = {"effect": effect, "power": POWER, "alpha": ALPHA, "design": design, "recommended": recommended,
              "spread_note": f"spread {'assumed' if np.isnan(spread) else 'observed'}, tie rate observed"}
     write_report(results, votes, args.out, settings, stimuli, power)
-    print(results.pairs[["method_a", "method_b", "n_participants", "a_win_rate", "ci_low", "ci_high", "p_value",
+    banner = pilot_banner(results.n_analysed, recommended)
+    if banner:
+        print(banner)
+    print(results.pairs[["method_a", "method_b", "n_people", "a_win_rate", "ci_low", "ci_high", "p_value",
                          "p_holm"]].to_string(index=False))
     print(results.flow_sentence)
-    print(f"minimum detectable effect ({POWER:.0%} power): win rate {effect:.3f} vs 0.5")
+    print(f"minimum detectable effect ({POWER:.0%} power): "
+          + ("none (too few participants to test)" if np.isnan(effect) else f"win rate {effect:.3f} vs 0.5"))
     if ids:
         decisions = decide(ids, keys.get, participants, results.participants, args.reject_catch_failures,
                            args.max_catch_failures, args.fast_ms)

@@ -1,5 +1,5 @@
 """Sample size and minimum detectable effect of a 2AFC study, by simulating the study's design and
-running the analysis' own test (participant-clustered bootstrap, Holm over the method pairs):
+running the analysis' own test (participant-level sign-flip test, Holm over the method pairs):
 
     python -m study.power --effect 0.6 [--trials 20] [--catch-rate 0.1] [--methods 2]
                           [--spread 0.15 | --db URL_OR_PATH --study PILOT] [--tie-rate 0.05]
@@ -10,7 +10,9 @@ method trials evenly over the pairs), each a tie or both_bad with probability ti
 choice of method_a with their own probability p ~ Beta(mean = effect, sd = spread). With K pairs,
 Holm's first step tests at alpha / K: the power is exact for one real difference among K - 1 null
 pairs and a lower bound otherwise. From a pilot (--db, --study) the trials, catch rate, methods,
-spread and tie rate are the study's; flags given explicitly win.
+spread and tie rate are the study's, from the participants the analysis keeps (default exclusion
+rules); flags given explicitly win. With the defaults this is the number study.prepare prints and
+study.analyze's pilot banner compares with (recommended_participants).
 """
 import argparse
 import math
@@ -21,10 +23,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
-from .analysis import cluster_bootstrap, preference_spread
-from .store import CATCH, Store, StudyError, default_url, load_votes
+from .analysis import MIN_PARTICIPANTS, least_p, participant_table, preference_spread, sign_flip_p
+from .store import CATCH, Store, StudyError, default_url, load_participants, load_votes
 
 POWER, ALPHA = 0.8, 0.05
+EFFECT = 0.6  # the win rate (vs 0.5) a study is sized for unless told otherwise
+N_SIMS = 1000  # simulated studies per grid point
 SPREAD, TIE_RATE = 0.15, 0.05  # assumed when there is no pilot
 
 
@@ -79,19 +83,19 @@ def simulate_counts(design, effect, n_participants, n_sims, rng):
     return rng.binomial(totals, p), totals
 
 
-def _n_boot(alpha):
-    """Bootstrap resamples that let a p-value reach well below alpha (the least is 2 / (n_boot + 1))."""
-    return max(1000, math.ceil(20 / alpha))
+def detectable(design, n_participants, alpha=ALPHA):
+    """Whether n_participants can reject at all at Holm's first step: the analysis tests a pair from
+    MIN_PARTICIPANTS participants on, and its least p-value must reach alpha / n_pairs."""
+    return n_participants >= MIN_PARTICIPANTS and least_p(n_participants) <= alpha / design.n_pairs
 
 
-def simulated_power(design, effect, n_participants, alpha=ALPHA, n_sims=1000, seed=0):
-    """Share of n_sims simulated studies in which the analysis' bootstrap test rejects win rate 0.5
-    at alpha / n_pairs (Holm's first step)."""
+def simulated_power(design, effect, n_participants, alpha=ALPHA, n_sims=N_SIMS, seed=0):
+    """Share of n_sims simulated studies in which the analysis' sign-flip test (study.analysis.sign_flip_p)
+    rejects win rate 0.5 at alpha / n_pairs (Holm's first step)."""
     rng = np.random.default_rng(seed)
     wins, totals = simulate_counts(design, effect, n_participants, n_sims, rng)
-    level = alpha / design.n_pairs
-    p = cluster_bootstrap(wins, totals, n_boot=_n_boot(level), seed=int(rng.integers(2**31)))["p_value"]
-    return float(np.mean(p <= level))
+    p = sign_flip_p(wins, totals, seed=int(rng.integers(2**31)))
+    return float(np.mean(p <= alpha / design.n_pairs))
 
 
 def _crossing(x, power, n_sims, target):
@@ -110,26 +114,36 @@ def _variance(design, effect):
     return design.spread ** 2 + (effect * (1 - effect) - design.spread ** 2) / n
 
 
-def participants_needed(design, effect, power=POWER, alpha=ALPHA, n_sims=1000, seed=0):
+def participants_needed(design, effect, power=POWER, alpha=ALPHA, n_sims=N_SIMS, seed=0):
     """Participants for `power` against a win rate of `effect` (vs 0.5): (n, grid), grid the simulated
-    power at participant counts around a normal approximation, n where a probit fit over sqrt(n)
-    crosses `power` (rounded up)."""
+    power at participant counts (MIN_PARTICIPANTS at least) around a normal approximation, n where a
+    probit fit over sqrt(n) crosses `power` (rounded up)."""
     if not 0.5 < effect < 1:
         raise ValueError(f"the effect is a win rate between 0.5 and 1 (e.g. 0.6), not {effect}")
     z = norm.ppf(1 - alpha / design.n_pairs / 2) + norm.ppf(power)
     guess = z ** 2 * _variance(design, effect) / (effect - 0.5) ** 2
     for _ in range(4):
-        sizes = np.unique(np.maximum(3, np.round(guess * np.array([0.6, 0.75, 0.9, 1, 1.1, 1.25, 1.5])))).astype(int)
+        sizes = np.unique(np.maximum(MIN_PARTICIPANTS, np.round(guess * np.array([0.6, 0.75, 0.9, 1, 1.1, 1.25, 1.5]))))
+        sizes = sizes.astype(int)
         powers = np.array([simulated_power(design, effect, n, alpha, n_sims, seed + i) for i, n in enumerate(sizes)])
-        guess = max(3.0, _crossing(np.sqrt(sizes), powers, n_sims, power) ** 2)
+        guess = max(MIN_PARTICIPANTS, _crossing(np.sqrt(sizes), powers, n_sims, power) ** 2)
         if sizes[0] <= guess <= sizes[-1]:
             break
     return math.ceil(guess), pd.DataFrame({"participants": sizes, "power": powers})
 
 
-def minimum_detectable_effect(design, n_participants, power=POWER, alpha=ALPHA, n_sims=1000, seed=0):
+def recommended_participants(design):
+    """The participants study.power recommends for a design with its defaults (EFFECT, POWER, ALPHA,
+    N_SIMS, seed 0): what study.prepare prints and study.analyze's pilot banner compares with."""
+    return participants_needed(design, EFFECT)[0]
+
+
+def minimum_detectable_effect(design, n_participants, power=POWER, alpha=ALPHA, n_sims=N_SIMS, seed=0):
     """The least win rate (vs 0.5) that n_participants detect with `power`: (effect, grid), grid the
-    simulated power at effects around a normal approximation, effect where a probit fit crosses `power`."""
+    simulated power at effects around a normal approximation, effect where a probit fit crosses `power`.
+    (NaN, None) when n_participants cannot reject at all (see detectable)."""
+    if not detectable(design, n_participants, alpha):
+        return float("nan"), None
     z = norm.ppf(1 - alpha / design.n_pairs / 2) + norm.ppf(power)
     limit = 0.5 + math.sqrt(0.25 - design.spread ** 2) - 1e-3  # the largest mean a Beta of this sd allows
     guess = min(0.5 + z * math.sqrt(_variance(design, 0.6) / n_participants), limit)
@@ -144,15 +158,19 @@ def minimum_detectable_effect(design, n_participants, power=POWER, alpha=ALPHA, 
     return guess, pd.DataFrame({"effect": effects, "power": powers})
 
 
-def pilot_design(votes, study_settings, n_methods):
-    """The design of a pilot study: its trials and catch rate, spread and tie rate from its non-catch
-    votes (all participants). Returns (Design, sentence saying what was estimated)."""
+def pilot_design(votes, participants, study_settings, n_methods):
+    """The design of a pilot study (load_votes, load_participants): its trials and catch rate, spread and
+    tie rate from the non-catch votes of the participants the analysis keeps (default exclusion rules).
+    Returns (Design, sentence saying what was estimated)."""
+    people = participant_table(votes, participants)
+    votes = votes[votes["participant"].isin(people.loc[~people["excluded"], "participant"])]
     method = votes[~votes["is_catch"]]
     _, spread = preference_spread(votes)
     tie_rate = float((~method["choice"].isin(["left", "right"])).mean()) if len(method) else TIE_RATE
     known = not np.isnan(spread)
     spread = spread if known else SPREAD
-    note = (f"from {method['participant'].nunique()} pilot participants' {len(method)} method votes: tie rate "
+    note = (f"from {method['participant'].nunique()} analysed pilot participants' {len(method)} method votes "
+            f"({int(people['excluded'].sum())} excluded as study.analyze does): tie rate "
             + ("estimated" if len(method) else "assumed") + f" {tie_rate:.2f}, spread "
             + ("estimated" if known else "unknown, assumed") + f" {spread:.3f}")
     design = Design(study_settings["n_trials"], study_settings["catch_rate"], n_methods, spread, tie_rate)
@@ -168,7 +186,7 @@ def summary(design, effect, n, alpha=ALPHA, power=POWER):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m study.power", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--effect", type=float, default=0.6, help="win rate to detect against 0.5 (default 0.6)")
+    parser.add_argument("--effect", type=float, default=EFFECT, help="win rate to detect against 0.5 (default %(default)s)")
     parser.add_argument("--trials", type=int, help="trials per participant, catch trials included (default 20)")
     parser.add_argument("--catch-rate", type=float, help="fraction of catch trials (default 0.1)")
     parser.add_argument("--methods", type=int, help="methods compared, every pair of them (default 2)")
@@ -180,7 +198,7 @@ def main(argv=None):
     parser.add_argument("--study", help="pilot study whose design and votes to use (with --db)")
     parser.add_argument("--power", type=float, default=POWER, help="target power (default %(default)s)")
     parser.add_argument("--alpha", type=float, default=ALPHA, help="family-wise alpha (default %(default)s)")
-    parser.add_argument("--sims", type=int, default=1000, help="simulated studies per grid point (default 1000)")
+    parser.add_argument("--sims", type=int, default=N_SIMS, help="simulated studies per grid point (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if bool(args.db) != bool(args.study):
@@ -193,7 +211,8 @@ def main(argv=None):
             with Store(args.db) as store:
                 settings = store.study(args.study)
                 methods = {s["method"] for s in store.stimuli(args.study)} - {CATCH}
-                design, note = pilot_design(load_votes(store, args.study), settings, len(methods))
+                design, note = pilot_design(load_votes(store, args.study), load_participants(store, args.study),
+                                            settings, len(methods))
         design = replace(design, **{k: v for k, v in given.items() if v is not None})
         if design.n_methods < 2 or design.method_trials < 1 or not 0 <= design.tie_rate < 1 or design.spread < 0:
             raise ValueError("need at least 2 methods, 1 method trial, a tie rate in [0, 1) and a spread >= 0")

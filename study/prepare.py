@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageOps
 
-from .power import Design, participants_needed
+from .power import EFFECT, Design, recommended_participants
 from .power import summary as power_summary
 from .store import CATCH, Store, StudyError, default_url
 
@@ -180,7 +180,7 @@ def main(argv=None):
         print(f"warning: {name} was not rendered (an unreadable input?); it is left out", file=sys.stderr)
     print(f"study {args.study}: {total} stimuli registered ({new} new, catch images included) in {images_dir}")
     design = Design(args.n_trials, args.catch_rate, len(methods))
-    print(f"power: {power_summary(design, 0.6, participants_needed(design, 0.6, n_sims=500)[0])} (spread and ties assumed; "
+    print(f"power: {power_summary(design, EFFECT, recommended_participants(design))} (spread and ties assumed; "
           f"after a pilot: python -m study.power --db DB --study {args.study})")
     print(summary(args.url, args.study, code, args.n_trials, args.catch_rate))
     return 0

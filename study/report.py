@@ -19,6 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .analysis import EXACT_UP_TO, MIN_PARTICIPANTS, RANDOM_FLIPS, least_p  # noqa: E402
+from .power import EFFECT  # noqa: E402
 from .prepare import sha256_file  # noqa: E402
 from .store import CATCH  # noqa: E402
 
@@ -62,16 +64,24 @@ def _p(p):
     return "" if np.isnan(p) else f"{p:.3g}"
 
 
+def pilot_banner(n_analysed, recommended):
+    """'pilot: N participants; M recommended' when the study has fewer analysed participants than
+    study.power recommends for its design (study.power.recommended_participants), else None."""
+    return f"pilot: {n_analysed} participants; {recommended} recommended" if n_analysed < recommended else None
+
+
 def pairs_display(pairs, by=()):
-    """The pair table as the report shows it."""
+    """The pair table as the report shows it; a row too thin to test shows "not tested" for its p-values."""
     out = pd.DataFrame({c: pairs[c] for c in by})
     out["pair (a vs b)"] = pairs["method_a"] + " vs " + pairs["method_b"]
-    out["participants"] = pairs["n_participants"]
+    out["participants (decisive)"] = pairs["n_people"]
     out["decisive / all votes"] = [f"{d} / {n}" for d, n in zip(pairs["n_decisive"], pairs["n_votes"])]
     out["a_win_rate"] = [f"{x:.3f}" for x in pairs["a_win_rate"]]
-    out["95% CI (participant bootstrap)"] = [_interval(a, b) for a, b in zip(pairs["ci_low"], pairs["ci_high"])]
-    out["p (bootstrap)"] = pairs["p_value"].map(_p)
-    out["p_holm"] = pairs["p_holm"].map(_p)
+    out["95% CI (sign-flip test inversion)"] = [_interval(a, b) for a, b in zip(pairs["ci_low"], pairs["ci_high"])]
+    thin = pairs["n_people"] < MIN_PARTICIPANTS
+    out["p (sign-flip)"] = np.where(thin, f"not tested (< {MIN_PARTICIPANTS})", pairs["p_value"].map(_p))
+    out["least p"] = pairs["min_p"].map(_p)
+    out["p_holm"] = np.where(thin, "", pairs["p_holm"].map(_p))
     out["95% CI per vote (Wilson, secondary)"] = [
         _interval(a, b) for a, b in zip(pairs["wilson_low_per_vote"], pairs["wilson_high_per_vote"])]
     return out
@@ -192,6 +202,11 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
     level, n_boot = f"{s['level']:.0%}", s["n_boot"]
     n_pairs = len(r.pairs)
     yield "h1", f"Preference study {provenance['study']}"
+    banner = pilot_banner(r.n_analysed, power["recommended"])
+    if banner:
+        yield "p", (f"{banner}: study.power's figure for this design at a {EFFECT:.0%} win "
+                    f"rate ({power['power']:.0%} power, spread and ties assumed, as study.prepare printed). Read "
+                    "the results as a pilot's: wide intervals, and rows too thin to test.")
     yield "table", pd.DataFrame([
         ("generated", provenance["date"]), ("code version", provenance["code"]),
         ("data fingerprint", f"sha256 of votes.csv: {provenance['sha256']}"),
@@ -213,36 +228,52 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
     yield "p", r.flow_sentence
     yield "h2", "Pairwise win rates"
     yield "p", (f"a_win_rate: share of decisive (left/right) votes choosing method_a. A participant gives several "
-                f"votes, which are not independent, so the {level} intervals and the p-values (against 0.5) come "
-                f"from {n_boot} bootstrap resamples of participants (percentile interval; the p-value inverts it, "
-                f"so it cannot go below 2/({n_boot}+1) = {2 / (n_boot + 1):.2g}); p_holm adjusts them with Holm's "
-                f"procedure over the {n_pairs} pair(s). The per-vote Wilson interval treats votes as independent "
-                "and is shown only for comparison. Ties and both_bad are counted apart (pairs.csv).")
-    if 2 / (n_boot + 1) > 0.05 / max(n_pairs, 1):
-        yield "p", (f"With {n_pairs} pairs Holm needs p <= {0.05 / n_pairs:.2g} for the smallest p-value, below "
-                    f"what {n_boot} resamples can show: rerun with more --bootstrap resamples.")
+                "votes, which are not independent, so the test works on participants: a two-sided sign-flip test "
+                "of each participant's net preference w - 0.5 n (w: their votes for method_a, n: their decisive "
+                "votes in the row; sides are randomised, so with no preference it is as likely negative as "
+                f"positive), exact over all 2^N sign flips up to {EXACT_UP_TO} participants, else "
+                f"{RANDOM_FLIPS:,} random ones (seed {s['seed']}). The {level} interval holds the win rates that "
+                f"the same test does not reject (sign-flip test inversion). least p: the smallest p-value the row's "
+                f"N participants allow (2/2^N: with 3, 0.25); a row is significant after Holm only if it is at "
+                f"most 0.05 over the number of tested rows. p_holm adjusts the p-values with Holm's procedure "
+                f"over the tested rows. The per-vote Wilson interval treats votes as independent and is shown only "
+                "for comparison. Ties and both_bad are counted apart (pairs.csv).")
+    yield "p", (f"Rows with fewer than {MIN_PARTICIPANTS} participants with a decisive vote are not tested (no "
+                f"p-value or interval, left out of Holm): with {MIN_PARTICIPANTS - 1} the exact test cannot go "
+                f"below 2/2^{MIN_PARTICIPANTS - 1} = {least_p(MIN_PARTICIPANTS - 1):.4g}, above 0.05, so its "
+                "interval would be 0-1 whatever the votes. Their counts and rates are shown.")
     yield "table", pairs_display(r.pairs)
     yield "img", "pairs.png"
     yield "h2", "Method strengths (Bradley-Terry)"
     yield "p", (f"Maximum-likelihood strengths (MM algorithm, 0.5 pseudo-wins each way per compared pair), "
-                f"summing to 1; {level} percentile intervals from {n_boot} bootstrap resamples of "
-                f"participants (seed {s['seed']}).")
+                f"summing to 1; {level} intervals: strength +- t(N - 1) x the standard deviation over {n_boot} "
+                f"bootstrap resamples of the N participants (seed {s['seed']}) x sqrt(N / (N - 1)), a small-sample "
+                "correction (percentile intervals from few participants are too narrow); clipped to 0-1, and "
+                f"withheld with fewer than {MIN_PARTICIPANTS} participants.")
     yield "table", r.strengths
     yield "img", "strengths.png"
     yield "h2", "Sample size"
-    yield "p", (f"Minimum detectable effect of the study as run: with {r.n_analysed} analysed participants, a win "
-                f"rate of {power['effect']:.3f} against 0.5 is detected with {power['power']:.0%} power at "
-                f"alpha {power['alpha']:g}" + (f" (Holm over {n_pairs} pairs)" if n_pairs > 1 else "")
-                + f", by simulating {power['design'].describe()} ({power['spread_note']}; "
-                "python -m study.power gives the participants needed for a chosen effect).")
+    holm_note = f" (Holm over {n_pairs} pairs)" if n_pairs > 1 else ""
+    if math.isnan(power["effect"]):
+        yield "p", (f"Minimum detectable effect of the study as run: none. With {r.n_analysed} analysed "
+                    f"participants the test cannot reject at alpha {power['alpha']:g}{holm_note} whatever the "
+                    f"votes ({MIN_PARTICIPANTS} participants are needed to test a pair, and a least p of "
+                    f"{least_p(r.n_analysed):.3g}); python -m study.power gives the participants needed.")
+    else:
+        yield "p", (f"Minimum detectable effect of the study as run: with {r.n_analysed} analysed participants, a "
+                    f"win rate of {power['effect']:.3f} against 0.5 is detected with {power['power']:.0%} power at "
+                    f"alpha {power['alpha']:g}{holm_note}, by simulating {power['design'].describe()} "
+                    f"({power['spread_note']}; python -m study.power gives the participants needed for a chosen "
+                    "effect).")
     yield "p", ("Between-participant spread: the standard deviation across participants of their own "
                 "P(method_a chosen), by the method of moments (binomial noise removed).")
     yield "table", r.spread
     yield "h2", "Position bias"
+    tested = (f"{level} interval {_interval(pos['ci_low'], pos['ci_high'])} and p = {_p(pos['p_value'])} from the "
+              f"sign-flip test on each participant's left minus right votes" if pos["n_participants"] >= MIN_PARTICIPANTS
+              else f"not tested: fewer than {MIN_PARTICIPANTS} participants")
     yield "p", (f"P(left chosen) over {pos['n_decisive']} decisive votes of {pos['n_participants']} participants: "
-                f"{pos['p_left']:.3f} ({level} participant-bootstrap interval "
-                f"{_interval(pos['ci_low'], pos['ci_high'])}, "
-                f"p = {_p(pos['p_value'])}; per-vote Wilson "
+                f"{pos['p_left']:.3f} ({tested}; per-vote Wilson "
                 f"{_interval(pos['wilson_low_per_vote'], pos['wilson_high_per_vote'])}). "
                 "Sides are randomised per trial, so a bias adds noise, not a method advantage.")
     yield "h2", "Response times"
@@ -262,10 +293,10 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
     yield "h2", "Per participant"
     yield "table", people_display(r.participants)
     yield "h2", "Win rates per style"
-    yield "p", "Intervals and p-values as above; Holm over this table's rows."
+    yield "p", "Intervals and p-values as above; Holm over this table's tested rows."
     yield "table", pairs_display(r.pairs_by_style, ["style"])
     yield "h2", "Win rates per content"
-    yield "p", "Intervals and p-values as above; Holm over this table's rows."
+    yield "p", "Intervals and p-values as above; Holm over this table's tested rows."
     yield "table", pairs_display(r.pairs_by_content, ["content"])
     yield "h2", "Files"
     yield "p", ("pairs.csv, pairs_by_style.csv, pairs_by_content.csv, strengths.csv, participants.csv, flow.csv, "
@@ -337,7 +368,9 @@ def write_report(results, votes, out_dir, settings, stimuli, power):
     """Write everything into out_dir (created); returns the paths written.
     settings: Store.study (name, n_trials, catch_rate, images_dir); stimuli: Store.stimuli;
     power: {"effect", "power", "alpha", "design" (study.power.Design), "spread_note"}: the minimum
-    detectable effect (study.power.minimum_detectable_effect)."""
+    detectable effect (study.power.minimum_detectable_effect; NaN when none), and "recommended":
+    study.power.recommended_participants for the study's design (a pilot banner when fewer participants
+    were analysed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = {
@@ -358,7 +391,7 @@ def write_report(results, votes, out_dir, settings, stimuli, power):
         parquet_note = " (no Parquet copy: pyarrow is not installed; pip install pyarrow)"
     p, st = results.pairs, results.strengths
     _plot_intervals([f"{a} over {b}" for a, b in zip(p["method_a"], p["method_b"])], p["a_win_rate"], p["ci_low"],
-                    p["ci_high"], 0.5, "win rate over decisive votes (participant-bootstrap interval)",
+                    p["ci_high"], 0.5, "win rate over decisive votes (sign-flip test inversion interval)",
                     out / "pairs.png")
     _plot_intervals(list(st["method"]), st["strength"], st["ci_low"], st["ci_high"], 1 / len(st),
                     "Bradley-Terry strength (sums to 1; dashed: all equal)", out / "strengths.png")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from study.power import main as power_main
 from study.prepare import main, output_name, register, sha256_file
 from study.store import CATCH, Store
 
@@ -42,8 +43,10 @@ def test_prepare_registers_outputs_and_catch_images_once(inputs, capsys):
     assert main(args(inputs)) == 0
     out = capsys.readouterr().out
     assert "rendering" not in out and "12 stimuli registered (12 new" in out  # 2 x 2 x 2 outputs + 4 catch
-    assert re.search(r"power: \d+ participants give 80% power to detect a 60% vs 50% win rate at alpha 0\.05, "
-                     r"with 20 trials per participant \(2 catch\)", out)
+    recommended = re.search(r"power: (\d+) participants give 80% power to detect a 60% vs 50% win rate at alpha "
+                            r"0\.05, with 20 trials per participant \(2 catch\)", out).group(1)
+    assert power_main(["--trials", "20", "--catch-rate", "0.1", "--methods", "2"]) == 0  # the same assumptions
+    assert f"\n{recommended} participants give 80% power" in capsys.readouterr().out
     with Store(inputs / "study.db") as store:
         stimuli = store.stimuli("pilot")
         assert store.study("pilot")["consent"] == "I agree to take part."
