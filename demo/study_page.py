@@ -10,11 +10,12 @@ images, the trial's opaque token and the buttons; its images come from addresses
 (demo.study_images), never from a method or file name. The trial's script posts each vote to the
 study's vote route (demo.study_vote), which answers with the next trial or the completion code.
 The participant token stays in the browser (gr.BrowserState), so a reload continues where it
-stopped. The browser state also marks the link as opened and consent as declined: the first load of a
-link in a browser records an opening, "I do not agree" a decline (Store.record_arrival: the time and,
-from a Prolific link, the PROLIFIC_PID's salted hash), each once per browser; a reload after a decline
-shows the declined screen again. Another browser with the same PROLIFIC_PID gets the token back only while it has no vote;
-after that it starts a repeat attempt (Store.new_participant), and a finished one sees the code again."""
+stopped. Another browser with the same PROLIFIC_PID gets the token back only while it has no vote;
+after that it starts a repeat attempt (Store.new_participant), and a finished one sees the code again.
+The browser state also marks each link (study and Prolific id) opened, then declined: the first load
+of a link in a browser records an opening, its "I do not agree" a decline (Store.record_arrival: the
+time and, from a Prolific link, the PROLIFIC_PID's salted hash), each once per browser; a reload after
+a decline shows the declined screen again."""
 import html
 import json
 import re
@@ -44,6 +45,7 @@ PROLIFIC_PID = re.compile(r"[0-9a-f]{24}")  # what Prolific's participant ids lo
 # the BrowserState secret travels to the page, so it only obfuscates; it stays fixed so that saved
 # participant tokens survive a restart of the app
 BROWSER_KEY = "stya2k-study"
+ARRIVED = "#arrived"  # the browser state's key of its links' marks (no study name starts with '#')
 # the page shows no footer (API and Gradio links), keeps narrow margins on phones, and sets its title
 PAGE_HEAD = ("<style>footer { display: none !important; } "
              "@media (max-width: 640px) { .gradio-container .main.app { padding: 8px; } }</style>")
@@ -109,17 +111,20 @@ def read_link(params, default_study=DEFAULT_STUDY):
     return study, ids
 
 
-def saved_entry(saved, study, who):
-    """What the browser saved for this study and Prolific id: {"who", "participant" (a token or None),
-    "declined" (optional)}, or None when it has not opened this link yet."""
-    entry = saved.get(study) if isinstance(saved, dict) else None
-    return entry if isinstance(entry, dict) and entry.get("who") == who else None
-
-
 def saved_participant(saved, study, who):
     """The participant token the browser saved for this study and Prolific id, or None."""
-    token = (saved_entry(saved, study, who) or {}).get("participant")
-    return token if isinstance(token, str) else None
+    entry = saved.get(study) if isinstance(saved, dict) else None
+    if isinstance(entry, dict) and entry.get("who") == who and isinstance(entry.get("participant"), str):
+        return entry["participant"]
+    return None
+
+
+def arrival_mark(saved, study, who):
+    """What the browser saved of this link's arrivals: "opened", "declined" or None (none counted; a
+    browser that saved a participant of the link before arrivals were recorded counts as opened)."""
+    marks = saved.get(ARRIVED) if isinstance(saved, dict) else None
+    mark = marks.get(f"{study} {who}") if isinstance(marks, dict) else None
+    return mark or ("opened" if saved_participant(saved, study, who) else None)
 
 
 def declined_html(no_consent_code, prolific):
@@ -144,7 +149,8 @@ def build_study_page(arena, app, votes):
     itemised = HourlyLimit(ARRIVALS_PER_HOUR)  # arrivals recorded one by one; beyond, counted only
     default_study = None if settings.study_only else DEFAULT_STUDY
     session = gr.State(None)  # server-side: study, external ids, their hash, title, participant token
-    saved = gr.BrowserState({}, storage_key=BROWSER_KEY, secret=BROWSER_KEY)  # {study: {participant, who}}
+    # {study: {participant, who}, ARRIVED: {"study who": "opened" or "declined"}}
+    saved = gr.BrowserState({}, storage_key=BROWSER_KEY, secret=BROWSER_KEY)
     gr.Navbar(visible="hidden")  # participants see the study only ("hidden": False would not hide it)
     title = gr.HTML(None, html_template="", js_on_load=PAGE_JS, head=PAGE_HEAD, elem_id="study-title",
                     visible="hidden")
@@ -211,19 +217,15 @@ def build_study_page(arena, app, votes):
         (one by one within the per-address limit, else counted only) -> what the browser keeps then.
         A decline counts only in a browser whose opening counted, so declines never outnumber openings."""
         study, who = state["study"], state["who"]
-        entry = saved_entry(browser, study, who)
-        if event == "opened":
-            skip = entry is not None  # a reload, or the link opened before in this browser
-        else:
-            skip = entry is None or entry.get("declined")  # no opening of this browser counted; declined before
-        if skip:
-            return browser
+        if arrival_mark(browser, study, who) != (None if event == "opened" else "opened"):
+            return browser  # counted before in this browser (or, for a decline, its opening was not)
         if itemised.allow(f"{study}\0{event}", peer(request)):
             store.record_arrival(study, event, who)
         else:
             store.count_arrival(study, event)
-        entry = {**(entry or {"who": who, "participant": None}), **({"declined": True} if event == "declined" else {})}
-        return {**(browser if isinstance(browser, dict) else {}), study: entry}
+        browser = browser if isinstance(browser, dict) else {}
+        marks = browser.get(ARRIVED) if isinstance(browser.get(ARRIVED), dict) else {}
+        return {**browser, ARRIVED: {**marks, f"{study} {who}": event}}
 
     def open_page(browser, request: gr.Request):
         """On page load: check the link and record its opening, then resume the saved participant, show a
@@ -238,7 +240,7 @@ def build_study_page(arena, app, votes):
         finished = store.finished_participant(state["study"], state["external_ids"])
         if finished:
             return {**done_screen(state, finished), saved: kept}
-        if saved_entry(kept, state["study"], state["who"]).get("declined"):
+        if arrival_mark(kept, state["study"], state["who"]) == "declined":
             return {**declined_screen(state), saved: kept}
         return {**consent_screen(state), saved: kept}
 

@@ -273,6 +273,22 @@ def test_declining_is_counted_once_per_browser_and_gives_the_prolific_return_cod
     assert counted.declined_keys == {db.hash_id("PROLIFIC_PID", PID)}
 
 
+def test_opening_a_link_with_another_prolific_id_keeps_the_saved_participant(server):
+    """One browser, two Prolific ids (a shared computer): the second id's opening is marked beside the
+    first id's saved participant, who resumes afterwards; no opening is counted twice."""
+    first, second = "1" * 24, "2" * 24
+    client = connect(server, study=SMALL, PROLIFIC_PID=first)
+    saved, s = enrol(client, arrive(client)[1])
+    vote(server, s, "left")
+    with store(server) as db:
+        before = load_arrivals(db, SMALL).opened
+    _, kept = arrive(connect(server, study=SMALL, PROLIFIC_PID=second), saved)
+    again, kept_again = arrive(connect(server, study=SMALL, PROLIFIC_PID=first), kept)
+    assert "Trial 2 of 3" in again["progress"] and kept_again == kept
+    with store(server) as db:
+        assert load_arrivals(db, SMALL).opened == before + 1
+
+
 def test_the_flow_starts_at_opened_the_link(server):
     """Three browsers open a study (one reloads): one declines, one enrols and finishes, one leaves."""
     with store(server) as db:
