@@ -272,7 +272,8 @@ async def load_page(p, page, http, session, params):
         raise Dropped(repr(exc)) from exc
     if document.status_code != 200:
         raise Dropped(f"the page answered {document.status_code}")
-    s = dict(zip(SCREEN, await page.event(http, session, params, "study_open", p.saved)))
+    *shown, p.saved = await page.event(http, session, params, "study_open", p.saved)  # the link marked opened
+    s = dict(zip(SCREEN, shown))
     if s["consent"]:
         *_, p.saved = await page.event(http, session, params, "study_agree", None, p.saved)
         p.tokens.add(p.saved[STUDY]["participant"])

@@ -11,7 +11,11 @@ images, the trial's opaque token and the buttons; its images come from addresses
 study's vote route (demo.study_vote), which answers with the next trial or the completion code.
 The participant token stays in the browser (gr.BrowserState), so a reload continues where it
 stopped. Another browser with the same PROLIFIC_PID gets the token back only while it has no vote;
-after that it starts a repeat attempt (Store.new_participant), and a finished one sees the code again."""
+after that it starts a repeat attempt (Store.new_participant), and a finished one sees the code again.
+The browser state also marks each link (study and Prolific id) opened, then declined: the first load
+of a link in a browser records an opening, its "I do not agree" a decline (Store.record_arrival: the
+time and, from a Prolific link, the PROLIFIC_PID's salted hash), each once per browser; a reload after
+a decline shows the declined screen again."""
 import html
 import json
 import re
@@ -23,7 +27,8 @@ import gradio as gr
 from study.prepare import register
 from study.store import IDENTITY_KEY, STUDY_NAME, StudyError
 
-from .limits import EnrolLimits
+from .limits import ARRIVALS_PER_HOUR, EnrolLimits, HourlyLimit
+from .security import peer
 from .study_trial import TRIAL_CSS, TRIAL_JS
 from .study_vote import done_html, prolific_link
 
@@ -40,6 +45,7 @@ PROLIFIC_PID = re.compile(r"[0-9a-f]{24}")  # what Prolific's participant ids lo
 # the BrowserState secret travels to the page, so it only obfuscates; it stays fixed so that saved
 # participant tokens survive a restart of the app
 BROWSER_KEY = "stya2k-study"
+ARRIVED = "#arrived"  # the browser state's key of its links' marks (no study name starts with '#')
 # the page shows no footer (API and Gradio links), keeps narrow margins on phones, and sets its title
 PAGE_HEAD = ("<style>footer { display: none !important; } "
              "@media (max-width: 640px) { .gradio-container .main.app { padding: 8px; } }</style>")
@@ -113,9 +119,19 @@ def saved_participant(saved, study, who):
     return None
 
 
+def arrival_mark(saved, study, who):
+    """What the browser saved of this link's arrivals: "opened", "declined" or None (none counted; a
+    browser that saved a participant of the link before arrivals were recorded counts as opened)."""
+    marks = saved.get(ARRIVED) if isinstance(saved, dict) else None
+    mark = marks.get(f"{study} {who}") if isinstance(marks, dict) else None
+    return mark or ("opened" if saved_participant(saved, study, who) else None)
+
+
 def declined_html(no_consent_code, prolific):
-    """What a participant who does not consent sees: nothing was recorded; Prolific's way back."""
-    text = "<h2>You did not agree to take part</h2><p>Nothing was recorded. You can close this page.</p>"
+    """What a participant who does not consent sees: only the decline was recorded; Prolific's way back."""
+    text = ("<h2>You did not agree to take part</h2><p>None of your answers were recorded, only that you "
+            "declined, and when. You can close this page.</p><p>Clicked by mistake? Open the study's link in a "
+            "private window to see the consent form again.</p>")
     if prolific and no_consent_code:
         text += prolific_link(no_consent_code, "Return to Prolific") + \
             f"<p>(or enter the code <b>{html.escape(no_consent_code)}</b> there).</p>"
@@ -130,9 +146,11 @@ def build_study_page(arena, app, votes):
     store = arena.store
     settings = arena.settings
     enrolments = EnrolLimits(settings.enrolments_per_hour)
+    itemised = HourlyLimit(ARRIVALS_PER_HOUR)  # arrivals recorded one by one; beyond, counted only
     default_study = None if settings.study_only else DEFAULT_STUDY
     session = gr.State(None)  # server-side: study, external ids, their hash, title, participant token
-    saved = gr.BrowserState({}, storage_key=BROWSER_KEY, secret=BROWSER_KEY)  # {study: {participant, who}}
+    # {study: {participant, who}, ARRIVED: {"study who": "opened" or "declined"}}
+    saved = gr.BrowserState({}, storage_key=BROWSER_KEY, secret=BROWSER_KEY)
     gr.Navbar(visible="hidden")  # participants see the study only ("hidden": False would not hide it)
     title = gr.HTML(None, html_template="", js_on_load=PAGE_JS, head=PAGE_HEAD, elem_id="study-title",
                     visible="hidden")
@@ -194,17 +212,37 @@ def build_study_page(arena, app, votes):
         return {"study": study, "external_ids": external_ids, "who": who, "title": spec["title"],
                 "participant": saved_participant(browser, study, who)}
 
+    def arrive(state, browser, event, request):
+        """Record the arrival `event` ("opened", "declined") of the page's link unless this browser has
+        (one by one within the per-address limit, else counted only) -> what the browser keeps then.
+        A decline counts only in a browser whose opening counted, so declines never outnumber openings."""
+        study, who = state["study"], state["who"]
+        if arrival_mark(browser, study, who) != (None if event == "opened" else "opened"):
+            return browser  # counted before in this browser (or, for a decline, its opening was not)
+        if itemised.allow(f"{study}\0{event}", peer(request)):
+            store.record_arrival(study, event, who)
+        else:
+            store.count_arrival(study, event)
+        browser = browser if isinstance(browser, dict) else {}
+        marks = browser.get(ARRIVED) if isinstance(browser.get(ARRIVED), dict) else {}
+        return {**browser, ARRIVED: {**marks, f"{study} {who}": event}}
+
     def open_page(browser, request: gr.Request):
-        """On page load: check the link, then resume the saved participant, show a finished one their code,
-        or ask for consent."""
+        """On page load: check the link and record its opening, then resume the saved participant, show a
+        finished one their code, one who declined the declined screen, or ask for consent."""
         try:
             state = link_state(browser, request)
         except LinkError as exc:
-            return screen(None, None, message=str(exc))
+            return {**screen(None, None, message=str(exc)), saved: browser}
+        kept = arrive(state, browser, "opened", request)
         if state["participant"]:
-            return next_screen(state)
+            return {**next_screen(state), saved: kept}
         finished = store.finished_participant(state["study"], state["external_ids"])
-        return done_screen(state, finished) if finished else consent_screen(state)
+        if finished:
+            return {**done_screen(state, finished), saved: kept}
+        if arrival_mark(kept, state["study"], state["who"]) == "declined":
+            return {**declined_screen(state), saved: kept}
+        return {**consent_screen(state), saved: kept}
 
     def give_consent(state, browser, request: gr.Request):
         """Enrol the participant (within the enrolment limits) and keep the token in the browser."""
@@ -212,7 +250,7 @@ def build_study_page(arena, app, votes):
             raise gr.Error("Open the study from its link first (or reload the page).")
         token = state["participant"]  # a second click enrols nobody new
         if token is None:
-            refused = enrolments.check(state["study"], request.client.host if request.client else "")
+            refused = enrolments.check(state["study"], peer(request))
             if refused:
                 raise gr.Error(refused)
             try:
@@ -223,11 +261,14 @@ def build_study_page(arena, app, votes):
                    state["study"]: {"participant": token, "who": state["who"]}}
         return {**screen("instructions", {**state, "participant": token}), saved: browser}
 
-    def refuse_consent(state):
+    def declined_screen(state):
+        return screen(None, state, done=declined_html(store.study(state["study"])["no_consent_code"], prolific(state)))
+
+    def refuse_consent(state, browser, request: gr.Request):
+        """Record the decline (once per browser) and say how to leave."""
         if not state:
             raise gr.Error("Open the study from its link first (or reload the page).")
-        code = store.study(state["study"])["no_consent_code"]
-        return screen(None, state, done=declined_html(code, prolific(state)))
+        return {**declined_screen(state), saved: arrive(state, browser, "declined", request)}
 
     def begin(state):
         if not state or not state.get("participant"):
@@ -239,7 +280,7 @@ def build_study_page(arena, app, votes):
     # participants arriving at once, that made a page load several times dearer). They are short
     # database calls, which never wait behind a stylisation.
     study_events = {"queue": False}
-    app.load(open_page, [saved], outputs, api_name="study_open", **study_events)
+    app.load(open_page, [saved], [*outputs, saved], api_name="study_open", **study_events)
     agree.click(give_consent, [session, saved], [*outputs, saved], api_name="study_agree", **study_events)
-    decline.click(refuse_consent, [session], outputs, api_name="study_decline", **study_events)
+    decline.click(refuse_consent, [session, saved], [*outputs, saved], api_name="study_decline", **study_events)
     start.click(begin, [session], outputs, api_name="study_start", **study_events)

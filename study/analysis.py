@@ -256,12 +256,15 @@ def participant_table(votes, participants, rules=Rules()):
     return out.reset_index(drop=True)
 
 
-def participant_flow(people, votes, rules=Rules()):
+def participant_flow(people, votes, rules=Rules(), arrivals=None):
     """CONSORT-style flow of a participant_table: (DataFrame of stage, excluded, remaining, note; a
     sentence). Rules apply in the table's order; a participant counts at the first rule excluding them.
-    votes: the load_votes table, for the number of method votes analysed."""
+    votes: the load_votes table, for the number of method votes analysed. arrivals: load_arrivals'
+    counts, which start the flow at "opened the link" (None: it starts at enrolment). Enrolments that
+    the recorded openings do not account for (made before openings were recorded, or not through the
+    study page) are counted apart, in the enrolment row's note."""
     remaining = pd.Series(True, index=people.index)
-    rows = [("enrolled (consented, trials assigned)", "", len(people), "")]
+    rows, arrived = _arrival_flow(arrivals, len(people))
 
     def step(stage, hit, applies=True, kept_note=""):
         """Exclude the remaining participants that `hit` marks (applies) or only count them (kept_note)."""
@@ -289,7 +292,7 @@ def participant_flow(people, votes, rules=Rules()):
     analysed = set(people.loc[remaining, "participant"])
     n_method = int((votes["participant"].isin(analysed) & ~votes["is_catch"]).sum())
     sentence = (
-        f"Of {len(people)} enrolled participants, {int((people['n_votes'] > 0).sum())} voted and "
+        f"{arrived}Of {len(people)} enrolled participants, {int((people['n_votes'] > 0).sum())} voted and "
         f"{int(people['completed'].sum())} completed {trials}. Excluded: {listed}{no_vote} with no vote, "
         + (f"none for being incomplete ({incomplete} kept)" if rules.keep_incomplete else f"{incomplete} incomplete")
         + f", {catch} who failed more than {rules.max_catch_failures} catch trial(s), "
@@ -297,6 +300,26 @@ def participant_flow(people, votes, rules=Rules()):
            else f"none for speed ({fast} with a median response time under {rules.fast_ms:g} ms flagged and kept)")
         + f". Analysed: {len(analysed)} participants and {n_method} method votes (of {len(votes)} votes stored).")
     return flow, sentence
+
+
+def _arrival_flow(arrivals, enrolled):
+    """The flow's rows up to enrolment, and the sentence that tells them ("" without arrivals)."""
+    if arrivals is None:
+        return [("enrolled (consented, trials assigned)", "", enrolled, "")], ""
+    undecided = arrivals.opened - arrivals.declined
+    from_openings = min(enrolled, max(undecided, 0))
+    unrecorded = enrolled - from_openings
+    since = f"openings are recorded since {arrivals.since:%Y-%m-%d %H:%M} UTC"
+    note = f"{from_openings} from the openings above, {unrecorded} with no recorded opening ({since})" if unrecorded else ""
+    rows = [("opened the link", "", arrivals.opened, "once per browser"),
+            ("declined consent", arrivals.declined, undecided, ""),
+            ("neither declined nor enrolled", undecided - from_openings, from_openings,
+             "left the consent page, or opened the link again in another browser"),
+            ("enrolled (consented, trials assigned)", "", enrolled, note)]
+    sentence = (f"The study link was opened in {arrivals.opened} browsers: {arrivals.declined} declined consent, "
+                f"{undecided - from_openings} neither declined nor enrolled, and {from_openings} enrolled"
+                + (f" ({unrecorded} more enrolled with no recorded opening: {since})" if unrecorded else "") + ". ")
+    return rows, sentence
 
 
 def _per_participant(v, keys, column):
@@ -505,10 +528,11 @@ class Results:
     settings: dict  # the rules' values, n_boot (Bradley-Terry), seed, level
 
 
-def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95):
-    """Every statistic of the study. votes: load_votes; participants: load_participants. The rules
-    decide who is excluded first; catch votes never enter the method statistics. n_boot: bootstrap
-    resamples for the Bradley-Terry intervals; seed: theirs and the Monte Carlo sign flips'."""
+def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95, arrivals=None):
+    """Every statistic of the study. votes: load_votes; participants: load_participants; arrivals:
+    load_arrivals (see participant_flow). The rules decide who is excluded first; catch votes never
+    enter the method statistics. n_boot: bootstrap resamples for the Bradley-Terry intervals; seed:
+    theirs and the Monte Carlo sign flips'."""
     if votes.empty:
         raise AnalysisError("the study has no votes yet")
     people = participant_table(votes, participants, rules)
@@ -517,7 +541,7 @@ def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95)
     if kept["is_catch"].all():
         raise AnalysisError("no method votes are left after the exclusions; --keep-incomplete keeps "
                             "incomplete participants, --max-catch-failures keeps those failing catch trials")
-    flow, sentence = participant_flow(people, votes, rules)
+    flow, sentence = participant_flow(people, votes, rules, arrivals)
     method = kept[~kept["is_catch"]]
     catch = votes.loc[votes["is_catch"], "catch_passed"]
     spread, pooled = preference_spread(kept)

@@ -19,7 +19,7 @@ from .analysis import AnalysisError, Rules, analyze
 from .power import ALPHA, POWER, SPREAD, Design, minimum_detectable_effect, recommended_participants
 from .prolific import DECISIONS, decide, read_export, write_lists
 from .report import pilot_banner, write_report
-from .store import CATCH, IDENTITY_KEY, Store, StudyError, default_url, load_participants, load_votes
+from .store import CATCH, IDENTITY_KEY, Store, StudyError, default_url, load_arrivals, load_participants, load_votes
 
 
 def main(argv=None):
@@ -57,13 +57,14 @@ def main(argv=None):
         with Store(args.db) as store:
             settings, stimuli = store.study(args.study), store.stimuli(args.study)
             votes, participants = load_votes(store, args.study), load_participants(store, args.study)
+            arrivals = load_arrivals(store, args.study)
             ids = read_export(args.prolific_ids) if args.prolific_ids else []
             keys = {pid: store.hash_id(IDENTITY_KEY, pid) for pid in ids}
         listed = frozenset(participants.loc[participants["external_key"].isin(set(keys.values())), "participant"])
         rules = Rules(args.max_catch_failures, args.keep_incomplete, args.fast_ms, args.exclude_fast,
                       listed if args.only_prolific_ids else None,
                       f"the Prolific export {args.prolific_ids.name}" if args.only_prolific_ids else "")
-        results = analyze(votes, participants, rules, args.bootstrap, args.seed)
+        results = analyze(votes, participants, rules, args.bootstrap, args.seed, arrivals=arrivals)
     except (StudyError, AnalysisError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -85,8 +86,8 @@ def main(argv=None):
     print(f"minimum detectable effect ({POWER:.0%} power): "
           + ("none (too few participants to test)" if np.isnan(effect) else f"win rate {effect:.3f} vs 0.5"))
     if ids:
-        decisions = decide(ids, keys.get, participants, results.participants, args.reject_catch_failures,
-                           args.max_catch_failures, args.fast_ms)
+        decisions = decide(ids, keys.get, participants, results.participants, arrivals.declined_keys,
+                           args.reject_catch_failures, args.max_catch_failures, args.fast_ms)
         write_lists(decisions, args.out)
         counts = decisions["decision"].value_counts()
         print(f"Prolific: {len(ids)} ids, " + ", ".join(f"{counts.get(d, 0)} {d}" for d in DECISIONS)

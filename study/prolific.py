@@ -12,6 +12,7 @@ import pandas as pd
 
 ID_COLUMNS = ("participantid", "prolificpid", "prolificid")  # header names, lower case, letters only
 DECISIONS = ("approve", "reject", "review")
+DECLINED = "declined consent: they should return this submission on Prolific; ask them to if they have not"
 
 
 def read_export(path):
@@ -27,24 +28,28 @@ def read_export(path):
     return list(dict.fromkeys(i for i in ids if i))
 
 
-def decide(ids, hash_id, participants, people, reject_catch_failures=2, max_catch_failures=0, fast_ms=1000.0):
+def decide(ids, hash_id, participants, people, declined, reject_catch_failures=2, max_catch_failures=0,
+           fast_ms=1000.0):
     """One decision per Prolific id: DataFrame of prolific_id, participant (None when unmatched),
     decision (approve, reject or review) and reason, with n_trials, n_votes, n_catch, n_catch_failed
     and median_rt_ms.
 
     ids: from read_export; hash_id: id -> salted hash (Store.hash_id of PROLIFIC_PID); participants:
-    load_participants; people: the analysis' participant_table. Reject: at least
-    reject_catch_failures failed catch trials. Review: not in the study, incomplete, more than
-    max_catch_failures failed catch trials, or a median response time under fast_ms. Approve: the rest."""
+    load_participants; people: the analysis' participant_table; declined: the hashes of those who
+    declined consent (load_arrivals' declined_keys). Reject: at least reject_catch_failures failed
+    catch trials. Review: declined consent (and never enrolled), not in the study, incomplete, more
+    than max_catch_failures failed catch trials, or a median response time under fast_ms. Approve: the rest."""
     by_key = dict(zip(participants["external_key"], participants["participant"]))
     stats = people.set_index("participant")
     rows = []
     for pid in ids:
-        participant = by_key.get(hash_id(pid))
+        key = hash_id(pid)
+        participant = by_key.get(key)
         if participant is None:
-            rows.append({"prolific_id": pid, "participant": None, "decision": "review",
-                         "reason": "no participant of this study has this id (opened without the study link's "
-                                   "PROLIFIC_PID, or another database or STUDY_SALT)"})
+            reason = (DECLINED if key in declined else
+                      "no participant of this study has this id (opened without the study link's PROLIFIC_PID, "
+                      "or another database or STUDY_SALT)")
+            rows.append({"prolific_id": pid, "participant": None, "decision": "review", "reason": reason})
             continue
         s = stats.loc[participant]
         catch = f"failed {s.n_catch_failed} of {s.n_catch} catch trials"

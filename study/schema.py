@@ -8,7 +8,11 @@ Schema versions:
        participants.repeat_of (a second attempt with a known PROLIFIC_PID from another browser);
        votes.server_time_ms (the server's own response time, beside the browser's response_time_ms)
     5  battles: the Battle tab's blind votes, one per visitor, content, style and method pair
+    6  arrivals and arrival_counts: openings of a study link and consent declines, before enrolment;
+       meta "arrivals_since" (when they began to be recorded)
 """
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -27,9 +31,11 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 CHOICES = ("left", "right", "tie", "both_bad")
 SIDES = ("left", "right")
+ARRIVAL_EVENTS = ("opened", "declined")  # the study link opened in a browser; consent declined there
+ARRIVALS_SINCE = "arrivals_since"  # the meta key: when this database began to record arrivals (ISO 8601, UTC)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -49,7 +55,8 @@ def _timestamp(name, nullable=False):
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
-# key -> value: "schema_version", and "salt" (the random salt of external-id hashes unless STUDY_SALT is set)
+# key -> value: "schema_version", "salt" (the random salt of external-id hashes unless STUDY_SALT is set)
+# and ARRIVALS_SINCE
 meta = Table(
     "meta", metadata,
     Column("key", String(64), primary_key=True),
@@ -182,6 +189,38 @@ def _battles_table(meta_data):
 battles = _battles_table(metadata)
 
 
+# openings of a study link (once per browser) and consent declines: the time and, from a Prolific link,
+# the salted hash of PROLIFIC_PID, nothing else; one row each up to a per-address limit, then counted only
+def _arrival_tables(meta_data):
+    itemised = Table(
+        "arrivals", meta_data,
+        Column("id", Integer, primary_key=True),
+        Column("study_id", Integer, ForeignKey("studies.id"), nullable=False),
+        Column("event", String(8), nullable=False),
+        Column("external_key", String(64)),  # salted hash of PROLIFIC_PID (NULL without one)
+        _timestamp("created_at"),
+        CheckConstraint(f"event IN ({_sql_list(ARRIVAL_EVENTS)})", name="event"),
+    )
+    counted = Table(
+        "arrival_counts", meta_data,  # arrivals beyond the per-address limit: a count per study, event and hour
+        Column("study_id", Integer, ForeignKey("studies.id"), primary_key=True),
+        Column("event", String(8), primary_key=True),
+        Column("hour", DateTime(timezone=True), primary_key=True),  # the hour's start, UTC
+        Column("n", Integer, nullable=False),
+        CheckConstraint(f"event IN ({_sql_list(ARRIVAL_EVENTS)})", name="event"),
+        CheckConstraint("n > 0", name="n"),
+    )
+    return itemised, counted
+
+
+arrivals, arrival_counts = _arrival_tables(metadata)
+
+
+def arrivals_since_row():
+    """The meta row that dates the start of arrival records: now."""
+    return {"key": ARRIVALS_SINCE, "value": datetime.now(UTC).isoformat()}
+
+
 def _v2_completed_at(conn):
     """Add participants.completed_at; backfill it with the last vote of everyone who voted on every trial."""
     column_type = DateTime(timezone=True).compile(dialect=conn.dialect)
@@ -218,5 +257,16 @@ def _v5_battles(conn):
     _battles_table(MetaData(naming_convention=metadata.naming_convention)).create(conn)
 
 
+def _v6_arrivals(conn):
+    """Create arrivals and arrival_counts as version 6 defines them (`_arrival_tables`, frozen as
+    `_v5_battles` says) and date the start of their records: the database's older enrolments have none."""
+    frozen = MetaData(naming_convention=metadata.naming_convention)
+    Table("studies", frozen, Column("id", Integer, primary_key=True))  # the foreign keys' target, not created
+    for table in _arrival_tables(frozen):
+        table.create(conn)
+    conn.execute(meta.insert().values(arrivals_since_row()))
+
+
 # version -> the step that upgrades a database from version - 1 (frozen SQL: never edit an old step)
-UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token, 4: _v4_participant_page, 5: _v5_battles}
+UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token, 4: _v4_participant_page, 5: _v5_battles,
+            6: _v6_arrivals}

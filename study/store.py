@@ -13,6 +13,7 @@ import re
 import secrets
 from collections import Counter
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,9 +23,14 @@ from sqlalchemy import URL, bindparam, create_engine, event, func, insert, inspe
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
 from .schema import (
+    ARRIVAL_EVENTS,
+    ARRIVALS_SINCE,
     CHOICES,
     SCHEMA_VERSION,
     UPGRADES,
+    arrival_counts,
+    arrivals,
+    arrivals_since_row,
     battles,
     comparisons,
     meta,
@@ -118,6 +124,7 @@ def migrate(engine):
             conn.execute(insert(meta), [
                 {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                 {"key": "salt", "value": secrets.token_hex(32)},
+                arrivals_since_row(),
             ])
             return 0
         found = int(conn.scalar(select(meta.c.value).where(meta.c.key == "schema_version")))
@@ -330,6 +337,26 @@ class Store:
             ])
             return token
 
+    def record_arrival(self, study, event, external_key=None):
+        """Record one arrival of `study`'s link, event "opened" (in a browser) or "declined" (consent), with
+        the time and external_key (the salted hash of PROLIFIC_PID, Store.hash_id; None without one)."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(arrivals).values(study_id=self._study(conn, study)["id"], event=_event(event),
+                                                 external_key=external_key or None, created_at=now()))
+
+    def count_arrival(self, study, event):
+        """Count one arrival (see record_arrival) without a row of its own: one more in the study's count
+        for the event and the current hour (the store of arrivals beyond a per-address limit)."""
+        stamp = now()
+        hour = stamp.replace(minute=0, second=0, microsecond=0)
+
+        def count(conn):
+            key = {"study_id": self._study(conn, study)["id"], "event": _event(event), "hour": hour}
+            where = [arrival_counts.c[k] == v for k, v in key.items()]
+            if not conn.execute(update(arrival_counts).where(*where).values(n=arrival_counts.c.n + 1)).rowcount:
+                conn.execute(insert(arrival_counts).values(**key, n=1))
+        self._idempotent(count)
+
     def finished_participant(self, study, external_ids):
         """The token of the participant with this PROLIFIC_PID (in external_ids) who answered every trial of
         the study, or None: such a participant is shown the completion code again, on any browser."""
@@ -497,6 +524,12 @@ def _unvoted(conn, participant_id):
 
 def _complete(conn, participant_id):
     conn.execute(update(participants).where(participants.c.id == participant_id).values(completed_at=now()))
+
+
+def _event(event):
+    if event not in ARRIVAL_EVENTS:
+        raise StudyError(f"unknown arrival event {event!r}: use one of {', '.join(ARRIVAL_EVENTS)}")
+    return event
 
 
 def _vote_row(choice, response_time_ms, server_time_ms):
@@ -683,3 +716,31 @@ def load_participants(source, study):
     df[["n_trials", "n_votes"]] = df[["n_trials", "n_votes"]].astype(int)
     df.insert(4, "completed", (df["n_votes"] >= df["n_trials"]) & (df["n_trials"] > 0))
     return df
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """What the study page recorded before enrolment (Store.record_arrival and count_arrival).
+    opened: openings of the study link, once per browser; declined: consent declines, once per browser;
+    since: when the database began to record them (UTC; participants enrolled before have no opening);
+    declined_keys: the salted PROLIFIC_PID hashes of the declines from Prolific links (Store.hash_id)."""
+
+    opened: int
+    declined: int
+    since: datetime
+    declined_keys: frozenset
+
+
+def load_arrivals(source, study):
+    """The Arrivals of `study` (source: a Store, a URL or a SQLite path)."""
+    with opened(source) as store, store._read() as conn:
+        study_id = store._study(conn, study)["id"]
+        itemised = dict(conn.execute(select(arrivals.c.event, func.count()).where(arrivals.c.study_id == study_id)
+                                     .group_by(arrivals.c.event)).all())
+        counted = dict(conn.execute(select(arrival_counts.c.event, func.sum(arrival_counts.c.n))
+                                    .where(arrival_counts.c.study_id == study_id).group_by(arrival_counts.c.event)).all())
+        keys = conn.scalars(select(arrivals.c.external_key).distinct().where(
+            (arrivals.c.study_id == study_id) & (arrivals.c.event == "declined") & arrivals.c.external_key.is_not(None)))
+        since = conn.scalar(select(meta.c.value).where(meta.c.key == ARRIVALS_SINCE))
+        total = {e: int(itemised.get(e, 0) + (counted.get(e) or 0)) for e in ARRIVAL_EVENTS}
+        return Arrivals(total["opened"], total["declined"], datetime.fromisoformat(since), frozenset(keys))

@@ -1,8 +1,8 @@
 """The study page in a real headless Chromium: votes answer the pair on screen even on a slow network
 with clicks during every transition (and the pixels shown on each side are that side's method), a vote
 that does not get through (no connection, a rate limit, a proxy's error page) shown and sent again, the
-layout at desktop and phone sizes, the keyboard shortcuts, and a screenshot of every screen
-(docs/study/)."""
+layout at desktop and phone sizes, the keyboard shortcuts, a screenshot of every screen (docs/study/),
+and the opening and the decline a browser's saved state counts once across reloads."""
 import io
 from pathlib import Path
 
@@ -15,7 +15,7 @@ from bench.server import ROOT, App
 from demo.limits import TOO_MANY
 from study.prepare import register
 from study.schema import stimuli, trials, votes
-from study.store import Store, load_votes
+from study.store import Store, load_arrivals, load_votes
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = "/usr/bin/chromium"
@@ -251,3 +251,24 @@ def test_a_vote_that_does_not_get_through_is_shown_and_can_be_sent_again(server,
     context.close()
     stored = stored_trials(server, TINY)
     assert len(stored) == before + 1 and stored[trial][0] == "right"
+
+
+def test_a_browser_counts_its_opening_and_its_decline_once_across_reloads(server, browser):
+    """The page's saved browser state (localStorage) marks the link opened, then declined: reloads add
+    nothing, and a reload after the decline shows the declined screen again."""
+    with Store(server.data / "arena.db") as store:
+        store.create_study("arrivals", "Agree to go on?", n_trials=2, catch_rate=0)
+    context = browser.new_context(viewport=SIZES["desktop"])
+    page = context.new_page()
+    page.goto(server.url + "study?study=arrivals")
+    page.get_by_text("Agree to go on?").wait_for(timeout=60_000)
+    page.reload()
+    page.get_by_role("button", name="I do not agree").click(timeout=60_000)
+    page.get_by_text("You did not agree").wait_for()
+    page.reload()
+    page.get_by_text("You did not agree").wait_for(timeout=60_000)
+    assert page.get_by_role("button", name="I agree").is_hidden()
+    context.close()
+    with Store(server.data / "arena.db") as store:
+        arrived = load_arrivals(store, "arrivals")
+    assert (arrived.opened, arrived.declined) == (1, 1)

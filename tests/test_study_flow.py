@@ -19,15 +19,16 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
 from bench.server import ROOT, App, post_vote
-from demo.limits import VoteLimits
+from demo.limits import ARRIVALS_PER_HOUR, VoteLimits
 from demo.results_page import check_password
 from demo.security import Lockout
 from demo.study_images import StudyImages
 from demo.study_page import SAMPLE, SCREEN, register_sample
 from demo.study_vote import ANSWERED, BAD_REQUEST, UNKNOWN, StudyVotes
+from study.analysis import Rules, participant_flow, participant_table
 from study.prepare import register
-from study.schema import participants, studies
-from study.store import Store, load_votes
+from study.schema import arrival_counts, arrivals, participants, studies
+from study.store import Store, load_arrivals, load_participants, load_votes
 
 PASSWORD = "correct horse battery staple"
 SPEC = json.loads((SAMPLE / "study.json").read_text())
@@ -79,6 +80,12 @@ def answered(answer):
 
 def open_page(client, saved=None):
     return screen(client.predict(saved or {}, api_name="/study_open"))
+
+
+def arrive(client, saved=None, event="/study_open"):
+    """A page load (or, event="/study_decline", "I do not agree") -> (its screen, what the browser keeps then)."""
+    *values, kept = client.predict(saved or {}, api_name=event)
+    return screen(values), kept
 
 
 def enrol(client, saved=None):
@@ -234,25 +241,92 @@ def test_another_browser_after_a_vote_starts_a_flagged_attempt(server):
     assert votes["repeat_attempt"].tolist()[-2:] == [False, True]
 
 
-def test_declining_records_nothing_and_gives_the_prolific_return_code(server):
+def test_declining_is_counted_once_per_browser_and_gives_the_prolific_return_code(server):
+    """An opening and a decline are recorded once per browser across reloads (the browser state marks
+    them), with the time and, from a Prolific link, the salted PROLIFIC_PID hash only; no participant."""
     with store(server) as db:
         db.create_study("declinable", "Agree?", n_trials=2, catch_rate=0, images_dir=SAMPLE / "images",
                         no_consent_code="NOCONSENT", title="Pictures and paintings")
-        register(db, "declinable", [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
-                 SAMPLE / "images", SPEC["size"])
-        before = len(load_votes(db, "declinable"))
     client = connect(server, study="declinable", PROLIFIC_PID=PID)
-    assert open_page(client)["title"] == "Pictures and paintings"
-    s = screen(client.predict(api_name="/study_decline"))
+    s, kept = arrive(client)
+    assert s["title"] == "Pictures and paintings" and s["consent"] == "Agree?"
+    assert arrive(client, kept) == (s, kept)  # a reload: nothing new
+    s, declined = arrive(client, kept, "/study_decline")
     assert "did not agree" in s["done"] and "complete?cc=NOCONSENT" in s["done"] and not s["view"]
+    assert arrive(client, declined, "/study_decline")[1] == declined  # a second click
+    again, kept = arrive(client, declined)  # a reload after declining: the declined screen again
+    assert "did not agree" in again["done"] and not again["consent"] and kept == declined
     plain = connect(server, study="declinable")
-    open_page(plain)
-    s = screen(plain.predict(api_name="/study_decline"))
-    assert "Nothing was recorded" in s["done"] and "prolific" not in s["done"].lower()
+    _, kept = arrive(plain)
+    s, _ = arrive(plain, kept, "/study_decline")
+    assert "only that you declined" in s["done"] and "prolific" not in s["done"].lower()
+    arrive(plain, {}, "/study_decline")  # a client that drops what the page saved: no opening of its own counted
     with store(server) as db, db.engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(participants).join(studies).where(
             studies.c.name == "declinable")) == 0
-        assert len(load_votes(db, "declinable")) == before
+        rows = conn.execute(select(arrivals.c.event, arrivals.c.external_key).join(studies).where(
+            studies.c.name == "declinable").order_by(arrivals.c.id)).all()
+        assert rows == [("opened", db.hash_id("PROLIFIC_PID", PID)), ("declined", db.hash_id("PROLIFIC_PID", PID)),
+                        ("opened", None), ("declined", None)]
+        counted = load_arrivals(db, "declinable")
+    assert (counted.opened, counted.declined) == (2, 2)
+    assert counted.declined_keys == {db.hash_id("PROLIFIC_PID", PID)}
+
+
+def test_opening_a_link_with_another_prolific_id_keeps_the_saved_participant(server):
+    """One browser, two Prolific ids (a shared computer): the second id's opening is marked beside the
+    first id's saved participant, who resumes afterwards; no opening is counted twice."""
+    first, second = "1" * 24, "2" * 24
+    client = connect(server, study=SMALL, PROLIFIC_PID=first)
+    saved, s = enrol(client, arrive(client)[1])
+    vote(server, s, "left")
+    with store(server) as db:
+        before = load_arrivals(db, SMALL).opened
+    _, kept = arrive(connect(server, study=SMALL, PROLIFIC_PID=second), saved)
+    again, kept_again = arrive(connect(server, study=SMALL, PROLIFIC_PID=first), kept)
+    assert "Trial 2 of 3" in again["progress"] and kept_again == kept
+    with store(server) as db:
+        assert load_arrivals(db, SMALL).opened == before + 1
+
+
+def test_the_flow_starts_at_opened_the_link(server):
+    """Three browsers open a study (one reloads): one declines, one enrols and finishes, one leaves."""
+    with store(server) as db:
+        db.create_study("flowing", "Agree?", n_trials=2, catch_rate=0, images_dir=SAMPLE / "images")
+        register(db, "flowing", [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
+                 SAMPLE / "images", SPEC["size"])
+    decliner, finisher, leaver = (connect(server, study="flowing") for _ in range(3))
+    _, kept = arrive(decliner)
+    _, kept = arrive(decliner, kept)  # a reload
+    arrive(decliner, kept, "/study_decline")
+    _, kept = arrive(finisher)
+    saved, s = enrol(finisher, kept)
+    assert "completion code" in vote(server, vote(server, s, "left"), "right")["done"]
+    assert open_page(connect(server, study="flowing"), saved)["done"]  # the finisher's browser again: no opening
+    arrive(leaver)
+    with store(server) as db:
+        votes, people = load_votes(db, "flowing"), load_participants(db, "flowing")
+        flow, sentence = participant_flow(participant_table(votes, people), votes, Rules(), load_arrivals(db, "flowing"))
+    assert flow["stage"].tolist()[:4] == ["opened the link", "declined consent", "neither declined nor enrolled",
+                                          "enrolled (consented, trials assigned)"]
+    assert flow["remaining"].tolist() == [3, 2, 1, 1, 1, 1, 1, 1, 1] and flow["excluded"].tolist()[1:3] == [1, 1]
+    assert sentence.startswith("The study link was opened in 3 browsers: 1 declined consent, 1 neither declined "
+                               "nor enrolled, and 1 enrolled. Of 1 enrolled participants, 1 voted")
+
+
+def test_a_flood_of_openings_is_counted_in_a_bounded_number_of_rows(server):
+    """A client that keeps no browser state and opens the link again and again: the first
+    ARRIVALS_PER_HOUR openings of its address get a row each, the rest one count per hour; all are counted."""
+    with store(server) as db:
+        db.create_study("flooded", "Agree?", n_trials=2, catch_rate=0)
+    client = connect(server, study="flooded")
+    for _ in range(ARRIVALS_PER_HOUR + 5):
+        assert open_page(client)["consent"] == "Agree?"  # the page works on beyond the limit
+    with store(server) as db, db.engine.connect() as conn:
+        study = select(studies.c.id).where(studies.c.name == "flooded").scalar_subquery()
+        assert conn.scalar(select(func.count()).where(arrivals.c.study_id == study)) == ARRIVALS_PER_HOUR
+        assert conn.scalar(select(func.sum(arrival_counts.c.n)).where(arrival_counts.c.study_id == study)) == 5
+        assert load_arrivals(db, "flooded").opened == ARRIVALS_PER_HOUR + 5
 
 
 def test_a_study_can_require_a_prolific_id(server):

@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter, ImageOps
 from study.analysis import Rules, analyze
 from study.analyze import main as analyze_main
 from study.prepare import output_name, register
-from study.prolific import DECISIONS, read_export
+from study.prolific import DECISIONS, DECLINED, read_export
 from study.store import CATCH, Store, load_participants, load_votes
 
 ROOT = Path(__file__).parents[1]
@@ -29,6 +29,7 @@ N_TRIALS, CATCH_RATE = 12, 1 / 6  # 2 catch trials, 10 method trials
 # participant kinds, in enrolment order: how many, and how they answer
 KINDS = {"good": 24, "careless": 2, "slip": 1, "fast": 2, "quitter": 2, "absent": 1}
 UNKNOWN_ID, LEFT_OUT = "5f0000000000000000000000", "PID-good-0"  # in the export only / in the study only
+DECLINED_ID = "5f0000000000000000000001"  # in the export; opened the link and declined consent
 
 
 def make_images(root):
@@ -83,6 +84,7 @@ def planted(tmp_path_factory):
             for i in range(n):
                 pid = f"PID-{kind}-{i}"
                 ids.setdefault(kind, []).append(pid)
+                store.record_arrival("planted", "opened", store.hash_id("PROLIFIC_PID", pid))
                 token = store.new_participant("planted", {"PROLIFIC_PID": pid}, rng=random.Random(len(ids) * 100 + i))
                 preference = {}
                 for pair, mean in TRUTH.items():
@@ -100,8 +102,11 @@ def planted(tmp_path_factory):
                     if kind == "slip" and CATCH in (left, right) and not slipped:  # fails exactly one catch trial
                         choice, slipped = ("left" if left == CATCH else "right"), True
                     store.record_vote(trial["token"], token, choice, rt)
+        for event in ("opened", "declined"):
+            store.record_arrival("planted", event, store.hash_id("PROLIFIC_PID", DECLINED_ID))
+        store.record_arrival("planted", "opened")  # someone who left the consent page
     export = root / "prolific_export.csv"
-    listed = [pid for pids in ids.values() for pid in pids if pid != LEFT_OUT] + [UNKNOWN_ID]
+    listed = [pid for pids in ids.values() for pid in pids if pid != LEFT_OUT] + [UNKNOWN_ID, DECLINED_ID]
     pd.DataFrame({"Submission id": [f"sub{i}" for i in range(len(listed))], "Participant id": listed,
                   "Status": "AWAITING REVIEW"}).to_csv(export, index=False)
     return root, db, ids, export
@@ -145,19 +150,20 @@ def test_prolific_lists_from_a_planted_export(planted, tmp_path, capsys):
     out = tmp_path / "report"
     assert analyze_main(["--db", str(db), "--study", "planted", "--out", str(out), "--bootstrap", "300",
                          "--prolific-ids", str(export)]) == 0
-    assert "Prolific: 32 ids, 23 approve, 2 reject, 7 review" in capsys.readouterr().out
+    assert "Prolific: 33 ids, 23 approve, 2 reject, 8 review" in capsys.readouterr().out
     lists = {d: pd.read_csv(out / f"prolific_{d}.csv", dtype={"prolific_id": str}) for d in DECISIONS}
     assert set(lists["approve"]["prolific_id"]) == set(ids["good"]) - {LEFT_OUT}
     assert lists["approve"]["reason"].str.startswith("completed 12 trials, failed 0 of 2 catch trials").all()
     assert set(lists["reject"]["prolific_id"]) == set(ids["careless"])
     assert (lists["reject"]["reason"] == "failed 2 of 2 catch trials").all()
     review = lists["review"].set_index("prolific_id")["reason"]
-    assert set(review.index) == {*ids["slip"], *ids["fast"], *ids["quitter"], *ids["absent"], UNKNOWN_ID}
+    assert set(review.index) == {*ids["slip"], *ids["fast"], *ids["quitter"], *ids["absent"], UNKNOWN_ID, DECLINED_ID}
     assert review[ids["slip"][0]] == "failed 1 of 2 catch trials"
     assert all(re.fullmatch(r"median response time \d+ ms, under 1000 ms", review[p]) for p in ids["fast"])
     assert review[ids["quitter"][0]] == "incomplete: 2 of 12 trials answered"
     assert review[ids["absent"][0]] == "incomplete: 0 of 12 trials answered"
     assert review[UNKNOWN_ID].startswith("no participant of this study has this id")
+    assert review[DECLINED_ID] == DECLINED and DECLINED.startswith("declined consent: they should return")
     for name in ("report.md", "report.html", "participants.csv", "votes.csv"):  # raw ids stay in the lists
         assert "PID-" not in (out / name).read_text()
     assert b"PID-" not in db.read_bytes()
@@ -166,7 +172,9 @@ def test_prolific_lists_from_a_planted_export(planted, tmp_path, capsys):
     assert analyze_main(["--db", str(db), "--study", "planted", "--out", str(only), "--bootstrap", "300",
                          "--prolific-ids", str(export), "--only-prolific-ids"]) == 0
     flow = pd.read_csv(only / "flow.csv")
-    assert flow.loc[1, "stage"] == "not in the Prolific export prolific_export.csv" and flow.loc[1, "excluded"] == 1
+    assert flow["stage"].tolist()[:3] == ["opened the link", "declined consent", "neither declined nor enrolled"]
+    assert flow["remaining"].tolist()[:4] == [34, 33, 32, 32]  # 32 enrolled, one decliner, one who left
+    assert flow.loc[4, "stage"] == "not in the Prolific export prolific_export.csv" and flow.loc[4, "excluded"] == 1
     assert flow["remaining"].iloc[-1] == 25
     only_md = (only / "report.md").read_text()
     assert "Only participants in the Prolific export prolific_export.csv are analysed." in only_md

@@ -12,12 +12,15 @@ import pytest
 from sqlalchemy import insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
+from study.analysis import Rules, participant_flow, participant_table
 from study.schema import SCHEMA_VERSION, UPGRADES, participants, trials, votes
 from study.store import (
     CATCH,
     Store,
     StudyError,
     VoteRejected,
+    load_arrivals,
+    load_participants,
     load_votes,
     make_engine,
     migrate,
@@ -427,6 +430,20 @@ def test_migration_from_every_older_version_keeps_data(db_url, version):
         assert (old["title"], old["no_consent_code"], old["require_prolific"], old["max_participants"]) \
             == (None, None, False, None)
         assert load_votes(store, "old")["server_time_ms"].isna().all()
+        before = load_arrivals(store, "old")  # version 6: no arrivals before the upgrade, which dates their start
+        assert (before.opened, before.declined, before.declined_keys) == (0, 0, frozenset())
+        assert before.since > datetime(2025, 1, 2, tzinfo=UTC)
+        votes, people = load_votes(store, "old"), load_participants(store, "old")
+        flow, sentence = participant_flow(participant_table(votes, people), votes, Rules(), before)
+        assert flow["remaining"].tolist()[:4] == [0, 0, 0, 2]
+        assert flow.loc[3, "note"].startswith("0 from the openings above, 2 with no recorded opening (openings are "
+                                              f"recorded since {before.since:%Y-%m-%d %H:%M} UTC)")
+        assert "and 0 enrolled (2 more enrolled with no recorded opening" in sentence
+        store.record_arrival("old", "opened")
+        store.record_arrival("old", "declined", "hash")
+        store.count_arrival("old", "opened")
+        after = load_arrivals(store, "old")
+        assert (after.opened, after.declined, after.declined_keys) == (2, 1, {"hash"})
 
 
 @pytest.mark.parametrize("start", ["empty", "version 1"])
