@@ -95,9 +95,9 @@ def build_battle_tab(arena, session):
         state["battle_inputs"] = inputs
         who = visitor(state)
         try:
-            inputs = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
-            with arena.reserve(peer(request), inputs, size, len(SIDES)) as hold:
-                content_sha, style_sha = (arena.images.put(image, hold) for image in inputs)
+            shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
+            with arena.reserve(peer(request), shrunk, size, len(SIDES)) as hold:
+                content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
                 methods = pick_pair(runnable, arena.store.voted_pairs(who, content_sha, style_sha), rng)
                 if methods is None:
                     raise gr.Error("You have voted on every pair of models for this photo and painting: "

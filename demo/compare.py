@@ -119,9 +119,9 @@ def build_compare_tab(arena, session):
         state["compare_inputs"] = key
         pictures = [None, None]  # plain values: API clients get file paths (labels follow the dropdowns)
         try:
-            inputs = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
-            with arena.reserve(peer(request), inputs, size_px, len(methods)) as hold:
-                content_sha, style_sha = (arena.images.put(image, hold) for image in inputs)
+            shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
+            with arena.reserve(peer(request), shrunk, size_px, len(methods)) as hold:
+                content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
                 results, images = [], []
                 for i, m in enumerate(methods):
                     stored = [n for n in methods[i:] if arena.stored(content_sha, style_sha, n, size_px, strength, keep_colors)]

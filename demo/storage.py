@@ -114,9 +114,11 @@ class ImageStore:
         return self.root / sha256[:2] / f"{sha256}.png"
 
     def put(self, image, hold):
-        """Store an RGB PIL image as PNG (if not there yet; its bytes counted on `hold`); returns its sha256."""
+        """Store an RGB PIL image as PNG of its pixels only (if not there yet; its bytes counted on `hold`):
+        an ICC profile the upload carried (Pillow would copy it, up to megabytes) is left out; returns
+        its sha256."""
         buf = io.BytesIO()
-        image.save(buf, "PNG")
+        image.save(buf, "PNG", icc_profile=None)
         data = buf.getvalue()
         sha = hashlib.sha256(data).hexdigest()
         if self.path(sha).exists():
