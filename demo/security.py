@@ -15,6 +15,7 @@ import time
 
 import gradio as gr
 from gradio import queueing, route_utils
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from .budget import Hold, over_budget
@@ -94,7 +95,10 @@ class HttpGuard:
             return message
 
         with hold:
-            await self.app(scope, counted_receive, send_with_headers)
+            try:
+                await self.app(scope, counted_receive, send_with_headers)
+            except ClientDisconnect:  # the body stopped coming: nobody is left to answer (and no traceback)
+                pass
 
     def is_upload(self, scope):
         return scope["path"].rstrip("/") == self.upload_path

@@ -321,3 +321,8 @@ def test_a_write_flood_from_one_client_writes_at_most_its_budget_and_battles_sti
     with proxied("203.0.113.66") as client:
         ok, why = stylise(server, client, data_url(noise_png(100, 5000)), data_url(noise_png(100, 5001)))
     assert not ok and "your network address" in why and files_under(data / "images") == images
+
+
+def test_no_attack_wrote_a_traceback(server):
+    log = server.log.read_text()
+    assert "Traceback" not in log and "refused POST /gradio_api/upload (507)" in log
