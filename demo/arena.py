@@ -110,15 +110,19 @@ class Arena:
         """The stored images that votes refer to (the cache keeps them)."""
         return {self.images.path(sha) for sha in self.store.voted_images()}
 
-    def reserve(self, address, inputs, size, outputs):
-        """A Hold on the write budget of `address` for storing `inputs` (RGB PIL images, as they will be
-        stored) and `outputs` results of long side `size` px, each with a served copy; StorageError, with
-        nothing reserved, when the budget lacks room."""
-        bound = sum(png_bound(*image.size) for image in inputs) + outputs * (2 * png_bound(size, size) + RESULT_BOUND)
-        taken = Hold.take(bound, self.writes.of(address))
+    def hold(self, address, size):
+        """A Hold of `size` bytes on the write budget of `address`; StorageError, with nothing reserved,
+        when the budget lacks room."""
+        taken = Hold.take(size, self.writes.of(address))
         if not isinstance(taken, Hold):
             raise StorageError(over_budget(taken))
         return taken
+
+    def hold_for(self, address, inputs, size, outputs):
+        """`hold` for storing `inputs` (RGB PIL images, as they will be stored) and `outputs` results of
+        long side `size` px, each with a served copy."""
+        return self.hold(address, sum(png_bound(*image.size) for image in inputs)
+                         + outputs * (2 * png_bound(size, size) + RESULT_BOUND))
 
     def runnable(self):
         return [name for name, s in self.status.items() if s.available]

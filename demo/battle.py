@@ -96,7 +96,7 @@ def build_battle_tab(arena, session):
         who = visitor(state)
         try:
             shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
-            with arena.reserve(peer(request), shrunk, size, len(SIDES)) as hold:
+            with arena.hold_for(peer(request), shrunk, size, len(SIDES)) as hold:
                 content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
                 methods = pick_pair(runnable, arena.store.voted_pairs(who, content_sha, style_sha), rng)
                 if methods is None:

@@ -120,7 +120,7 @@ def build_compare_tab(arena, session):
         pictures = [None, None]  # plain values: API clients get file paths (labels follow the dropdowns)
         try:
             shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
-            with arena.reserve(peer(request), shrunk, size_px, len(methods)) as hold:
+            with arena.hold_for(peer(request), shrunk, size_px, len(methods)) as hold:
                 content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
                 results, images = [], []
                 for i, m in enumerate(methods):

@@ -37,6 +37,14 @@ def atomic_write(path, data):
                            "point --data-dir elsewhere") from exc
 
 
+def png_bytes(image):
+    """A PIL image as PNG bytes of its pixels only: an ICC profile the upload carried (Pillow would copy
+    it, up to megabytes) is left out."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG", icc_profile=None)
+    return buf.getvalue()
+
+
 def served_copy(data, cache_dir, hold, name=None):
     """The bytes `data` as the file cache_dir/<name>/image.png (name: default the sha256 of the bytes),
     written once and atomically (and counted on `hold`); returns its path. Give Gradio image outputs as
@@ -114,12 +122,9 @@ class ImageStore:
         return self.root / sha256[:2] / f"{sha256}.png"
 
     def put(self, image, hold):
-        """Store an RGB PIL image as PNG of its pixels only (if not there yet; its bytes counted on `hold`):
-        an ICC profile the upload carried (Pillow would copy it, up to megabytes) is left out; returns
+        """Store an RGB PIL image as `png_bytes` (if not there yet; its bytes counted on `hold`); returns
         its sha256."""
-        buf = io.BytesIO()
-        image.save(buf, "PNG", icc_profile=None)
-        data = buf.getvalue()
+        data = png_bytes(image)
         sha = hashlib.sha256(data).hexdigest()
         if self.path(sha).exists():
             self.cache.touch(self.path(sha))

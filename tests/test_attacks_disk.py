@@ -85,13 +85,25 @@ def data_url(data):
             "orig_name": "noise.png", "meta": {"_type": "gradio.FileData"}}
 
 
-def stylise(server, client, content, style, size=128, timeout=120):
+def stylise(server, client, content, style, size=128):
     """One Compare stylisation through the queue, as the page sends it -> (success, output or error)."""
     dep = next(d for d in server.config["dependencies"] if d["api_name"] == "stylize")
+    return event(client, dep, [content, style, "a2k_free", "all2all_free", size, 1.0, False, None])
+
+
+def explorer_view(server, client, photo):
+    """The explorer's view of a new Compare photo (the event the page sends when the photo changes)."""
+    view = next(c["id"] for c in server.config["components"] if c["props"].get("elem_id") == "explorer-content")
+    dep = next(d for d in server.config["dependencies"] if d["targets"][0][1] == "change" and view in d["outputs"])
+    return event(client, dep, [photo])
+
+
+def event(client, dep, data, timeout=120):
+    """One event of the page through the queue -> (success, output data or error message)."""
     session = secrets.token_hex(8)
     response = client.post("gradio_api/queue/join", json={
-        "data": [content, style, "a2k_free", "all2all_free", size, 1.0, False, None], "fn_index": dep["id"],
-        "session_hash": session, "event_data": None, "trigger_id": dep["targets"][0][0]})
+        "data": data, "fn_index": dep["id"], "session_hash": session, "event_data": None,
+        "trigger_id": dep["targets"][0][0]})
     if response.status_code != 200:
         return False, response.json()["detail"]
     event_id, deadline = response.json()["event_id"], time.monotonic() + timeout
@@ -104,7 +116,7 @@ def stylise(server, client, content, style, size=128, timeout=120):
                     return message["success"], output["data"] if message["success"] else output["error"]
             if time.monotonic() > deadline:
                 break
-    pytest.fail(f"no result for a stylisation within {timeout} s")
+    pytest.fail(f"no result for an event within {timeout} s")
 
 
 def files_under(*folders):
@@ -250,7 +262,8 @@ def test_uploads_that_send_headers_only_lock_out_nobody(server, proxied):
 
 def test_a_write_flood_from_one_client_writes_at_most_its_budget_and_battles_still_run(server, proxied, tmp_path):
     """For 30 s one address sends at once: 1 MB uploads (one a second), stylisations of new 170 px
-    images sent as data URLs inside the JSON, and stylisations of new uploaded 256 px images. The server
+    images sent as data URLs inside the JSON, stylisations of new uploaded 256 px images, and the
+    attention explorer's view of new 240 px photos sent as data URLs. The server
     writes at most that address's budget (16 MB) for it, measured as the bytes the server process
     wrote (/proc/PID/io) and as the new files in the data folder; another client's battle runs during
     the flood and after it; what a vote refers to and the study's stimuli are all still there although
@@ -266,7 +279,7 @@ def test_a_write_flood_from_one_client_writes_at_most_its_budget_and_battles_sti
     assert len(voted) == 4 and stimuli
     before, written_before = files_under(*folders), written_bytes(server)
     deadline = time.monotonic() + FLOOD_S
-    outcomes = {"upload": [], "data_url": [], "uploaded": []}
+    outcomes = {"upload": [], "data_url": [], "uploaded": [], "explorer": []}
 
     def flood(kind, step, count):
         with proxied("203.0.113.66") as client:
@@ -289,8 +302,12 @@ def test_a_write_flood_from_one_client_writes_at_most_its_budget_and_battles_sti
             return False, next(payload for status, payload in files if status != 200)
         return stylise(server, client, *(payload for _, payload in files))
 
+    def explorer_step(client, i):
+        return explorer_view(server, client, data_url(noise_png(240, 6000 + i)))
+
     threads = [threading.Thread(target=flood, args=args) for args in
-               (("upload", upload_step, 60), ("data_url", data_url_step, 60), ("uploaded", uploaded_step, 60))]
+               (("upload", upload_step, 60), ("data_url", data_url_step, 60), ("uploaded", uploaded_step, 60),
+                ("explorer", explorer_step, 60))]
     for thread in threads:
         thread.start()
     time.sleep(5)
