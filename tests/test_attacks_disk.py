@@ -42,7 +42,7 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("disk")
     server = App(data, "--max-size", "256", env={
         "TRUSTED_PROXIES": PROXY, "VOTE_INTERVAL_MS": "0", "CLIENT_WRITE_MB": str(CLIENT_WRITE_MB),
-        "MAX_UPLOAD_MB": str(MAX_UPLOAD_MB), "UPLOAD_QUOTA_MB": "40", "STORAGE_QUOTA_MB": "4",
+        "MAX_UPLOAD_MB": str(MAX_UPLOAD_MB), "UPLOAD_QUOTA_MB": "40", "STORAGE_QUOTA_MB": "1",
         "GRADIO_TEMP_DIR": str(data / "gradio")}).start()
     server.data = data
     server.config = httpx.get(server.url + "config", timeout=30).json()
@@ -267,7 +267,7 @@ def test_a_write_flood_from_one_client_writes_at_most_its_budget_and_battles_sti
     writes at most that address's budget (16 MB) for it, measured as the bytes the server process
     wrote (/proc/PID/io) and as the new files in the data folder; another client's battle runs during
     the flood and after it; what a vote refers to and the study's stimuli are all still there although
-    the flood passed the 4 MB cache cap; and a stylisation refused for the budget stores nothing."""
+    the flood passed the 1 MB cache cap several times; and a stylisation refused for the budget stores nothing."""
     data = server.data
     folders = (data / "images", data / "results", data / "gradio")
     voter = battle(server, tmp_path, 1000)
@@ -277,6 +277,7 @@ def test_a_write_flood_from_one_client_writes_at_most_its_budget_and_battles_sti
         stimuli = {p: p.read_bytes() for p in (store.image_path("sample", s["output_sha256"])
                                                 for s in store.stimuli("sample"))}
     assert len(voted) == 4 and stimuli
+    first_results = list(files_under(data / "results"))  # the voted battle's result records: not kept
     before, written_before = files_under(*folders), written_bytes(server)
     deadline = time.monotonic() + FLOOD_S
     outcomes = {"upload": [], "data_url": [], "uploaded": [], "explorer": []}
@@ -331,9 +332,10 @@ def test_a_write_flood_from_one_client_writes_at_most_its_budget_and_battles_sti
         assert all("your network address has had the server write 16 MB" in str(why) for ok, why in results if not ok), \
             (kind, [why for ok, why in results if not ok])
         assert not results[-1][0], kind
+    assert first_results and not any(path.exists() for path in first_results)  # the cache evicted the oldest
     assert all((data / "images" / sha[:2] / f"{sha}.png").is_file() for sha in voted)
     assert all(path.read_bytes() == content for path, content in stimuli.items())
-    assert sum(files_under(data / "images", data / "results").values()) <= 4 * 2**20
+    assert sum(files_under(data / "images", data / "results").values()) <= 2**20
     images = files_under(data / "images")
     with proxied("203.0.113.66") as client:
         ok, why = stylise(server, client, data_url(noise_png(100, 5000)), data_url(noise_png(100, 5001)))
