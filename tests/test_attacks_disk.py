@@ -23,6 +23,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from bench.server import HOST, App
+from demo.app import parse
 from demo.arena import Arena, Settings
 from demo.budget import ClientBudgets, Hold, WriteBudget, png_bound
 from demo.storage import StorageError
@@ -223,6 +224,14 @@ def test_a_stored_image_keeps_no_metadata(tmp_path):
     with Hold.take(png_bound(50, 50), WriteBudget(png_bound(50, 50), 60)) as hold:
         sha = arena.images.put(photo, hold)
     assert arena.images.path(sha).stat().st_size == hold.written <= png_bound(50, 50)
+
+
+def test_a_client_budget_that_could_take_every_upload_stops_the_start(capsys):
+    assert parse([]).client_write_mb == 512  # the defaults: 512 MB of the 2048 MB upload budget
+    with pytest.raises(SystemExit):
+        parse(["--client-write-mb", "2040"])  # with 25 MB uploads, 2023 MB at the most
+    assert "would let one address take the uploads of all: give at most --upload-quota-mb less --max-upload-mb " \
+           "(2023)" in capsys.readouterr().err
 
 
 # ---- attacks on the launched app ----
