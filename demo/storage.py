@@ -84,11 +84,16 @@ class DiskCache:
     def write(self, path, data):
         """atomic_write, after making room for `data`."""
         with self._lock:
-            if path in self._files:  # replaced: no longer counted, and gone if the write is refused
-                self.used -= self._files.pop(path)
-                path.unlink(missing_ok=True)
+            replaced = self._files.pop(path, 0)  # a file written again (its result record) counts once
+            self.used -= replaced
             if self.used + len(data) > self.limit:
-                self._evict(len(data))
+                try:
+                    self._evict(len(data))
+                except StorageError:
+                    if replaced and path.exists():
+                        self._files[path] = replaced
+                        self.used += replaced
+                    raise
             self._files[path] = len(data)
             self.used += len(data)
         try:
