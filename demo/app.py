@@ -7,6 +7,7 @@ the blind preference study for participants at /study, and its live results at /
                   [--vote-interval-ms 300] [--votes-per-minute 600] [--enrolments-per-hour 20]
                   [--study-only] [--trusted-proxies ADDRESSES] [--queue-size 64] [--queue-per-client 4]
                   [--max-upload-mb 25] [--upload-quota-mb 2048] [--storage-quota-mb 4096]
+                  [--client-write-mb 512]
 
 Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ..., STUDY_ONLY=1).
 --study-only serves /study and /results and nothing that makes or names images: run studies that way.
@@ -28,13 +29,14 @@ from study.store import StudyError, data_dir  # noqa: E402
 
 from .arena import DEVICE_GROUP, Arena, Settings  # noqa: E402
 from .battle import build_battle_tab  # noqa: E402
+from .budget import WriteBudget  # noqa: E402
 from .compare import build_compare_tab  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
 from .gallery import credits_markdown  # noqa: E402
 from .leaderboard import Leaderboard, build_leaderboard_tab  # noqa: E402
 from .limits import VoteLimits  # noqa: E402
 from .results_page import MIN_PASSWORD, build_results_page  # noqa: E402
-from .security import CACHE_CLEANUP, Admission, Blocks, HttpGuard, UploadBudget, trusted_proxies  # noqa: E402
+from .security import BUDGET_WINDOW_S, CACHE_CLEANUP, Admission, Blocks, HttpGuard, trusted_proxies  # noqa: E402
 from .session import session_state  # noqa: E402
 from .study_images import StudyImages  # noqa: E402
 from .study_page import build_study_page, register_sample  # noqa: E402
@@ -109,9 +111,13 @@ def parse(argv=None):
     parser.add_argument("--max-upload-mb", type=int, default=env("MAX_UPLOAD_MB", "25"),
                         help="largest upload request, all its files together, MB")
     parser.add_argument("--upload-quota-mb", type=int, default=env("UPLOAD_QUOTA_MB", "2048"),
-                        help="most MB uploaded in any hour (uploads are deleted after an hour)")
+                        help="most MB uploaded in any 70 min, from all addresses (uploads are deleted after an hour)")
     parser.add_argument("--storage-quota-mb", type=int, default=env("STORAGE_QUOTA_MB", "4096"),
-                        help="most MB of stored images and results in the data folder")
+                        help="most MB of stored images and results in the data folder: the least recently used "
+                             "are deleted to make room (never an image a vote refers to)")
+    parser.add_argument("--client-write-mb", type=int, default=env("CLIENT_WRITE_MB", "512"),
+                        help="most MB one network address may make the server write in any 70 min (uploads, "
+                             "stored images and results); at most --upload-quota-mb less --max-upload-mb")
     parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=env("PORT", "7860"))
     args = parser.parse_args(argv)
@@ -119,6 +125,9 @@ def parse(argv=None):
         check_device(args.device)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.client_write_mb > args.upload_quota_mb - args.max_upload_mb:
+        parser.error(f"--client-write-mb {args.client_write_mb} would let one address take the uploads of all: "
+                     f"give at most --upload-quota-mb less --max-upload-mb ({args.upload_quota_mb - args.max_upload_mb})")
     return args
 
 
@@ -135,7 +144,7 @@ def main(argv=None):
     settings = Settings(args.weights_dir, args.device, args.data_dir, args.database,
                         int(args.max_size) if args.max_size else None, args.max_jobs, password,
                         args.vote_interval_ms, args.votes_per_minute, args.enrolments_per_hour, args.study_only,
-                        args.storage_quota_mb)
+                        args.storage_quota_mb, client_write_mb=args.client_write_mb)
     try:
         arena = Arena(settings)
     except StudyError as exc:
@@ -147,7 +156,8 @@ def main(argv=None):
         start_warmup(arena)
     app = build(arena, votes)
     upload_limit = args.max_upload_mb * 2**20
-    guard = Middleware(HttpGuard, upload_limit=upload_limit, budget=UploadBudget(args.upload_quota_mb * 2**20))
+    guard = Middleware(HttpGuard, upload_limit=upload_limit, uploads=WriteBudget(args.upload_quota_mb * 2**20, BUDGET_WINDOW_S),
+                       clients=arena.writes)
     app.queue_with(Admission(DEVICE_GROUP, args.queue_size, args.queue_per_client))
     app.launch(server_name=args.host, server_port=args.port, max_file_size=upload_limit, show_error=True,
                footer_links=[] if args.study_only else None,

@@ -16,11 +16,14 @@ from model.profiling import Cost
 from model.weights import locate
 from study.store import Store, default_url
 
+from .budget import ClientBudgets, Hold, over_budget, png_bound
 from .gallery import example_paths
-from .storage import ImageStore, Quota, ResultCache
+from .security import BUDGET_WINDOW_S
+from .storage import DiskCache, ImageStore, ResultCache, StorageError
 from .upload import read_input, shrink
 
 DEVICE_GROUP = "device"  # the concurrency group of every event that runs a network
+RESULT_BOUND = 1024  # bytes of a result record at the most (its JSON takes about 150)
 
 
 def time_left(seconds):
@@ -38,7 +41,10 @@ class Settings:
     vote_interval_ms, votes_per_minute: the study's vote rate limits (demo.limits; 0: no limit);
     enrolments_per_hour: participants one address may enrol in one study per hour (0: no limit);
     study_only: serve the study and its results only (nothing that makes or names images);
-    storage_quota_mb: the most that stored images and cached results may take in data_dir;
+    storage_quota_mb: the size cap of stored images and cached results in data_dir (the least recently used
+    are deleted to make room; never an image a vote refers to);
+    client_write_mb: the most one network address may make the server write in any BUDGET_WINDOW_S
+    (uploads, stored images and results, served copies);
     feature_cache_mib: the bound of the shared encoder-feature cache (a 512 px painting takes about 95 MiB;
     the warm-up puts the gallery's 12 in it, about 1.1 GiB)."""
 
@@ -55,6 +61,7 @@ class Settings:
     study_only: bool = False
     storage_quota_mb: int = 4096
     feature_cache_mib: int = 2048
+    client_write_mb: int = 512
 
     @property
     def device_events(self):
@@ -88,15 +95,34 @@ class Arena:
         self.settings = settings
         self.status = available_methods(settings.weights_dir)
         data = Path(settings.data_dir)
-        quota = Quota(settings.storage_quota_mb * 2**20, data / "images", data / "results")
-        self.images = ImageStore(data / "images", quota)
-        self.results = ResultCache(data / "results", quota)
         self.store = Store(settings.database or default_url(data))
+        cache = DiskCache(settings.storage_quota_mb * 2**20, (data / "images", data / "results"), self.voted_paths)
+        self.images = ImageStore(data / "images", cache)
+        self.results = ResultCache(data / "results", cache)
+        self.writes = ClientBudgets(settings.client_write_mb * 2**20, BUDGET_WINDOW_S)
         self.encoder = None  # the VGG for the metrics, loaded on first use
         self.warm = threading.Event()  # set when the example pairs are precomputed (demo.warmup)
         self.features = FeatureCache(settings.feature_cache_mib << 20)
         self.device_lock = threading.Lock()  # one job at a time per process on the device: a user's waits one painting at most
         self.throughput = Throughput()
+
+    def voted_paths(self):
+        """The stored images that votes refer to (the cache keeps them)."""
+        return {self.images.path(sha) for sha in self.store.voted_images()}
+
+    def hold(self, address, size):
+        """A Hold of `size` bytes on the write budget of `address`; StorageError, with nothing reserved,
+        when the budget lacks room."""
+        taken = Hold.take(size, self.writes.of(address))
+        if not isinstance(taken, Hold):
+            raise StorageError(over_budget(taken))
+        return taken
+
+    def hold_for(self, address, inputs, size, outputs):
+        """`hold` for storing `inputs` (RGB PIL images, as they will be stored) and `outputs` results of
+        long side `size` px, each with a served copy."""
+        return self.hold(address, sum(png_bound(*image.size) for image in inputs)
+                         + outputs * (2 * png_bound(size, size) + RESULT_BOUND))
 
     def runnable(self):
         return [name for name, s in self.status.items() if s.available]
@@ -153,10 +179,11 @@ class Arena:
                                 preserve_color=preserve_color, device=self.settings.torch_device.type,
                                 weights=self.fingerprint(method), style_size=style_size or style_size_for(size))
 
-    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, style_size=None):
+    def stylize(self, content_sha, style_sha, method, size, alpha, preserve_color, hold, style_size=None):
         """The stored output for these inputs and settings (see `stored`), computed once
-        (content-addressed); the encoder features go through the shared cache, so the other method of a
-        comparison, another alpha or a gallery painting does not encode again."""
+        (content-addressed; what it writes is counted on `hold`); the encoder features go through the
+        shared cache, so the other method of a comparison, another alpha or a gallery painting does not
+        encode again."""
         args = (content_sha, style_sha, method, size, alpha, preserve_color, style_size or style_size_for(size))
         result = self.stored(*args)
         if result:
@@ -166,8 +193,8 @@ class Arena:
         with self.device_lock, Cost(self.settings.torch_device) as cost:
             output = stylize(content, style, net, size, alpha, preserve_color, style_size=args[-1], cache=self.features)
         self.throughput.ran(method, output.size, cost.seconds)
-        sha = self.images.put(output)
-        self.results.put(self.result_key(*args), {"output": sha, "seconds": cost.seconds, "peak_mib": cost.mib})
+        sha = self.images.put(output, hold)
+        self.results.put(self.result_key(*args), {"output": sha, "seconds": cost.seconds, "peak_mib": cost.mib}, hold)
         return Result(sha, cost.seconds, cost.mib, False)
 
     def metrics(self, content_sha, style_sha, outputs):

@@ -24,6 +24,7 @@ from study.store import StudyError
 from .choices import BATTLE_LABELS
 from .gallery import example_paths
 from .limits import VoteLimits
+from .security import peer
 from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
 from .upload import ImageUpload, missing_input, read_input, shrink
@@ -84,8 +85,9 @@ def build_battle_tab(arena, session):
             shown_images = [gr.Image(value=p, label=f"Model {side}") for p, side in zip(pictures, SIDES)]
         return (*shown_images, text, revealed, state, *(gr.Button(interactive=open_vote) for _ in buttons))
 
-    def fight(content_img, style_img, state):
-        """Pick the pair, stream each model's picture as it is ready, then open the vote."""
+    def fight(content_img, style_img, state, request: gr.Request):
+        """Pick the pair, stream each model's picture as it is ready, then open the vote. What it stores is
+        charged to the client's write budget (reserved before anything is stored)."""
         missing = missing_input(content_img, style_img)
         if missing:
             raise gr.Error(missing)
@@ -93,19 +95,20 @@ def build_battle_tab(arena, session):
         state["battle_inputs"] = inputs
         who = visitor(state)
         try:
-            content_sha = arena.images.put(shrink(content_img, settings.size_cap))
-            style_sha = arena.images.put(shrink(style_img, settings.size_cap))
-            methods = pick_pair(runnable, arena.store.voted_pairs(who, content_sha, style_sha), rng)
-            if methods is None:
-                raise gr.Error("You have voted on every pair of models for this photo and painting: "
-                               "choose another photo or painting.")
-            token = secrets.token_urlsafe(16)
-            pictures, results = [None, None], []
-            for i, m in enumerate(methods):
-                yield screen(pictures, f"Model {SIDES[i]} is painting…")
-                results.append(arena.stylize(content_sha, style_sha, m, size, **DEFAULTS))
-                name = hmac.new(key, f"{token}:{SIDES[i]}".encode(), hashlib.sha256).hexdigest()
-                pictures[i] = served_copy(arena.images.path(results[-1].sha256).read_bytes(), images[i].GRADIO_CACHE, name)
+            shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
+            with arena.hold_for(peer(request), shrunk, size, len(SIDES)) as hold:
+                content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
+                methods = pick_pair(runnable, arena.store.voted_pairs(who, content_sha, style_sha), rng)
+                if methods is None:
+                    raise gr.Error("You have voted on every pair of models for this photo and painting: "
+                                   "choose another photo or painting.")
+                token = secrets.token_urlsafe(16)
+                pictures, results = [None, None], []
+                for i, m in enumerate(methods):
+                    yield screen(pictures, f"Model {SIDES[i]} is painting…")
+                    results.append(arena.stylize(content_sha, style_sha, m, size, hold=hold, **DEFAULTS))
+                    name = hmac.new(key, f"{token}:{SIDES[i]}".encode(), hashlib.sha256).hexdigest()
+                    pictures[i] = served_copy(arena.images.data(results[-1].sha256), images[i].GRADIO_CACHE, hold, name)
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
@@ -118,9 +121,9 @@ def build_battle_tab(arena, session):
         yield screen(pictures, "Which picture is better? The names appear after your vote.", state=current,
                      open_vote=True)
 
-    def fight_example(index, state):
+    def fight_example(index, state, request: gr.Request):
         paths = pair_paths()[index]
-        for update in fight(*(read_input(p) for p in paths), state):
+        for update in fight(*(read_input(p) for p in paths), state, request):
             yield (*paths, *update)
             paths = (gr.skip(), gr.skip())  # set once: every update of an input is a change event
 

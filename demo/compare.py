@@ -16,6 +16,7 @@ from study.store import StudyError
 
 from .gallery import example_paths
 from .limits import VoteLimits
+from .security import peer
 from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
 from .upload import ImageUpload, missing_input, read_input, shrink
@@ -98,8 +99,10 @@ def build_compare_tab(arena, session):
     inputs = [content, style, left, right, size, alpha, preserve]
     shown = [out_left, out_right, slider, info, comparison, *buttons, vote_info]
 
-    def compare(content_img, style_img, left_method, right_method, size_px, strength, keep_colors, state):
-        """Stream the two results as each is ready; the last update opens the vote."""
+    def compare(content_img, style_img, left_method, right_method, size_px, strength, keep_colors, state,
+                request: gr.Request):
+        """Stream the two results as each is ready; the last update opens the vote. What it stores is
+        charged to the client's write budget (reserved before anything is stored)."""
         missing = missing_input(content_img, style_img)
         if missing:
             raise gr.Error(missing)
@@ -116,16 +119,17 @@ def build_compare_tab(arena, session):
         state["compare_inputs"] = key
         pictures = [None, None]  # plain values: API clients get file paths (labels follow the dropdowns)
         try:
-            content_sha = arena.images.put(shrink(content_img, settings.size_cap))
-            style_sha = arena.images.put(shrink(style_img, settings.size_cap))
-            results, images = [], []
-            for i, m in enumerate(methods):
-                stored = [n for n in methods[i:] if arena.stored(content_sha, style_sha, n, size_px, strength, keep_colors)]
-                yield (*pictures, None, arena.progress_text(methods[i:], size_px, stored) + "…", None,
-                       *vote_buttons(arena, methods, False), "")
-                results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors))
-                images.append(served_copy(arena.images.path(results[-1].sha256).read_bytes(), out_left.GRADIO_CACHE))
-                pictures[i] = images[-1]
+            shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
+            with arena.hold_for(peer(request), shrunk, size_px, len(methods)) as hold:
+                content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
+                results, images = [], []
+                for i, m in enumerate(methods):
+                    stored = [n for n in methods[i:] if arena.stored(content_sha, style_sha, n, size_px, strength, keep_colors)]
+                    yield (*pictures, None, arena.progress_text(methods[i:], size_px, stored) + "…", None,
+                           *vote_buttons(arena, methods, False), "")
+                    results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors, hold))
+                    images.append(served_copy(arena.images.data(results[-1].sha256), out_left.GRADIO_CACHE, hold))
+                    pictures[i] = images[-1]
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
@@ -145,11 +149,12 @@ def build_compare_tab(arena, session):
             prompt, open_vote = "Which result is better?", True
         yield (*pictures, tuple(images), text, result, *vote_buttons(arena, methods, open_vote), prompt)
 
-    def compare_example(index, *rest):
+    def compare_example(index, left_method, right_method, size_px, strength, keep_colors, state, request: gr.Request):
         """An example pair: load it into the inputs and compare it with the current settings."""
         paths = pair_paths()[index]
         content_img, style_img = (read_input(p) for p in paths)
-        for update in compare(content_img, style_img, *rest):
+        for update in compare(content_img, style_img, left_method, right_method, size_px, strength, keep_colors,
+                              state, request):
             yield (*paths, *update)
             paths = (gr.skip(), gr.skip())  # set once: every update of an input is a change event
 
@@ -193,7 +198,10 @@ def build_compare_tab(arena, session):
         if not result:
             raise gr.Error("Run a comparison first.")
         labels = [f"{which}: {arena.label(m)}" for which, m in zip(("first", "second"), result["methods"])]
-        table = arena.metrics(result["content"], result["style"], dict(zip(labels, result["outputs"])))
+        try:
+            table = arena.metrics(result["content"], result["style"], dict(zip(labels, result["outputs"])))
+        except StorageError as exc:
+            raise gr.Error(f"The server cannot run this now: {exc}") from exc
         table["seconds"] = [round(seconds, 3) for seconds, _ in result["costs"]]
         table["call_mib"] = [None if peak is None else round(peak) for _, peak in result["costs"]]
         return table.round(4)

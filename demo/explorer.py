@@ -8,6 +8,9 @@ from model.explain import attention_maps
 from model.images import resize_long_side
 from model.pipeline import cached_method, to_tensor
 
+from .security import peer
+from .storage import StorageError, png_bytes, served_copy
+
 SIZE = 384  # long side the explorer works at, px
 PANELS = (("da", "A2K: distributed attention (weight of each style region)"),
           ("pa", "A2K: progressive attention (inside the matched region)"),
@@ -57,30 +60,43 @@ def build_explorer_tab(arena, content_input, style_input):
                 for key, label in PANELS]
     note = gr.Markdown()
 
-    def show(img):
+    def at_size(img):
         return None if img is None else resize_long_side(img, SIZE)
+
+    def served(request, *images):
+        """The images as PNG files in Gradio's cache (None stays None), written once each and charged to
+        the client's write budget."""
+        pngs = [None if img is None else png_bytes(img) for img in images]
+        try:
+            with arena.hold(peer(request), sum(len(data) for data in pngs if data)) as hold:
+                return [None if data is None else served_copy(data, maps[0].GRADIO_CACHE, hold) for data in pngs]
+        except StorageError as exc:
+            raise gr.Error(f"The server cannot show this now: {exc}") from exc
+
+    def show(img, request: gr.Request):
+        return served(request, at_size(img))[0]
 
     clean_content = gr.State(None)  # the view gets a marker drawn on it; attention runs on this copy
 
-    def show_content(img):
-        img = show(img)
-        return img, img
+    def show_content(img, request: gr.Request):
+        img = at_size(img)
+        return served(request, img)[0], img
 
     content_input.change(show_content, content_input, [content_view, clean_content], api_name=False)
     style_input.change(show, style_input, style_view, api_name=False)
 
-    def explore(content, style, evt: gr.SelectData):
+    def explore(content, style, evt: gr.SelectData, request: gr.Request):
         if content is None or style is None:
             raise gr.Error("Choose a content photo and a style painting in the Compare tab first.")
         x, y = click_position(evt.index, content)
-        style = show(style)  # the page sends it at SIZE; a direct call could send any size
+        style = at_size(style)  # the page sends it at SIZE; a direct call could send any size
         net = cached_method("a2k_free", settings.weights_dir, settings.torch_device)
         content, style = content.convert("RGB"), style.convert("RGB")
         c, s = (to_tensor(img, settings.torch_device) for img in (content, style))
         result = attention_maps(net, c, s, (x, y))
         cx, cy = result["cell"]
         panels = [overlay(style, result[key]) for key, _ in PANELS]
-        return (mark(content, (x, y)), *panels,
+        return (*served(request, mark(content, (x, y)), *panels),
                 f"Position ({x}, {y}) px, cell ({cx}, {cy}) of the relu4_1 grid (8 px cells).")
 
     content_view.select(explore, [clean_content, style_view], [content_view, *maps, note],

@@ -1,7 +1,7 @@
 """What keeps one client from steering or stopping the app: HTTP headers and request-size limits on
 every route, a queue in which stylisations wait apart from everything else (the study never waits
-behind them) with a cap per client, a budget for uploads, the admin password's lockout, and one log
-line per refused request.
+behind them) with a cap per client, budgets for uploads (per address and in all), the admin
+password's lockout, and one log line per refused request.
 
 Client addresses are the connection's peer, or what X-Forwarded-For says when the peer is one of the
 operator's trusted proxies (uvicorn's ProxyHeadersMiddleware, given --trusted-proxies). They are never
@@ -12,11 +12,13 @@ import secrets
 import sys
 import threading
 import time
-from collections import deque
 
 import gradio as gr
 from gradio import queueing, route_utils
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
+
+from .budget import Hold, over_budget
 
 HEADERS = (  # on every response: no framing (clickjacking), no content sniffing, no referrer sent out
     (b"content-security-policy", b"frame-ancestors 'none'"),
@@ -27,6 +29,7 @@ HEADERS = (  # on every response: no framing (clickjacking), no content sniffing
 BODY_LIMIT = 256 * 1024  # bytes of any request other than an upload: the app's own requests take a few KB
 MULTIPART_SLACK = 64 * 1024  # an upload's boundaries and part headers, on top of its files
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its uploads and served files every 10 min once an hour old
+BUDGET_WINDOW_S = sum(CACHE_CLEANUP)  # write budgets count the last 70 min: older uploads are deleted by then
 OTHER_EVENTS_WAITING = 1024  # events of every other kind waiting at once (each takes milliseconds)
 # how often Gradio's queue looks for new events when it has none, and for progress to send, in seconds (its
 # own 0.001 and 0.01 kept an idle server at 9% of a core, most of the CPU per vote of a study in progress);
@@ -49,39 +52,18 @@ def trusted_proxies(value):
     return ",".join(items)
 
 
-class UploadBudget:
-    """Bytes uploaded in the last `window_s`: Gradio's cache cleanup (CACHE_CLEANUP) has deleted older
-    uploads, so this bounds what uploads hold on disk at any time."""
-
-    def __init__(self, limit_bytes, window_s=sum(CACHE_CLEANUP), clock=time.monotonic):
-        self.limit = limit_bytes
-        self.window_s = window_s
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._recent = deque()  # (time, bytes)
-        self._total = 0
-
-    def take(self, size):
-        """Count an upload of `size` bytes; False (nothing counted) if it would pass the limit."""
-        now = self.clock()
-        with self._lock:
-            while self._recent and now - self._recent[0][0] > self.window_s:
-                self._total -= self._recent.popleft()[1]
-            if self._total + size > self.limit:
-                return False
-            self._recent.append((now, size))
-            self._total += size
-            return True
-
-
 class HttpGuard:
     """ASGI middleware: security headers on every response; a request body must state its length
-    (no chunked bodies) and stay under the limit for its route; uploads also stay within the budget."""
+    (no chunked bodies) and stay under the limit for its route. An upload reserves its length on the
+    server's upload budget `uploads` (a WriteBudget: what Gradio's cache holds) and on its address's
+    budget in `clients` (a ClientBudgets); both are charged the body bytes actually read, once the
+    request ends, so an upload whose body never comes is charged nothing."""
 
-    def __init__(self, app, upload_limit, budget, upload_path="/gradio_api/upload"):
+    def __init__(self, app, upload_limit, uploads, clients, upload_path="/gradio_api/upload"):
         self.app = app
         self.upload_limit = upload_limit
-        self.budget = budget
+        self.uploads = uploads
+        self.clients = clients
         self.upload_path = upload_path
 
     async def __call__(self, scope, receive, send):
@@ -96,11 +78,30 @@ class HttpGuard:
             await send(message)
 
         refused = self.refusal(scope)
+        hold = None
+        if not refused and self.is_upload(scope):
+            hold, refused = self.reserve(scope)
         if refused:
             status, reason = refused
             log_refusal(f"{scope['method']} {scope['path']} ({status})", reason)
             return await JSONResponse({"detail": reason}, status)(scope, receive, send_with_headers)
-        await self.app(scope, receive, send_with_headers)
+        if hold is None:
+            return await self.app(scope, receive, send_with_headers)
+
+        async def counted_receive():
+            message = await receive()
+            if message["type"] == "http.request":
+                hold.add(len(message.get("body", b"")))
+            return message
+
+        with hold:
+            try:
+                await self.app(scope, counted_receive, send_with_headers)
+            except ClientDisconnect:  # the body stopped coming: nobody is left to answer (and no traceback)
+                pass
+
+    def is_upload(self, scope):
+        return scope["path"].rstrip("/") == self.upload_path
 
     def refusal(self, scope):
         """(status, message) for a request that must not reach the app, else None."""
@@ -111,14 +112,25 @@ class HttpGuard:
             length = int(headers.get(b"content-length", b"0"))
         except ValueError:
             return 400, "The Content-Length header is not a number."
-        upload = scope["path"].rstrip("/") == self.upload_path
+        upload = self.is_upload(scope)
         limit = self.upload_limit + MULTIPART_SLACK if upload else BODY_LIMIT
         if length > limit:
             what = f"{self.upload_limit // 2**20} MB of files" if upload else f"{BODY_LIMIT // 1024} KB"
             return 413, f"The request is too large: one request may carry at most {what}."
-        if upload and not self.budget.take(length):
-            return 507, "The server has taken all the uploads it can for now: try again in an hour."
         return None
+
+    def reserve(self, scope):
+        """(a Hold of the upload's Content-Length on its address's budget and the upload budget, None),
+        or (None, (507, message)) when one of them lacks room (nothing reserved)."""
+        length = int(dict(scope["headers"]).get(b"content-length", b"0"))
+        client = self.clients.of(scope["client"][0] if scope.get("client") else "")
+        taken = Hold.take(length, client, self.uploads)
+        if taken is client:
+            return None, (507, f"Your upload was refused: {over_budget(client)}.")
+        if taken is self.uploads:
+            minutes = max(1, round(self.uploads.wait_s() / 60))
+            return None, (507, f"The server has taken all the uploads it can for now: try again in about {minutes} min.")
+        return taken, None
 
 
 class Admission:

@@ -512,6 +512,14 @@ class Store:
         df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
         return df
 
+    def voted_images(self):
+        """The sha256 of every image a demo vote refers to (photo, painting and both results, of the
+        battles and the comparisons): the demo's image cache never deletes these."""
+        columns = ("content_sha256", "style_sha256", "left_sha256", "right_sha256")
+        with self._read() as conn:
+            return {sha for table in (battles, comparisons) for column in columns
+                    for sha in conn.scalars(select(table.c[column]).distinct())}
+
 
 def _voted(conn, participant_id):
     return conn.scalar(select(func.count()).select_from(votes).join(trials, trials.c.id == votes.c.trial_id)

@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from demo.arena import Arena, Settings, Throughput, time_left
+from demo.budget import Hold
 from demo.gallery import example_paths
 from demo.upload import read_input, shrink
 
@@ -11,16 +12,16 @@ from demo.upload import read_input, shrink
 def test_a_comparison_encodes_each_image_once_and_caches_results(tmp_path):
     arena = Arena(Settings(device="cpu", data_dir=str(tmp_path)))
     rng = np.random.default_rng(0)
-    content = arena.images.put(Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)))
-    style = arena.images.put(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    content = arena.images.put(Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)), Hold())
+    style = arena.images.put(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), Hold())
     assert arena.estimate(["a2k_free", "all2all_free"], 96) is None
-    first = arena.stylize(content, style, "a2k_free", 96, 1.0, False, style_size=64)
-    second = arena.stylize(content, style, "all2all_free", 96, 1.0, False, style_size=64)
+    first = arena.stylize(content, style, "a2k_free", 96, 1.0, False, Hold(), style_size=64)
+    second = arena.stylize(content, style, "all2all_free", 96, 1.0, False, Hold(), style_size=64)
     assert not first.cached and not second.cached
     assert (arena.features.misses, arena.features.hits) == (2, 2)  # content and style encoded once
-    arena.stylize(content, style, "a2k_free", 96, 0.5, False, style_size=64)  # another alpha: no encoding
+    arena.stylize(content, style, "a2k_free", 96, 0.5, False, Hold(), style_size=64)  # another alpha: no encoding
     assert arena.features.misses == 2
-    assert arena.stylize(content, style, "a2k_free", 96, 1.0, False, style_size=64).cached
+    assert arena.stylize(content, style, "a2k_free", 96, 1.0, False, Hold(), style_size=64).cached
     assert arena.estimate(["a2k_free", "all2all_free"], 96) > 0
     assert arena.progress_text(["all2all_free"], 96) == \
         f"Running all-to-all (training-free), {time_left(arena.estimate(['all2all_free'], 96))}"
@@ -46,10 +47,10 @@ def test_the_warm_up_encodes_the_gallery_so_a_gallery_painting_is_not_encoded_ag
     assert arena.encode_gallery() == len(example_paths("styles")) == arena.features.misses
     assert arena.estimate(["a2k_free"], size) > 0  # from the encoder's measured throughput
     # as the Compare tab receives a gallery painting and a photo
-    style, content = (arena.images.put(shrink(read_input(example_paths(kind)[-1]), arena.settings.size_cap))
+    style, content = (arena.images.put(shrink(read_input(example_paths(kind)[-1]), arena.settings.size_cap), Hold())
                       for kind in ("styles", "contents"))
     misses = arena.features.misses
-    arena.stylize(content, style, "a2k_free", size, 1.0, False)
+    arena.stylize(content, style, "a2k_free", size, 1.0, False, Hold())
     assert arena.features.misses == misses + 1  # the photo only
 
 
