@@ -40,7 +40,9 @@ class Settings:
     study_only: serve the study and its results only (nothing that makes or names images);
     storage_quota_mb: the most that stored images and cached results may take in data_dir;
     feature_cache_mib: the bound of the shared encoder-feature cache (a 512 px painting takes about 95 MiB;
-    the warm-up puts the gallery's 12 in it, about 1.1 GiB)."""
+    the warm-up puts the gallery's 12 in it, about 1.1 GiB);
+    with_study: serve the study page beside the demo (to try a study out; real studies run study_only);
+    counted_votes_per_day: the battle votes per network address and UTC day the leaderboard counts."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -55,6 +57,12 @@ class Settings:
     study_only: bool = False
     storage_quota_mb: int = 4096
     feature_cache_mib: int = 2048
+    with_study: bool = False
+    counted_votes_per_day: int = 50
+
+    @property
+    def serves_study(self):
+        return self.study_only or self.with_study
 
     @property
     def device_events(self):

@@ -47,6 +47,14 @@ def served_copy(data, cache_dir, name=None):
     return path
 
 
+def encoded(image):
+    """(PNG bytes, their sha256) of a PIL image: what ImageStore stores it as, and names it by."""
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    data = buf.getvalue()
+    return data, hashlib.sha256(data).hexdigest()
+
+
 class Quota:
     """At most `limit_bytes` in the files under `roots` (which only this process writes to)."""
 
@@ -81,10 +89,7 @@ class ImageStore:
 
     def put(self, image):
         """Store an RGB PIL image as PNG (if not there yet); returns its sha256."""
-        buf = io.BytesIO()
-        image.save(buf, "PNG")
-        data = buf.getvalue()
-        sha = hashlib.sha256(data).hexdigest()
+        data, sha = encoded(image)
         if not self.path(sha).exists():
             self.quota.write(self.path(sha), data)
         return sha

@@ -36,7 +36,7 @@ UPLOAD_QUOTA_MB = 96
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("attacks")
-    server = App(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": "4",
+    server = App(data, "--with-study", env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": "4",
                             "TRUSTED_PROXIES": PROXY, "STORAGE_QUOTA_MB": str(STORAGE_QUOTA_MB),
                             "UPLOAD_QUOTA_MB": str(UPLOAD_QUOTA_MB)}).start()
     server.data = data

@@ -50,7 +50,7 @@ def server(tmp_path_factory):
                            images_dir=SAMPLE / "images")
         register(store, SMALL, [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
                  SAMPLE / "images", SPEC["size"])
-    server = App(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0",  # votes at bot speed
+    server = App(data, "--with-study", env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0",  # votes at bot speed
                             "ENROLMENTS_PER_HOUR": "0"}).start()
     server.data = data
     yield server
