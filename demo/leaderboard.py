@@ -1,8 +1,9 @@
 """The Leaderboard tab: Bradley-Terry strengths from the Battle tab's blind votes only, counting the votes
-study.counting lets through (no gallery pictures, a cap per network address and day, no anomalous address).
+study.counting lets through (no gallery pictures, a cap per source, no anomalous source; a source is one
+network address on one UTC day).
 
-A background thread computes the tables at start, then every REFRESH_S seconds (bootstrap over network
-addresses); page views only read the latest copy."""
+A background thread computes the tables at start, then every REFRESH_S seconds (bootstrap over sources);
+page views only read the latest copy."""
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ STARTING = "The votes are being counted: the leaderboard appears in a few second
 class Leaderboard:
     """The latest tables (`snapshot`), computed by a daemon thread now and every `interval_s` seconds.
     size_cap: the Battle tab's (its gallery pictures are recognised by their stored sha256);
-    per_day: the votes counted per network address and UTC day."""
+    per_day: the votes counted per source (a network address on one UTC day)."""
 
     def __init__(self, store, label, size_cap, per_day, interval_s=REFRESH_S, n_boot=N_BOOT):
         self.store, self.label, self.per_day, self.n_boot = store, label, per_day, n_boot
@@ -46,10 +47,10 @@ class Leaderboard:
         battles = self.store.battles()
         votes, tally = counted(battles, gallery, self.per_day)
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        head = (f"{tally['stored']} battle votes from {battles['voter'].nunique()} visitors at {tally['sources']} "
-                f"network addresses, as of {stamp}. The ranking counts {tally['counted']}; left out: "
-                f"{tally['gallery']} on two gallery pictures, {tally['over_cap']} beyond {self.per_day} a day from "
-                f"one address, {tally['anomalous']} from {tally['anomalous_sources']} anomalous addresses.")
+        head = (f"{tally['stored']} battle votes from {battles['voter'].nunique()} visitors and {tally['sources']} "
+                f"sources, as of {stamp}. The ranking counts {tally['counted']}; left out: {tally['gallery']} on two "
+                f"gallery pictures, {tally['over_cap']} beyond {self.per_day} a day from one source, "
+                f"{tally['anomalous']} from {tally['anomalous_sources']} anomalous sources.")
         try:
             board = leaderboard(votes, self.n_boot)
         except AnalysisError:
@@ -66,7 +67,7 @@ class Leaderboard:
         p = board["pairs"]
         pairs = pd.DataFrame({
             "model A": p["method_a"].map(self.label), "model B": p["method_b"].map(self.label),
-            "votes": p["n_votes"], "addresses": p["n_participants"], "A wins": p["a_wins"], "B wins": p["b_wins"],
+            "votes": p["n_votes"], "sources": p["n_participants"], "A wins": p["a_wins"], "B wins": p["b_wins"],
             "ties": p["ties"], "both bad": p["both_bad"], "A win rate": p["a_win_rate"].round(3),
             "95% interval": [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(p["ci_low"], p["ci_high"])]})
         return head, strengths, matrix, pairs
@@ -76,13 +77,13 @@ def build_leaderboard_tab(board):
     """Lays out the tab; returns the event listeners' function and outputs, for the tab's select event."""
     gr.Markdown(
         "Blind battle votes only (the Compare tab's votes, with names visible, are kept apart), and of those "
-        f"only the votes that one client cannot fake in bulk: at most **{board.per_day} per network address and "
-        "UTC day**; none on two **gallery pictures** (their battle pictures are recognisable after a few "
-        "reveals: upload your own photo or painting for your vote to count); none from **anomalous "
-        "addresses**, whose decisive votes shift a model's wins away from what the other addresses' votes on "
-        f"the same pairs predict (a score test per model with Bennett's bound, p < {ALPHA}). "
-        "Strengths: Bradley-Terry, summing to 1, with 95% bootstrap intervals that resample network addresses. "
-        f"Updated every {REFRESH_S:.0f} s.")
+        "only the votes that one client cannot fake in bulk. A vote's **source** is the network address it came "
+        f"from on one UTC day. Counted: at most **{board.per_day} votes per source**; none on two **gallery "
+        "pictures** (their battle pictures are recognisable after a few reveals: upload your own photo or "
+        "painting for your vote to count); none from **anomalous sources**, whose decisive votes shift a "
+        "model's wins away from what the other sources' votes on the same pairs predict (a score test per "
+        f"model with Bennett's bound, p < {ALPHA}). Strengths: Bradley-Terry, summing to 1, with 95% bootstrap "
+        f"intervals that resample sources. Updated every {REFRESH_S:.0f} s.")
     summary = gr.Markdown(elem_id="leaderboard-summary")
     strengths = gr.Dataframe(label="Ranking", interactive=False, elem_id="leaderboard-ranking")
     matrix = gr.Dataframe(label="Win rate of the row model against the column model (decisive votes, %)",

@@ -291,7 +291,7 @@ def test_500_votes_from_one_client_leave_the_leaderboard_unchanged(demo):
     for (_, old), (_, new) in zip(ranking.iterrows(), shown.iterrows()):
         low, high = (float(x) for x in old["95% interval"].split(" – "))
         assert low <= new["strength"] <= high, (old, new)
-    assert "from 1 anomalous" in summary and f"{len(battles) - 600 - 50} beyond 50 a day" in summary, summary
+    assert "from 1 anomalous" in summary and f"{len(battles) - 600 - 50} beyond 50 a day from one source" in summary, summary
 
 
 # ---- the study-only server ----
