@@ -84,7 +84,7 @@ def test_sigkill_of_one_worker_behind_nginx_loses_no_acknowledged_vote(tmp_path,
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    cluster = Cluster(tmp_path, 2, database, env={**limits_env(PARTICIPANTS), "WITH_STUDY": "1"}).start()
+    cluster = Cluster(tmp_path, 2, database, env=limits_env(PARTICIPANTS)).start()
     people = [Participant(i) for i in range(PARTICIPANTS)]
 
     async def study_with_a_kill():

@@ -35,7 +35,7 @@ def run(data, database, kind, kill_after=None):
     acknowledged vote stored with its choice, every participant finished with one token, and the
     images every participant received are its trials' stored stimuli."""
     n = PARTICIPANTS
-    app = App(data, "--with-study", "--database", database, env=limits_env(n)).start()
+    app = App(data, "--database", database, env=limits_env(n)).start()
     try:
         people, figures = run_participants(app, n, kill_after=kill_after)
     finally:
