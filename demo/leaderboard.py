@@ -1,5 +1,5 @@
 """The Leaderboard tab: Bradley-Terry strengths from the Battle tab's blind votes only, counting the votes
-study.counting lets through (no gallery pictures, a cap per source, no anomalous source; a source is one
+study.counting lets through (no gallery pictures, no anomalous source, a cap per source; a source is one
 network address on one UTC day).
 
 A background thread computes the tables at start, then every REFRESH_S seconds (bootstrap over sources);
@@ -49,8 +49,8 @@ class Leaderboard:
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         head = (f"{tally['stored']} battle votes from {battles['voter'].nunique()} visitors and {tally['sources']} "
                 f"sources, as of {stamp}. The ranking counts {tally['counted']}; left out: {tally['gallery']} on two "
-                f"gallery pictures, {tally['over_cap']} beyond {self.per_day} a day from one source, "
-                f"{tally['anomalous']} from {tally['anomalous_sources']} anomalous sources.")
+                f"gallery pictures, {tally['anomalous']} from anomalous sources ({tally['anomalous_sources']}), "
+                f"{tally['over_cap']} beyond {self.per_day} a day from one source.")
         try:
             board = leaderboard(votes, self.n_boot)
         except AnalysisError:
@@ -78,11 +78,11 @@ def build_leaderboard_tab(board):
     gr.Markdown(
         "Blind battle votes only (the Compare tab's votes, with names visible, are kept apart), and of those "
         "only the votes that one client cannot fake in bulk. A vote's **source** is the network address it came "
-        f"from on one UTC day. Counted: at most **{board.per_day} votes per source**; none on two **gallery "
-        "pictures** (their battle pictures are recognisable after a few reveals: upload your own photo or "
-        "painting for your vote to count); none from **anomalous sources**, whose decisive votes shift a "
-        "model's wins away from what the other sources' votes on the same pairs predict (a score test per "
-        f"model with Bennett's bound, p < {ALPHA}). Strengths: Bradley-Terry, summing to 1, with 95% bootstrap "
+        "from on one UTC day. Counted: none on two **gallery pictures** (their battle pictures are "
+        "recognisable after a few reveals: upload your own photo or painting for your vote to count); none "
+        "from **anomalous sources**, whose decisive votes shift a model's wins away from what the other "
+        f"sources' votes on the same pairs predict (a score test per model with Bennett's bound, p < {ALPHA}); "
+        f"at most **{board.per_day} votes per source**. Strengths: Bradley-Terry, summing to 1, with 95% bootstrap "
         f"intervals that resample sources. Updated every {REFRESH_S:.0f} s.")
     summary = gr.Markdown(elem_id="leaderboard-summary")
     strengths = gr.Dataframe(label="Ranking", interactive=False, elem_id="leaderboard-ranking")

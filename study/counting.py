@@ -6,9 +6,10 @@ one); addresses do. In order:
 
 1. Votes on two gallery pictures (content and style both from examples/) are left out: the battle
    pictures of those inputs are known after a few reveals, so their votes need not be blind.
-2. A source's first `per_day` votes of each UTC day count; the rest are kept but not counted.
-3. Anomalous sources are left out: a source whose decisive votes shift one method's wins away from what
-   the other sources' votes on the same pairs predict (`anomalous_sources`).
+2. Anomalous sources are left out: a source whose decisive votes (all of them, so that a flood gives
+   itself away) shift one method's wins away from what the other sources' votes on the same pairs
+   predict (`anomalous_sources`).
+3. Of the rest, a source's first `per_day` votes of each UTC day count; the others are kept, not counted.
 
 The anomaly test is the score test of "this source moves method m's Bradley-Terry strength", the effect
 rigging is after. For each pair (m, o) the source voted on, q = P(m wins) from the other sources' decisive
@@ -69,21 +70,21 @@ def anomalous_sources(decisive, alpha=ALPHA):
 
 def counted(battles, gallery, per_day, alpha=ALPHA):
     """(the votes of `battles` (Store.battles()) the leaderboard counts, with `voter` replaced by the source
-    so that intervals resample sources; the tally {"stored", "sources", "gallery", "over_cap", "anomalous",
-    "anomalous_sources", "counted"}). gallery: the sha256s of the gallery's pictures as stored."""
+    so that intervals resample sources; the tally {"stored", "sources", "gallery", "anomalous",
+    "anomalous_sources", "over_cap", "counted"}). gallery: the sha256s of the gallery's pictures as stored."""
     b = battles.assign(source=sources(battles))
     tally = {"stored": len(b), "sources": b["source"].nunique()}
     on_gallery = b["content_sha256"].isin(gallery) & b["style_sha256"].isin(gallery)
     tally["gallery"] = int(on_gallery.sum())
-    b = b[~on_gallery].sort_values("id")
-    within = b.groupby([b["source"], b["created_at"].dt.floor("D")]).cumcount() < per_day
-    tally["over_cap"] = int((~within).sum())
-    b = b[within]
+    b = b[~on_gallery]
     decisive = b[b["choice"].isin(DECISIVE)]
     winner = np.where(decisive["choice"] == "left", decisive["left_method"], decisive["right_method"])
     flagged = anomalous_sources(pd.DataFrame({
         "source": decisive["source"], "low": decisive["method_low"], "high": decisive["method_high"],
         "low_won": (winner == decisive["method_low"]).astype(int)}), alpha) if len(decisive) else {}
     anomalous = b["source"].isin(list(flagged))
-    tally.update(anomalous=int(anomalous.sum()), anomalous_sources=len(flagged), counted=int((~anomalous).sum()))
-    return b[~anomalous].assign(voter=lambda d: d["source"]).drop(columns="source"), tally
+    tally.update(anomalous=int(anomalous.sum()), anomalous_sources=len(flagged))
+    b = b[~anomalous].sort_values("id")
+    within = b.groupby([b["source"], b["created_at"].dt.floor("D")]).cumcount() < per_day
+    tally.update(over_cap=int((~within).sum()), counted=int(within.sum()))
+    return b[within].assign(voter=lambda d: d["source"]).drop(columns="source"), tally

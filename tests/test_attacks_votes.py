@@ -97,13 +97,15 @@ def test_counting_leaves_out_gallery_votes_votes_over_the_cap_and_anomalous_sour
     with Store(tmp_path / "a.db") as store:
         for i in range(40):  # 40 sources, one vote each: A2K wins four in five
             battle_row(store, i, f"honest-{i}", "left" if i % 5 else "right")
-        for i in range(40, 75):  # one source, 35 votes all for all-to-all: over a cap of 30, and anomalous
+        for i in range(40, 75):  # one source, 35 votes all for all-to-all: anomalous
             battle_row(store, i, "rigger", "right")
-        battle_row(store, 75, "honest-0", "left", content="gallery-photo")  # both gallery pictures
-        battle_row(store, 76, None, "left", visitor="old")  # from before sources were kept
-        votes, tally = counted(store.battles(), {"gallery-photo", "s"}, per_day=30)
-    assert tally == {"stored": 77, "sources": 42, "gallery": 1, "over_cap": 5, "anomalous": 30, "anomalous_sources": 1,
-                     "counted": 41}
+        for i in range(75, 78):  # an honest source with 3 more votes: one over a cap of 2
+            battle_row(store, i, "honest-1", "left", content=f"c{i}")
+        battle_row(store, 78, "honest-0", "left", content="gallery-photo")  # both gallery pictures
+        battle_row(store, 79, None, "left", visitor="old")  # from before sources were kept
+        votes, tally = counted(store.battles(), {"gallery-photo", "s"}, per_day=2)
+    assert tally == {"stored": 80, "sources": 42, "gallery": 1, "anomalous": 35, "anomalous_sources": 1, "over_cap": 2,
+                     "counted": 42}
     assert "rigger" not in set(votes["voter"]) and votes["voter"].str.startswith("visitor:").sum() == 1
 
 
@@ -282,16 +284,20 @@ def test_500_votes_from_one_client_leave_the_leaderboard_unchanged(demo):
     was = ranking.set_index("model").loc[label]
     assert raw["strength"].rank(ascending=False)[TARGET] < was["rank"], raw  # the attack moves TARGET up
     assert raw.loc[TARGET, "strength"] > float(was["95% interval"].split(" – ")[1]), raw  # beyond its interval
+    print(f"{label} counting every vote: rank {raw['strength'].rank(ascending=False)[TARGET]:.0f}, strength "
+          f"{raw.loc[TARGET, 'strength']:.3f}; shown before the attack: rank {was['rank']}, {was['strength']} "
+          f"({was['95% interval']})")
     deadline = time.monotonic() + 90  # the leaderboard is recomputed every minute
     while int(re.match(r"(\d+) battle votes", (after := board(viewer))[0]).group(1)) < len(battles):
         assert time.monotonic() < deadline, after[0]
         time.sleep(5)
     summary, shown = after
+    print(f"shown after the attack: {shown.set_index('model').loc[label].to_dict()}\n{summary}")
     assert shown["model"].tolist() == ranking["model"].tolist()
     for (_, old), (_, new) in zip(ranking.iterrows(), shown.iterrows()):
         low, high = (float(x) for x in old["95% interval"].split(" – "))
         assert low <= new["strength"] <= high, (old, new)
-    assert "from 1 anomalous" in summary and f"{len(battles) - 600 - 50} beyond 50 a day from one source" in summary, summary
+    assert f"{len(battles) - 600} from anomalous sources (1)" in summary, summary
 
 
 # ---- the study-only server ----
