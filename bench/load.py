@@ -312,12 +312,13 @@ def summary(people, seconds):
 
 
 def limits_env(participants):
-    """Limits for a load run: the simulated participants may answer as fast as the server does (no
+    """Settings for a load run: the simulated participants may answer as fast as the server does (no
     per-participant interval) and all come from 127.0.0.1, so the per-address limit is twice the
     run's votes and the enrolment limit twice the participants: on, but out of reach; likewise the
-    simulated visitors of a flood may each have a stylisation queued (up to the queue's 64)."""
+    simulated visitors of a flood may each have a stylisation queued (up to the queue's 64). The app
+    serves the study beside the demo (WITH_STUDY), whose links open the sample study."""
     return {"VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": str(2 * TRIALS * participants),
-            "ENROLMENTS_PER_HOUR": str(2 * participants), "QUEUE_PER_CLIENT": "64"}
+            "ENROLMENTS_PER_HOUR": str(2 * participants), "QUEUE_PER_CLIENT": "64", "WITH_STUDY": "1"}
 
 
 def run_participants(app, n, think_s=None, kill_after=None, timeout_s=900):

@@ -21,7 +21,7 @@ HOST = "127.0.0.1"  # every launched app listens on the loopback interface only
 SETTINGS_ENV = ("WEIGHTS_DIR", "DEVICE", "DATA_DIR", "DATABASE_URL", "MAX_SIZE", "MAX_JOBS", "HOST", "PORT",
                 "ADMIN_PASSWORD", "VOTE_INTERVAL_MS", "VOTES_PER_MINUTE", "ENROLMENTS_PER_HOUR", "STUDY_ONLY",
                 "STUDY_SALT", "TRUSTED_PROXIES", "QUEUE_SIZE", "QUEUE_PER_CLIENT", "MAX_UPLOAD_MB", "UPLOAD_QUOTA_MB",
-                "STORAGE_QUOTA_MB", "CLIENT_WRITE_MB", "WARM_UP")
+                "STORAGE_QUOTA_MB", "CLIENT_WRITE_MB", "WARM_UP", "WITH_STUDY", "COUNTED_VOTES_PER_DAY")
 
 
 def free_port():

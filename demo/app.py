@@ -1,16 +1,18 @@
 """The browser demo: Battle (two anonymous models, one vote, then the names), the Leaderboard of battle
-votes, Compare (two named methods side by side, with votes) and the Attention explorer;
-the blind preference study for participants at /study, and its live results at /results.
+votes, Compare (two named methods side by side, with votes) and the Attention explorer; the live results
+of a study at /results; the blind preference study for participants at /study on a study-only server.
 
     python app.py [--weights-dir DIR] [--device cpu|cuda] [--data-dir data] [--database URL]
                   [--max-size PX] [--max-jobs N] [--host 127.0.0.1] [--port 7860]
                   [--vote-interval-ms 300] [--votes-per-minute 600] [--enrolments-per-hour 20]
-                  [--study-only] [--trusted-proxies ADDRESSES] [--queue-size 64] [--queue-per-client 4]
+                  [--counted-votes-per-day 50] [--study-only | --with-study]
+                  [--trusted-proxies ADDRESSES] [--queue-size 64] [--queue-per-client 4]
                   [--max-upload-mb 25] [--upload-quota-mb 2048] [--storage-quota-mb 4096]
                   [--client-write-mb 512]
 
 Each flag also reads an environment variable of the same name (WEIGHTS_DIR, DEVICE, ..., STUDY_ONLY=1).
 --study-only serves /study and /results and nothing that makes or names images: run studies that way.
+The demo serves no /study (NO_STUDY_HERE says why) unless --with-study asks for it, to try a study out.
 The results page needs the environment variable ADMIN_PASSWORD (no flag: it would show in `ps`), of
 at least 12 characters. At start the sample study (studies/sample) is registered in the database if it
 is not there yet."""
@@ -23,6 +25,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves thi
 
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
+from starlette.responses import PlainTextResponse  # noqa: E402
+from starlette.routing import Route  # noqa: E402
 
 from model.methods import check_device  # noqa: E402
 from study.store import StudyError, data_dir  # noqa: E402
@@ -50,10 +54,20 @@ the attention. Battle two anonymous models on your photo and painting, see the l
 
 
 STUDY_ONLY_HOME = "This server runs a study. Open it from the link you were given."
+NO_STUDY_HERE = ("This demo server serves no study at /study: its Compare tab would let a participant name a "
+                 "study's pictures by running the same photo and painting. Run a study on a study-only server "
+                 "(python app.py --study-only; README, Preference study), or start this one with --with-study "
+                 "to try a study out.")
+
+
+def no_study_route():
+    """GET /study on a demo server without the study: 404 with NO_STUDY_HERE."""
+    return Route("/study", lambda request: PlainTextResponse(NO_STUDY_HERE, 404), methods=["GET"])
 
 
 def build(arena, votes):
-    """The app's pages; with arena.settings.study_only the home page says only where the study is."""
+    """The app's pages; with arena.settings.study_only the home page says only where the study is.
+    votes: the study's demo.study_vote.StudyVotes, None for a demo server without the study page."""
     study_only = arena.settings.study_only
     with Blocks(title="Study" if study_only else "StyA2K Arena", delete_cache=CACHE_CLEANUP) as app:
         gr.Navbar(visible="hidden")  # the study and results pages are reached by their links only
@@ -61,12 +75,13 @@ def build(arena, votes):
             gr.Markdown(STUDY_ONLY_HOME)
         else:
             gr.Markdown(INTRO)
-            session = session_state(app)
+            session = session_state(app, arena.store)
+            board = Leaderboard(arena.store, arena.label, arena.settings.size_cap, arena.settings.counted_votes_per_day)
             with gr.Tabs():
                 with gr.Tab("Battle", elem_id="battle-tab"):
                     build_battle_tab(arena, session)
                 with gr.Tab("Leaderboard", elem_id="leaderboard-tab") as leaderboard_tab:
-                    show_board, board_outputs = build_leaderboard_tab(Leaderboard(arena.store, arena.label))
+                    show_board, board_outputs = build_leaderboard_tab(board)
                 leaderboard_tab.select(show_board, None, board_outputs, api_name="leaderboard")
                 with gr.Tab("Compare", elem_id="compare-tab"):
                     content, style = build_compare_tab(arena, session)
@@ -74,8 +89,9 @@ def build(arena, votes):
                     build_explorer_tab(arena, content, style)
             with gr.Accordion("Example image credits", open=False):
                 gr.Markdown(credits_markdown())
-    with app.route("Study", "/study", show_in_navbar=False):
-        build_study_page(arena, app, votes)
+    if votes is not None:
+        with app.route("Study", "/study", show_in_navbar=False):
+            build_study_page(arena, app, votes)
     with app.route("Results", "/results", show_in_navbar=False):
         build_results_page(arena)
     return app
@@ -96,8 +112,14 @@ def parse(argv=None):
                         help="most study votes from one network address per minute (0: no limit)")
     parser.add_argument("--enrolments-per-hour", type=int, default=env("ENROLMENTS_PER_HOUR", "20"),
                         help="participants one network address may enrol in one study per hour (0: no limit)")
-    parser.add_argument("--study-only", action="store_true", default=env("STUDY_ONLY", "") not in ("", "0"),
-                        help="serve the study (/study) and its results (/results) only")
+    parser.add_argument("--counted-votes-per-day", type=int, default=env("COUNTED_VOTES_PER_DAY", "50"),
+                        help="battle votes per network address and UTC day that the leaderboard counts")
+    pages = parser.add_mutually_exclusive_group()
+    pages.add_argument("--study-only", action="store_true", default=env("STUDY_ONLY", "") not in ("", "0"),
+                       help="serve the study (/study) and its results (/results) only")
+    pages.add_argument("--with-study", action="store_true", default=env("WITH_STUDY", "") not in ("", "0"),
+                       help="serve the study at /study beside the demo, to try it out (participants could name "
+                            "its pictures with the Compare tab: run real studies with --study-only)")
     parser.add_argument("--warm-up", type=int, choices=(0, 1), default=env("WARM_UP", "1"),
                         help="1: at start, in the background, encode the gallery paintings into the feature cache and "
                              "stylise the example pairs with every method; 0: do not")
@@ -144,14 +166,20 @@ def main(argv=None):
     settings = Settings(args.weights_dir, args.device, args.data_dir, args.database,
                         int(args.max_size) if args.max_size else None, args.max_jobs, password,
                         args.vote_interval_ms, args.votes_per_minute, args.enrolments_per_hour, args.study_only,
-                        args.storage_quota_mb, client_write_mb=args.client_write_mb)
+                        args.storage_quota_mb, client_write_mb=args.client_write_mb, with_study=args.with_study,
+                        counted_votes_per_day=args.counted_votes_per_day)
     try:
         arena = Arena(settings)
     except StudyError as exc:
         sys.exit(f"python app.py: error: {exc}")
     register_sample(arena.store)
-    images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
-    votes = StudyVotes(arena.store, images, VoteLimits(settings.vote_interval_ms, settings.votes_per_minute))
+    if settings.serves_study:
+        images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
+        votes = StudyVotes(arena.store, images, VoteLimits(settings.vote_interval_ms, settings.votes_per_minute))
+        routes = [images.route(), votes.route()]
+    else:
+        print(NO_STUDY_HERE, file=sys.stderr, flush=True)
+        votes, routes = None, [no_study_route()]
     if args.warm_up and not args.study_only:
         start_warmup(arena)
     app = build(arena, votes)
@@ -161,4 +189,4 @@ def main(argv=None):
     app.queue_with(Admission(DEVICE_GROUP, args.queue_size, args.queue_per_client))
     app.launch(server_name=args.host, server_port=args.port, max_file_size=upload_limit, show_error=True,
                footer_links=[] if args.study_only else None,
-               app_kwargs={"middleware": [guard], "routes": [images.route(), votes.route()]})
+               app_kwargs={"middleware": [guard], "routes": routes})

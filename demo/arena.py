@@ -46,7 +46,9 @@ class Settings:
     client_write_mb: the most one network address may make the server write in any BUDGET_WINDOW_S
     (uploads, stored images and results, served copies);
     feature_cache_mib: the bound of the shared encoder-feature cache (a 512 px painting takes about 95 MiB;
-    the warm-up puts the gallery's 12 in it, about 1.1 GiB)."""
+    the warm-up puts the gallery's 12 in it, about 1.1 GiB);
+    with_study: serve the study page beside the demo (to try a study out; real studies run study_only);
+    counted_votes_per_day: the battle votes per network address and UTC day the leaderboard counts."""
 
     weights_dir: str | None = None
     device: str | None = None
@@ -62,6 +64,12 @@ class Settings:
     storage_quota_mb: int = 4096
     feature_cache_mib: int = 2048
     client_write_mb: int = 512
+    with_study: bool = False
+    counted_votes_per_day: int = 50
+
+    @property
+    def serves_study(self):
+        return self.study_only or self.with_study
 
     @property
     def device_events(self):

@@ -5,16 +5,22 @@ The server picks the pair (StyA2K-family against an all-to-all baseline with pro
 two different runnable methods, never a pair this visitor has voted on for these images) and the sides.
 Until the vote the browser gets only "Model A" and "Model B": the names and the pair stay in the
 session's server-side state, and the images are served as <HMAC(process key, battle id, side)>/image.png
-(bare PNG pixels; no name or content hash that another tab also serves). The store keeps one vote per
-visitor, content, style and method pair, under the study's rate limits (demo.limits)."""
+(bare PNG pixels; no name or content hash that another tab also serves), each with invisible noise of its
+own (`disguised`), so that its bytes match no stored result, no Compare output and no other battle's
+picture. The store keeps one vote per visitor, content, style and method pair, with its network address's
+pseudonym of the day (demo.pseudonyms), under the study's rate limits (demo.limits); the leaderboard
+decides which votes count (study.counting)."""
 import hashlib
 import hmac
+import io
 import itertools
 import random
 import secrets
 import time
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from model.images import ImageError
 from model.methods import METHODS
@@ -24,6 +30,7 @@ from study.store import StudyError
 from .choices import BATTLE_LABELS
 from .gallery import example_paths
 from .limits import VoteLimits
+from .pseudonyms import DailyPseudonyms
 from .security import peer
 from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
@@ -46,16 +53,31 @@ def pick_pair(runnable, voted, rng):
     return pair
 
 
+def disguised(data):
+    """The PNG image `data` (bytes) with each channel of each pixel moved by -1, 0 or +1 at random (invisible:
+    about 50 dB PSNR), as PNG bytes (zlib level 1: about 40 ms and 1.2 times the stored size at 512 px).
+    A table of hashes learnt from earlier reveals, or a Compare run on the same inputs, names no battle
+    picture by its bytes (nearest-picture matching still would: the leaderboard's counting is the answer)."""
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    pixels += np.random.default_rng().integers(-1, 2, pixels.shape, dtype=np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def build_battle_tab(arena, session):
     """Lays out the tab inside the current Blocks and wires its events."""
     settings = arena.settings
     runnable = arena.runnable()
     limits = VoteLimits(settings.vote_interval_ms, settings.votes_per_minute)
+    sources = DailyPseudonyms()
     key = secrets.token_bytes(32)  # names the served images; a restart makes new names
     rng = random.SystemRandom()
     size = settings.default_size
     gr.Markdown("Two anonymous models paint your photo in the style of your painting. Vote for the better "
-                "picture; the names appear after your vote. Each vote feeds the Leaderboard.")
+                "picture; the names appear after your vote. Each vote feeds the Leaderboard (votes on two example "
+                "pictures are not counted there: use your own photo or painting).")
     with gr.Row():
         content = ImageUpload(label="Your photo", type="pil", image_mode=None, height=280, sources=["upload", "clipboard"])
         style = ImageUpload(label="Your painting", type="pil", image_mode=None, height=280, sources=["upload", "clipboard"])
@@ -108,7 +130,8 @@ def build_battle_tab(arena, session):
                     yield screen(pictures, f"Model {SIDES[i]} is painting…")
                     results.append(arena.stylize(content_sha, style_sha, m, size, hold=hold, **DEFAULTS))
                     name = hmac.new(key, f"{token}:{SIDES[i]}".encode(), hashlib.sha256).hexdigest()
-                    pictures[i] = served_copy(arena.images.data(results[-1].sha256), images[i].GRADIO_CACHE, hold, name)
+                    pictures[i] = served_copy(disguised(arena.images.data(results[-1].sha256)),
+                                              images[i].GRADIO_CACHE, hold, name)
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
@@ -147,8 +170,8 @@ def build_battle_tab(arena, session):
             raise gr.Error(refused)
         try:
             arena.store.record_battle(
-                current["token"], who, current["content"], current["style"], *current["methods"], *current["outputs"],
-                choice, {"size": size, **DEFAULTS, "device": settings.torch_device.type},
+                current["token"], who, sources.of(address), current["content"], current["style"], *current["methods"],
+                *current["outputs"], choice, {"size": size, **DEFAULTS, "device": settings.torch_device.type},
                 int((time.monotonic() - current["shown_at"]) * 1000))
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc

@@ -2,6 +2,9 @@
 import csv
 from pathlib import Path
 
+from .storage import encoded
+from .upload import read_input, shrink
+
 EXAMPLES = Path(__file__).parents[1] / "examples"
 
 
@@ -22,3 +25,9 @@ def credits_markdown():
         credit = row["credit"] or row["origin"]
         lines.append(f"| {Path(row['file']).name} | {row['title'] or '—'} | {row['license']} | {credit} |")
     return "\n".join(lines)
+
+
+def gallery_sha256s(size_cap):
+    """The sha256s under which the Battle and Compare tabs store the gallery's pictures (inputs larger than
+    `size_cap` px are stored downscaled, as demo.upload.shrink does)."""
+    return {encoded(shrink(read_input(p), size_cap))[1] for kind in ("contents", "styles") for p in example_paths(kind)}

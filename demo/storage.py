@@ -58,6 +58,12 @@ def served_copy(data, cache_dir, hold, name=None):
     return path
 
 
+def encoded(image):
+    """(png_bytes of a PIL image, their sha256): what ImageStore stores it as, and names it by."""
+    data = png_bytes(image)
+    return data, hashlib.sha256(data).hexdigest()
+
+
 class DiskCache:
     """The files under `roots` (which only this process writes to) as a cache of at most `limit_bytes`.
     A write that would pass the limit first deletes the least recently used files, down to EVICT_TO of
@@ -127,10 +133,9 @@ class ImageStore:
         return self.root / sha256[:2] / f"{sha256}.png"
 
     def put(self, image, hold):
-        """Store an RGB PIL image as `png_bytes` (if not there yet; its bytes counted on `hold`); returns
+        """Store an RGB PIL image as `encoded` (if not there yet; its bytes counted on `hold`); returns
         its sha256."""
-        data = png_bytes(image)
-        sha = hashlib.sha256(data).hexdigest()
+        data, sha = encoded(image)
         if self.path(sha).exists():
             self.cache.touch(self.path(sha))
         else:

@@ -10,8 +10,8 @@ images, the trial's opaque token and the buttons; its images come from addresses
 (demo.study_images), never from a method or file name. The trial's script posts each vote to the
 study's vote route (demo.study_vote), which answers with the next trial or the completion code.
 The participant token stays in the browser (gr.BrowserState), so a reload continues where it
-stopped. Another browser with the same PROLIFIC_PID gets the token back only while it has no vote;
-after that it starts a repeat attempt (Store.new_participant), and a finished one sees the code again.
+stopped. Another browser with the same PROLIFIC_PID never gets the token: it starts a repeat attempt
+(Store.new_participant), and a finished one sees the code again.
 The browser state also marks each link (study and Prolific id) opened, then declined: the first load
 of a link in a browser records an opening, its "I do not agree" a decline (Store.record_arrival: the
 time and, from a Prolific link, the PROLIFIC_PID's salted hash), each once per browser; a reload after

@@ -13,8 +13,6 @@ one (answered in another window, or sent again after a lost answer) records noth
 the next trial with a notice that says so. server_time_ms runs from the server sending the trial to
 the vote arriving (the clocks of workers on one host agree; across hosts, keep them synchronised)."""
 import base64
-import hashlib
-import hmac
 import html
 import json
 import time
@@ -27,6 +25,7 @@ from starlette.routing import Route
 from study.schema import CHOICES
 from study.store import StudyError
 
+from .signing import Signer, b64
 from .study_trial import ROUTE, trial_html
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
@@ -58,32 +57,23 @@ def client_ms(value):
     return value if ok else None
 
 
-def _b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
 class StudyVotes:
     """The participant's next screen (`screen`), the votes posted to ROUTE (`vote`) and the route.
     limits: the demo.limits.VoteLimits every vote passes."""
 
     def __init__(self, store, images, limits):
         self.store, self.images, self.limits = store, images, limits
-        self._key = bytes.fromhex(store.hash_id("study-votes", "key"))  # the same in every worker on the database
-
-    def _sign(self, payload):
-        return _b64(hmac.new(self._key, payload.encode(), hashlib.sha256).digest()[:16])
+        self._signer = Signer(store, "study-votes")  # the same in every worker on the database
 
     def ticket(self, study, participant, trial, prolific):
         """The signed ticket of a trial sent now."""
-        payload = _b64(json.dumps([study, participant, trial, bool(prolific), time.time_ns() // 1_000_000]).encode())
-        return f"{payload}.{self._sign(payload)}"
+        return self._signer.sign(
+            b64(json.dumps([study, participant, trial, bool(prolific), time.time_ns() // 1_000_000]).encode()))
 
     def read_ticket(self, ticket):
         """(study, participant, trial, prolific, sent at in ms) of a ticket this database's server issued, else None."""
-        if not isinstance(ticket, str) or ticket.count(".") != 1 or len(ticket) > 2048:
-            return None
-        payload, signature = ticket.split(".")
-        if not hmac.compare_digest(signature.encode(), self._sign(payload).encode()):
+        payload = self._signer.verify(ticket)
+        if payload is None:
             return None
         return tuple(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 

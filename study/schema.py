@@ -10,6 +10,8 @@ Schema versions:
     5  battles: the Battle tab's blind votes, one per visitor, content, style and method pair
     6  arrivals and arrival_counts: openings of a study link and consent declines, before enrolment;
        meta "arrivals_since" (when they began to be recorded)
+    7  battles.source: a pseudonym of the network address a battle vote came from, unlinkable to the
+       address (demo.pseudonyms); NULL for the votes before
 """
 from datetime import UTC, datetime
 
@@ -31,7 +33,7 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 CHOICES = ("left", "right", "tie", "both_bad")
 SIDES = ("left", "right")
 ARRIVAL_EVENTS = ("opened", "declined")  # the study link opened in a browser; consent declined there
@@ -105,7 +107,7 @@ participants = Table(
     Column("external_ids", JSON),  # {name: salted hash}; raw ids are never stored
     _timestamp("created_at"),
     _timestamp("completed_at", nullable=True),
-    # the first attempt of this PROLIFIC_PID, when this one came from another browser after it had voted
+    # the first attempt of this PROLIFIC_PID, when this one came from another browser
     # (external_key is then NULL: the key stays with the first attempt)
     Column("repeat_of", ForeignKey("participants.id")),
     UniqueConstraint("study_id", "external_key"),
@@ -160,33 +162,30 @@ comparisons = Table(
 
 
 # blind votes from the demo's Battle tab: the names were revealed only after the vote
-def _battles_table(meta_data):
-    return Table(
-        "battles", meta_data,
-        Column("id", Integer, primary_key=True),
-        Column("token", String(64), nullable=False, unique=True),  # the battle shown (one vote each)
-        Column("voter", String(64), nullable=False),  # salted hash of the visitor's browser id
-        Column("content_sha256", String(64), nullable=False),
-        Column("style_sha256", String(64), nullable=False),
-        Column("left_method", String(64), nullable=False),  # shown as Model A
-        Column("right_method", String(64), nullable=False),  # shown as Model B
-        Column("method_low", String(64), nullable=False),  # the pair in alphabetical order: the unique key
-        Column("method_high", String(64), nullable=False),
-        Column("left_sha256", String(64), nullable=False),
-        Column("right_sha256", String(64), nullable=False),
-        Column("settings", JSON, nullable=False),
-        Column("choice", String(8), nullable=False),
-        Column("response_time_ms", Integer),
-        _timestamp("created_at"),
-        UniqueConstraint("voter", "content_sha256", "style_sha256", "method_low", "method_high"),
-        CheckConstraint("left_method <> right_method", name="two_methods"),
-        CheckConstraint("method_low < method_high", name="pair_order"),
-        CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
-        CheckConstraint("response_time_ms >= 0", name="response_time"),
-    )
-
-
-battles = _battles_table(metadata)
+battles = Table(
+    "battles", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token", String(64), nullable=False, unique=True),  # the battle shown (one vote each)
+    Column("voter", String(64), nullable=False),  # salted hash of the visitor's id (issued and signed by the server)
+    Column("content_sha256", String(64), nullable=False),
+    Column("style_sha256", String(64), nullable=False),
+    Column("left_method", String(64), nullable=False),  # shown as Model A
+    Column("right_method", String(64), nullable=False),  # shown as Model B
+    Column("method_low", String(64), nullable=False),  # the pair in alphabetical order: the unique key
+    Column("method_high", String(64), nullable=False),
+    Column("left_sha256", String(64), nullable=False),
+    Column("right_sha256", String(64), nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("choice", String(8), nullable=False),
+    Column("response_time_ms", Integer),
+    _timestamp("created_at"),
+    Column("source", String(64)),  # the vote's network address's pseudonym of the day; NULL for votes before version 7
+    UniqueConstraint("voter", "content_sha256", "style_sha256", "method_low", "method_high"),
+    CheckConstraint("left_method <> right_method", name="two_methods"),
+    CheckConstraint("method_low < method_high", name="pair_order"),
+    CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
+    CheckConstraint("response_time_ms >= 0", name="response_time"),
+)
 
 
 # openings of a study link (once per browser) and consent declines: the time and, from a Prolific link,
@@ -252,14 +251,36 @@ def _v4_participant_page(conn):
 
 
 def _v5_battles(conn):
-    """Create the battles table as version 5 defines it. `_battles_table` is that definition: a later
-    version that changes the table must first copy it into this step, so that this step stays frozen."""
-    _battles_table(MetaData(naming_convention=metadata.naming_convention)).create(conn)
+    """Create the battles table as version 5 defined it (frozen: version 7 adds a column)."""
+    Table(
+        "battles", MetaData(naming_convention=metadata.naming_convention),
+        Column("id", Integer, primary_key=True),
+        Column("token", String(64), nullable=False, unique=True),
+        Column("voter", String(64), nullable=False),
+        Column("content_sha256", String(64), nullable=False),
+        Column("style_sha256", String(64), nullable=False),
+        Column("left_method", String(64), nullable=False),
+        Column("right_method", String(64), nullable=False),
+        Column("method_low", String(64), nullable=False),
+        Column("method_high", String(64), nullable=False),
+        Column("left_sha256", String(64), nullable=False),
+        Column("right_sha256", String(64), nullable=False),
+        Column("settings", JSON, nullable=False),
+        Column("choice", String(8), nullable=False),
+        Column("response_time_ms", Integer),
+        _timestamp("created_at"),
+        UniqueConstraint("voter", "content_sha256", "style_sha256", "method_low", "method_high"),
+        CheckConstraint("left_method <> right_method", name="two_methods"),
+        CheckConstraint("method_low < method_high", name="pair_order"),
+        CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
+        CheckConstraint("response_time_ms >= 0", name="response_time"),
+    ).create(conn)
 
 
 def _v6_arrivals(conn):
-    """Create arrivals and arrival_counts as version 6 defines them (`_arrival_tables`, frozen as
-    `_v5_battles` says) and date the start of their records: the database's older enrolments have none."""
+    """Create arrivals and arrival_counts as version 6 defines them (`_arrival_tables`: a later version
+    that changes them must first copy them into this step, as `_v5_battles` was) and date the start of
+    their records: the database's older enrolments have none."""
     frozen = MetaData(naming_convention=metadata.naming_convention)
     Table("studies", frozen, Column("id", Integer, primary_key=True))  # the foreign keys' target, not created
     for table in _arrival_tables(frozen):
@@ -267,6 +288,11 @@ def _v6_arrivals(conn):
     conn.execute(meta.insert().values(arrivals_since_row()))
 
 
+def _v7_battle_source(conn):
+    """Add battles.source (NULL for the votes before it)."""
+    conn.execute(text("ALTER TABLE battles ADD COLUMN source VARCHAR(64)"))
+
+
 # version -> the step that upgrades a database from version - 1 (frozen SQL: never edit an old step)
 UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token, 4: _v4_participant_page, 5: _v5_battles,
-            6: _v6_arrivals}
+            6: _v6_arrivals, 7: _v7_battle_source}

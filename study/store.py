@@ -304,9 +304,9 @@ class Store:
     def new_participant(self, study, external_ids=None, rng=None):
         """Enrol a participant and draw their trial sequence; returns their token (the browser keeps it).
         external_ids: e.g. {"PROLIFIC_PID": ..., "STUDY_ID": ..., "SESSION_ID": ...}, stored hashed only.
-        A PROLIFIC_PID seen before in this study gets the earlier token back while that participant has no
-        vote (nothing of theirs is handed over); after their first vote, a new participant is enrolled as a
-        repeat attempt (repeat_of: the first one), so another browser never sees someone's votes.
+        A PROLIFIC_PID seen before in this study never gets the earlier token: a new participant is enrolled
+        as a repeat attempt (repeat_of: the first one), so another browser can neither see nor cast that
+        participant's votes (only the browser that keeps the token resumes it).
         Raises StudyError when the study has its max_participants. rng: a random.Random for the draw."""
         hashed = {str(k): self.hash_id(k, v) for k, v in (external_ids or {}).items() if v not in (None, "")}
         key = hashed.get(IDENTITY_KEY)
@@ -314,10 +314,8 @@ class Store:
             row = self._study(conn, study, lock=True)  # one enrolment at a time per study keeps pairs balanced
             first = None
             if key is not None:
-                first = conn.execute(select(participants.c.id, participants.c.token).where(
+                first = conn.execute(select(participants.c.id).where(
                     (participants.c.study_id == row["id"]) & (participants.c.external_key == key))).first()
-                if first is not None and not _voted(conn, first.id):
-                    return first.token
             enrolled = conn.scalar(select(func.count()).where(participants.c.study_id == row["id"]))
             if row["max_participants"] is not None and enrolled >= row["max_participants"]:
                 raise StudyError("this study has all the participants it needs and takes no more: thank you "
@@ -481,12 +479,12 @@ class Store:
                 & (battles.c.style_sha256 == style_sha256)))
             return {tuple(r) for r in rows}
 
-    def record_battle(self, token, visitor, content_sha256, style_sha256, left_method, right_method,
+    def record_battle(self, token, visitor, source, content_sha256, style_sha256, left_method, right_method,
                       left_sha256, right_sha256, choice, settings=None, response_time_ms=None):
-        """Store the vote on battle `token` (names hidden until the vote) by `visitor` (a browser's id,
-        stored as a salted hash); returns its id. Refused (VoteRejected): an invalid choice, the same
-        method on both sides, a second vote on the battle, or a second vote of the visitor on this
-        content, style and method pair (either side)."""
+        """Store the vote on battle `token` (names hidden until the vote) by `visitor` (a browser's id, stored
+        as a salted hash) from `source` (its network address's pseudonym, demo.pseudonyms); returns its id.
+        Refused (VoteRejected): an invalid choice, the same method on both sides, a second vote on the battle,
+        or a second vote of the visitor on this content, style and method pair (either side)."""
         if choice not in CHOICES:
             raise VoteRejected(f"invalid choice {choice!r}: send one of {', '.join(CHOICES)}")
         if left_method == right_method:
@@ -495,7 +493,7 @@ class Store:
         try:
             with self.engine.begin() as conn:
                 return conn.execute(insert(battles).values(
-                    token=token, voter=self.hash_id("visitor", visitor), content_sha256=content_sha256,
+                    token=token, voter=self.hash_id("visitor", visitor), source=source, content_sha256=content_sha256,
                     style_sha256=style_sha256, left_method=left_method, right_method=right_method,
                     method_low=low, method_high=high, left_sha256=left_sha256, right_sha256=right_sha256,
                     settings=settings or {}, choice=choice, response_time_ms=response_time_ms, created_at=now(),
@@ -505,7 +503,8 @@ class Store:
                                "start a new battle") from exc
 
     def battles(self):
-        """All battle votes, oldest first, as a DataFrame (one row per vote; voter is a salted hash)."""
+        """All battle votes, oldest first, as a DataFrame (one row per vote; voter is a salted hash, source a
+        pseudonym of the address, None for votes stored before schema version 7)."""
         with self._read() as conn:
             rows = [dict(r) for r in conn.execute(select(battles).order_by(battles.c.id)).mappings()]
         df = pd.DataFrame(rows, columns=list(battles.c.keys()))
@@ -519,11 +518,6 @@ class Store:
         with self._read() as conn:
             return {sha for table in (battles, comparisons) for column in columns
                     for sha in conn.scalars(select(table.c[column]).distinct())}
-
-
-def _voted(conn, participant_id):
-    return conn.scalar(select(func.count()).select_from(votes).join(trials, trials.c.id == votes.c.trial_id)
-                       .where(trials.c.participant_id == participant_id))
 
 
 def _unvoted(conn, participant_id):
@@ -662,7 +656,7 @@ def load_votes(source, study):
     Columns: participant (int), trial (int), position, content, style, left_method, right_method,
     choice, winner (method chosen; None for tie/both_bad), is_catch, catch_passed (nullable bool:
     the intact image was chosen; NA off catch trials), response_time_ms (Int64, the browser's),
-    server_time_ms (Int64, the server's), repeat_attempt (the participant's PROLIFIC_PID had voted in
+    server_time_ms (Int64, the server's), repeat_attempt (the participant's PROLIFIC_PID had enrolled in
     another browser before: see Store.new_participant), created_at (UTC)."""
     left, right = stimuli.alias("l"), stimuli.alias("r")
     with opened(source) as store, store._read() as conn:

@@ -28,8 +28,8 @@ def plant_votes(store):
         for (x, y), p in PLANTED.items():
             for content in range(5):
                 choice = "left" if (visitor * 5 + content) % 20 < p * 20 else "right"
-                store.record_battle(f"planted-{visitor}-{content}-{x}-{y}", f"visitor-{visitor}", f"c{content}", "s",
-                                    x, y, "o1", "o2", choice)
+                store.record_battle(f"planted-{visitor}-{content}-{x}-{y}", f"visitor-{visitor}", f"198.51.100.{visitor}",
+                                    f"c{content}", "s", x, y, "o1", "o2", choice)
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,8 @@ SECURITY_HEADERS = {"x-frame-options": "DENY", "x-content-type-options": "nosnif
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("attacks")
-    server = App(data, env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": "4",
-                            "TRUSTED_PROXIES": PROXY}).start()
+    server = App(data, "--with-study", env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0", "VOTES_PER_MINUTE": "4",
+                                            "TRUSTED_PROXIES": PROXY}).start()
     server.data = data
     server.config = httpx.get(server.url + "config", timeout=30).json()
     yield server

@@ -1,4 +1,4 @@
-"""Battle votes in the store (schema version 5) and the leaderboard computed from them."""
+"""Battle votes in the store (schema versions 5 and 6) and the leaderboard computed from them."""
 import sqlite3
 
 import numpy as np
@@ -12,8 +12,8 @@ ARGS = ("cc", "ss")
 
 
 def vote(store, visitor, left, right, choice, token=None, content="cc"):
-    return store.record_battle(token or f"{visitor}-{content}-{left}-{right}", visitor, content, "ss", left, right,
-                               f"o-{left}", f"o-{right}", choice, {"size": 128})
+    return store.record_battle(token or f"{visitor}-{content}-{left}-{right}", visitor, "198.51.100.1", content, "ss",
+                               left, right, f"o-{left}", f"o-{right}", choice, {"size": 128})
 
 
 def test_one_vote_per_visitor_content_style_and_pair(tmp_path):
@@ -41,7 +41,7 @@ def test_version_4_database_gains_the_battles_table(tmp_path):
     db.executescript("DROP TABLE battles; UPDATE meta SET value = '4' WHERE key = 'schema_version';")
     db.close()
     with Store(path) as store:
-        assert schema_version(store.engine) == SCHEMA_VERSION == 5
+        assert schema_version(store.engine) == SCHEMA_VERSION == 7
         assert store.comparisons()["token"].tolist() == ["t"]
         vote(store, "v1", "a2k_free", "adain", "left")
         with pytest.raises(VoteRejected, match="already voted"):

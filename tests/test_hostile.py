@@ -37,7 +37,7 @@ ALREADY = re.escape(ANSWERED)  # the pair has a vote: nothing recorded, the next
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("hostile")
-    server = App(data, "--max-size", "512", env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"}).start()
+    server = App(data, "--with-study", "--max-size", "512", env={"ADMIN_PASSWORD": PASSWORD, "VOTE_INTERVAL_MS": "0"}).start()
     server.data = data
     server.health = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "study"}})
     yield server

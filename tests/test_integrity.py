@@ -64,7 +64,7 @@ def count_votes(database):
 def test_vote_rate_limits_per_participant_and_per_address(tmp_path):
     """2 s between a participant's votes, 3 votes a minute and 3 enrolments an hour per address (tiny limits,
     to hit them)."""
-    server = App(tmp_path, env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3", "ENROLMENTS_PER_HOUR": "3",
+    server = App(tmp_path, "--with-study", env={"VOTE_INTERVAL_MS": "2000", "VOTES_PER_MINUTE": "3", "ENROLMENTS_PER_HOUR": "3",
                                 **LOCAL_PROXY}).start()
     try:
         a, b, c, d = (connect(server, "127.0.0.21") for _ in range(4))
@@ -123,7 +123,8 @@ def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F81
     raw = {"PROLIFIC_PID": secrets.token_hex(12), "STUDY_ID": secrets.token_hex(12),
            "SESSION_ID": secrets.token_hex(12)}
     address = "127.83.19.201"
-    server = App(tmp_path, "--database", db_url, env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": "", **LOCAL_PROXY}).start()
+    server = App(tmp_path, "--with-study", "--database", db_url,
+                 env={"VOTE_INTERVAL_MS": "0", "ADMIN_PASSWORD": "", **LOCAL_PROXY}).start()
     try:
         client = connect(server, address, **raw)
         _, s = enrol(client)

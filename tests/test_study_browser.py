@@ -67,7 +67,7 @@ def server(tmp_path_factory):
         store.create_study(TINY, "Tiny study: agree to go on.", n_trials=4, catch_rate=0.25, images_dir=images,
                            title="Pictures")
         register(store, TINY, contents, styles, ["m_one", "m_two"], images, 96)
-    server = App(data, env={"VOTE_INTERVAL_MS": "0", "ENROLMENTS_PER_HOUR": "0"}).start()
+    server = App(data, "--with-study", env={"VOTE_INTERVAL_MS": "0", "ENROLMENTS_PER_HOUR": "0"}).start()
     server.data = data
     yield server
     server.stop()

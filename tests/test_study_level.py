@@ -125,4 +125,4 @@ def test_the_arena_leaderboard_withholds_intervals_from_few_visitors():
         assert few[table][["ci_low", "ci_high"]].isna().all(axis=None), table
         assert enough[table][["ci_low", "ci_high"]].notna().all(axis=None), table
     assert few["strengths"]["strength"].notna().all() and few["pairs"]["a_win_rate"].notna().all()
-    assert interval(np.nan, np.nan) == "withheld: under 6 visitors" and interval(0.25, 0.5) == "0.250 – 0.500"
+    assert interval(np.nan, np.nan) == "withheld: under 6 sources" and interval(0.25, 0.5) == "0.250 – 0.500"

@@ -185,7 +185,6 @@ def test_external_ids_are_only_stored_hashed(tmp_path, monkeypatch):
     with Store(path) as store:
         study = study_with_stimuli(store)
         pid = store.new_participant(study, raw)
-        assert store.new_participant(study, raw) == pid  # the same person resumes instead of restarting
         assert store.new_participant(study, {**raw, "PROLIFIC_PID": "someone-else"}) != pid
         with store.engine.connect() as conn:
             stored = conn.execute(select(participants.c.external_ids).where(participants.c.token == pid)).scalar()
@@ -198,19 +197,21 @@ def test_external_ids_are_only_stored_hashed(tmp_path, monkeypatch):
         assert store.hash_id("PROLIFIC_PID", raw["PROLIFIC_PID"]) != salted_here
 
 
-def test_a_known_prolific_id_resumes_only_before_its_first_vote(store):
-    """Another browser with the same PROLIFIC_PID gets the token back while it has no vote; after that it
-    starts a repeat attempt, flagged in the votes, and never sees the first attempt's trials."""
+def test_a_known_prolific_id_never_gets_the_token_back(store):
+    """Another browser with the same PROLIFIC_PID, before or after the first attempt's first vote, starts a
+    repeat attempt, flagged in the votes: it never gets the first attempt's token, so it can neither see
+    nor cast that participant's votes."""
     study = study_with_stimuli(store, n_trials=3, catch_rate=0)
     ids = {"PROLIFIC_PID": "5f0c1e2d3a4b5c6d7e8f9a0b"}
     first = store.new_participant(study, ids)
-    assert store.new_participant(study, ids) == first
+    early = store.new_participant(study, ids)  # before any vote
+    assert early != first and store.progress(early) == {"done": 0, "total": 3}
     for t in store.remaining_trials(first):
         store.record_vote(t["token"], first, "left")
     assert store.finished_participant(study, ids) == first
     second = store.new_participant(study, ids)
     assert second != first and store.progress(second) == {"done": 0, "total": 3}
-    assert store.new_participant(study, ids) not in (first, second)  # each new browser: its own attempt
+    assert store.new_participant(study, ids) not in (first, early, second)  # each new browser: its own attempt
     store.record_vote(store.remaining_trials(second)[0]["token"], second, "right")
     df = load_votes(store, study)
     assert df["repeat_attempt"].tolist() == [False, False, False, True]
