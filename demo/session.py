@@ -10,6 +10,8 @@ import secrets
 
 import gradio as gr
 
+from .security import PAGE_EVENT
+
 VISITOR = re.compile(r"[A-Za-z0-9_-]{22,64}")
 # the BrowserState secret travels to the page, so it only obfuscates; fixed, so a restart keeps visitors
 BROWSER_KEY = "stya2k-visitor"
@@ -42,5 +44,5 @@ def session_state(app):
             state["visitor"] = browser
         return visitor(state)
 
-    app.load(restore, [saved, session], [saved], api_name=False)
+    app.load(restore, [saved, session], [saved], api_name="visitor", **PAGE_EVENT)
     return session
