@@ -1,8 +1,10 @@
 """The server fetches nothing from an address a client names. Gradio would: `/gradio_api/file=<URL>`
 streams a URL's content back, `/gradio_api/proxy=<URL>` forwards to a loaded Space, and an event input
-whose file `path` is a URL is downloaded before the event runs (all three only to public addresses, but
-from the server's own network position, with no limit). NoFetch refuses the two routes for any address;
-demo.security.Blocks refuses an event input that names one (`remote_files`)."""
+whose file `path` is a URL is downloaded before the event runs. Gradio checks that the host resolves to
+a public address, but fetches hf.co and huggingface.co wherever they resolve, and asks dns.google about
+a name that resolves to no public address: the server makes requests for anyone, from its own network
+position. NoFetch refuses the two routes for any address; demo.security.Blocks refuses an event input
+that names one (`remote_files`)."""
 import urllib.parse
 
 from starlette.responses import JSONResponse
