@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves this machine
 
 import gradio as gr  # noqa: E402
+from fastapi import FastAPI  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 from starlette.responses import PlainTextResponse  # noqa: E402
 from starlette.routing import Route  # noqa: E402
@@ -33,14 +34,18 @@ from study.store import StudyError, data_dir  # noqa: E402
 
 from .arena import DEVICE_GROUP, Arena, Settings  # noqa: E402
 from .battle import build_battle_tab  # noqa: E402
+from .browser_key import BrowserKey  # noqa: E402
 from .budget import WriteBudget  # noqa: E402
 from .compare import build_compare_tab  # noqa: E402
+from .csp import ContentSecurityPolicy  # noqa: E402
 from .explorer import build_explorer_tab  # noqa: E402
 from .gallery import credits_markdown  # noqa: E402
 from .leaderboard import Leaderboard, build_leaderboard_tab  # noqa: E402
 from .limits import VoteLimits  # noqa: E402
+from .no_fetch import NoFetch  # noqa: E402
 from .results_page import MIN_PASSWORD, build_results_page  # noqa: E402
 from .security import BUDGET_WINDOW_S, CACHE_CLEANUP, Admission, Blocks, HttpGuard, trusted_proxies  # noqa: E402
+from .serving import serve  # noqa: E402
 from .session import session_state  # noqa: E402
 from .study_images import StudyImages  # noqa: E402
 from .study_page import build_study_page, register_sample  # noqa: E402
@@ -182,11 +187,16 @@ def main(argv=None):
         votes, routes = None, [no_study_route()]
     if args.warm_up and not args.study_only:
         start_warmup(arena)
-    app = build(arena, votes)
+    app = build(arena, votes).check_named()
     upload_limit = args.max_upload_mb * 2**20
     guard = Middleware(HttpGuard, upload_limit=upload_limit, uploads=WriteBudget(args.upload_quota_mb * 2**20, BUDGET_WINDOW_S),
                        clients=arena.writes)
     app.queue_with(Admission(DEVICE_GROUP, args.queue_size, args.queue_per_client))
-    app.launch(server_name=args.host, server_port=args.port, max_file_size=upload_limit, show_error=True,
-               footer_links=[] if args.study_only else None,
-               app_kwargs={"middleware": [guard], "routes": routes})
+    middleware = [Middleware(ContentSecurityPolicy), guard, Middleware(NoFetch), Middleware(BrowserKey)]  # outermost first
+    # Gradio's app mounted on a bare FastAPI app, and served by demo.serving (Blocks.launch cannot set a header
+    # timeout); no run history: its routes would have the server call the Hugging Face Hub for a client
+    server = gr.mount_gradio_app(FastAPI(docs_url=None, redoc_url=None, openapi_url=None), app, "/",
+                                 server_name=args.host, server_port=args.port, max_file_size=upload_limit,
+                                 show_error=True, run_history=False, footer_links=[] if args.study_only else None,
+                                 app_kwargs={"middleware": middleware, "routes": routes})
+    serve(server, args.host, args.port)

@@ -208,10 +208,11 @@ class Arena:
     def metrics(self, content_sha, style_sha, outputs):
         """The paper's metrics for stored outputs {label: sha256} of one comparison: a DataFrame
         with columns method, content_loss, style_loss, ssim."""
-        if self.encoder is None:
-            self.encoder = load_encoder(self.settings.weights_dir, self.settings.torch_device)
         images = {label: self.images.get(sha) for label, sha in outputs.items()}
-        return evaluate_pair(self.images.get(content_sha), self.images.get(style_sha), images, self.encoder)
+        with self.device_lock:  # one network at a time on the device, as for stylisations
+            if self.encoder is None:
+                self.encoder = load_encoder(self.settings.weights_dir, self.settings.torch_device)
+            return evaluate_pair(self.images.get(content_sha), self.images.get(style_sha), images, self.encoder)
 
     @staticmethod
     def new_token():

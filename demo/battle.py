@@ -31,7 +31,7 @@ from .choices import BATTLE_LABELS
 from .gallery import example_paths
 from .limits import VoteLimits
 from .pseudonyms import DailyPseudonyms
-from .security import peer
+from .security import PAGE_EVENT, peer
 from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
 from .upload import ImageUpload, missing_input, read_input, shrink
@@ -187,10 +187,10 @@ def build_battle_tab(arena, session):
 
     device = settings.device_events
     start.click(fight, [content, style, session], shown, api_name="battle", **device)
-    pairs.click(fight_example, [pairs, session], [content, style, *shown], api_name=False, **device)
-    for component in (content, style):
-        component.change(clear_if_changed, [content, style, session], shown, api_name=False,
-                         show_progress="hidden", trigger_mode="always_last")
+    pairs.click(fight_example, [pairs, session], [content, style, *shown], api_name="battle_example", **device,
+                **PAGE_EVENT)
+    gr.on([content.change, style.change], clear_if_changed, [content, style, session], shown,
+          api_name="battle_inputs_changed", show_progress="hidden", trigger_mode="always_last", **PAGE_EVENT)
     for choice, button in zip(BATTLE_LABELS, buttons):
         def handler(current, state, request: gr.Request, choice=choice):
             return vote(choice, current, state, request.client.host if request.client else "")

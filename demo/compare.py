@@ -16,7 +16,7 @@ from study.store import StudyError
 
 from .gallery import example_paths
 from .limits import VoteLimits
-from .security import peer
+from .security import PAGE_EVENT, peer
 from .session import inputs_key, visitor
 from .storage import StorageError, served_copy
 from .upload import ImageUpload, missing_input, read_input, shrink
@@ -210,10 +210,9 @@ def build_compare_tab(arena, session):
     measure.click(metrics, [comparison], [metrics_table], api_name="metrics", **device)
     run.click(compare, [*inputs, session], shown, api_name="stylize", **device)
     pairs.click(compare_example, [pairs, left, right, size, alpha, preserve, session], [content, style, *shown],
-                api_name=False, **device)
-    for component in inputs:
-        component.change(clear_if_changed, [*inputs, session], shown, api_name=False,
-                         show_progress="hidden", trigger_mode="always_last")
+                api_name="compare_example", **device, **PAGE_EVENT)
+    gr.on([component.change for component in inputs], clear_if_changed, [*inputs, session], shown,
+          api_name="compare_inputs_changed", show_progress="hidden", trigger_mode="always_last", **PAGE_EVENT)
     for choice, button in zip(("left", "right", "tie", "both_bad"), buttons):
         def handler(result, state, request: gr.Request, choice=choice):
             return vote(choice, result, state, request.client.host if request.client else "")

@@ -8,8 +8,9 @@ from model.explain import attention_maps
 from model.images import resize_long_side
 from model.pipeline import cached_method, to_tensor
 
-from .security import peer
+from .security import PAGE_EVENT, peer
 from .storage import StorageError, png_bytes, served_copy
+from .upload import ImageUpload
 
 SIZE = 384  # long side the explorer works at, px
 PANELS = (("da", "A2K: distributed attention (weight of each style region)"),
@@ -54,7 +55,8 @@ def build_explorer_tab(arena, content_input, style_input):
     with gr.Row():
         content_view = gr.Image(label="Content (click a point)", type="pil", interactive=False, height=360,
                                 elem_id="explorer-content")
-        style_view = gr.Image(label="Style", type="pil", interactive=False, height=360)
+        # an input of the explorer's event: read as an upload is (size limits), whatever a client sends
+        style_view = ImageUpload(label="Style", type="pil", image_mode=None, interactive=False, height=360)
     with gr.Row():
         maps = [gr.Image(label=label, format="png", interactive=False, height=300, elem_id=f"explorer-{key}")
                 for key, label in PANELS]
@@ -82,22 +84,24 @@ def build_explorer_tab(arena, content_input, style_input):
         img = at_size(img)
         return served(request, img)[0], img
 
-    content_input.change(show_content, content_input, [content_view, clean_content], api_name=False)
-    style_input.change(show, style_input, style_view, api_name=False)
+    content_input.change(show_content, content_input, [content_view, clean_content], api_name="explorer_photo",
+                         **PAGE_EVENT)
+    style_input.change(show, style_input, style_view, api_name="explorer_painting", **PAGE_EVENT)
 
     def explore(content, style, evt: gr.SelectData, request: gr.Request):
         if content is None or style is None:
             raise gr.Error("Choose a content photo and a style painting in the Compare tab first.")
         x, y = click_position(evt.index, content)
         style = at_size(style)  # the page sends it at SIZE; a direct call could send any size
-        net = cached_method("a2k_free", settings.weights_dir, settings.torch_device)
         content, style = content.convert("RGB"), style.convert("RGB")
-        c, s = (to_tensor(img, settings.torch_device) for img in (content, style))
-        result = attention_maps(net, c, s, (x, y))
+        with arena.device_lock:  # the device runs one network at a time, whichever event asks
+            net = cached_method("a2k_free", settings.weights_dir, settings.torch_device)
+            c, s = (to_tensor(img, settings.torch_device) for img in (content, style))
+            result = attention_maps(net, c, s, (x, y))
         cx, cy = result["cell"]
         panels = [overlay(style, result[key]) for key, _ in PANELS]
         return (*served(request, mark(content, (x, y)), *panels),
                 f"Position ({x}, {y}) px, cell ({cx}, {cy}) of the relu4_1 grid (8 px cells).")
 
     content_view.select(explore, [clean_content, style_view], [content_view, *maps, note],
-                        api_name=False, **settings.device_events)
+                        api_name="explore", **settings.device_events, **PAGE_EVENT)

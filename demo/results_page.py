@@ -3,11 +3,11 @@
 Disabled unless the app runs with the environment variable ADMIN_PASSWORD set. The event handler
 checks the password on every call, so the API refuses exactly as the page does; after a few wrong
 passwords from one address, that address is locked out for a while (demo.security.Lockout).
-The CSV export is written with private permissions into Gradio's cache, whose cleanup deletes it."""
+The CSV export is written with private permissions into Gradio's cache, whose cleanup deletes it, in a
+folder that only the browser that asked for it may download from (demo.browser_key)."""
 import hmac
 import math
 import os
-import secrets
 from pathlib import Path
 
 import gradio as gr
@@ -16,9 +16,12 @@ import pandas as pd
 from study.analysis import AnalysisError, Rules, analyze
 from study.store import STUDY_NAME, StudyError, load_participants, load_votes
 
-from .security import Lockout
+from .browser_key import browser_key, private_folder
+from .security import PAGE_EVENT, Lockout
 from .study_page import DEFAULT_STUDY
 
+NO_CSV = ("\n\nThe CSV of the votes is made for the browser that asks for it: open this page in a browser "
+          "(a client must load the page or /config first, and keep its cookie) to download it.")
 DISABLED = "The results view is disabled: start the app with the environment variable ADMIN_PASSWORD set."
 MIN_PASSWORD = 12  # the app refuses to start with a shorter ADMIN_PASSWORD
 MAX_PASSWORD = 256
@@ -39,9 +42,10 @@ def check_password(expected, given, lockout, address):
     lockout.succeeded(address)
 
 
-def private_csv(votes, folder, name):
-    """votes as CSV in a new folder under `folder` (Gradio's cache) that only this user can read."""
-    path = Path(folder) / secrets.token_hex(16) / name
+def private_csv(votes, folder, name, key):
+    """votes as CSV in a new folder under `folder` (Gradio's cache) that only this user can read, and
+    that the file route serves to the browser with `key` only."""
+    path = Path(folder) / private_folder(key) / name
     path.parent.mkdir(mode=0o700, parents=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", newline="") as f:
@@ -90,13 +94,15 @@ def build_results_page(arena):
             votes, participants = load_votes(arena.store, name), load_participants(arena.store, name)
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc
-        path = private_csv(votes, csv.GRADIO_CACHE, f"{name}-votes.csv")
+        key = browser_key(request.cookies)
+        path = str(private_csv(votes, csv.GRADIO_CACHE, f"{name}-votes.csv", key)) if key else None
+        no_csv = "" if key else NO_CSV
         try:
             r = analyze(votes, participants, Rules(int(max_catch_failures or 0), keep_incomplete=True))
         except AnalysisError as exc:
-            return f"**Study `{name}`**: {exc}.", gr.Column(visible=False), None, None, None, None, str(path)
-        return (summary_markdown(name, r), gr.Column(visible=True), r.strengths.round(3), r.pairs.round(3),
-                pd.DataFrame([r.position]).round(3), r.participants, str(path))
+            return f"**Study `{name}`**: {exc}.{no_csv}", gr.Column(visible=False), None, None, None, None, path
+        return (summary_markdown(name, r) + no_csv, gr.Column(visible=True), r.strengths.round(3), r.pairs.round(3),
+                pd.DataFrame([r.position]).round(3), r.participants, path)
 
     show.click(results, [password, study, max_failures], [summary, tables, strengths, pairs, position, catch, csv],
-               api_name="results")
+               api_name="results", **PAGE_EVENT)

@@ -9,7 +9,6 @@ logged, and the lockout keeps them as keyed hashes only."""
 import hashlib
 import ipaddress
 import secrets
-import sys
 import threading
 import time
 
@@ -19,9 +18,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from .budget import Hold, over_budget
+from .no_fetch import NO_FETCH, remote_files
+from .refusals import log_refusal
 
-HEADERS = (  # on every response: no framing (clickjacking), no content sniffing, no referrer sent out
-    (b"content-security-policy", b"frame-ancestors 'none'"),
+HEADERS = (  # on every response: no framing (clickjacking), no content sniffing, no referrer sent out (the
+    # Content-Security-Policy: demo.csp)
     (b"x-frame-options", b"DENY"),
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -30,17 +31,15 @@ BODY_LIMIT = 256 * 1024  # bytes of any request other than an upload: the app's 
 MULTIPART_SLACK = 64 * 1024  # an upload's boundaries and part headers, on top of its files
 CACHE_CLEANUP = (600, 3600)  # Gradio deletes its uploads and served files every 10 min once an hour old
 BUDGET_WINDOW_S = sum(CACHE_CLEANUP)  # write budgets count the last 70 min: older uploads are deleted by then
+# the keywords of an event the pages call that is no part of the public API: named, callable by the page (through
+# the queue unless it says queue=False), and left out of /gradio_api/info
+PAGE_EVENT = {"api_visibility": "undocumented"}
 OTHER_EVENTS_WAITING = 1024  # events of every other kind waiting at once (each takes milliseconds)
 # how often Gradio's queue looks for new events when it has none, and for progress to send, in seconds (its
 # own 0.001 and 0.01 kept an idle server at 9% of a core, most of the CPU per vote of a study in progress);
 # 20 ms of waiting falls on the demo tabs' events only: the study's events and votes skip the queue
 POLL_S = 0.02
 PROGRESS_POLL_S = 0.05
-
-
-def log_refusal(what, reason):
-    """One line on stderr per refused request: what was asked and why, never who asked."""
-    print(f"refused {what}: {' '.join(str(reason).split())[:300]}", file=sys.stderr, flush=True)
 
 
 def trusted_proxies(value):
@@ -199,7 +198,9 @@ class AdmissionQueue(queueing.Queue):
 
 class Blocks(gr.Blocks):
     """gr.Blocks whose refusals (gr.Error: bad input, wrong password, a limit reached) log one line
-    instead of Gradio's full traceback; any other exception is a bug and keeps its traceback."""
+    instead of Gradio's full traceback (any other exception is a bug and keeps its traceback), whose
+    queued events are reached through the queue only, and which fetches no file an event's input names
+    by its address (demo.no_fetch)."""
 
     async def process_api(self, block_fn, *args, **kwargs):
         try:
@@ -210,9 +211,24 @@ class Blocks(gr.Blocks):
             log_refusal(fn.api_name or fn.name, exc.message)
             raise
 
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
+        if any(remote_files(value) for value in inputs):  # Gradio would download it while preprocessing
+            raise gr.Error(NO_FETCH)
+        return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+
+    def check_named(self):
+        """ValueError unless every event with a server function is named: nothing a client can call is
+        reached by its number only (PAGE_EVENT keeps a page's own events out of the public API)."""
+        unnamed = [fn.name for fn in self.fns.values() if fn.fn is not None and fn.api_visibility == "private"]
+        if unnamed:
+            raise ValueError(f"events without an api_name: {', '.join(unnamed)}")
+        return self
+
     def queue_with(self, admission):
-        """Enable the queue as AdmissionQueue (Blocks.queue with no size limit, its queue replaced)."""
-        self.queue(max_size=None)
+        """Enable the queue as AdmissionQueue (Blocks.queue with no size limit, its queue replaced); a queued
+        event is reached through it only (api_open=False: `run/predict` refuses it, so no client skips
+        the admission and the concurrency limits)."""
+        self.queue(max_size=None, api_open=False)
         q = self._queue
         self._queue = AdmissionQueue(admission, live_updates=q.live_updates, concurrency_count=q.max_thread_count,
                                      update_intervals=q.update_intervals, max_size=None, blocks=self,

@@ -11,6 +11,7 @@ import secrets
 
 import gradio as gr
 
+from .security import PAGE_EVENT
 from .signing import Signer
 
 # the BrowserState secret travels to the page, so it only obfuscates (the signature is what protects the
@@ -48,5 +49,5 @@ def session_state(app, store):
             state["visitor"] = who
         return signer.sign(visitor(state))
 
-    app.load(restore, [saved, session], [saved], api_name=False)
+    app.load(restore, [saved, session], [saved], api_name="visitor", **PAGE_EVENT)
     return session

@@ -28,7 +28,7 @@ from study.prepare import register
 from study.store import IDENTITY_KEY, STUDY_NAME, StudyError
 
 from .limits import ARRIVALS_PER_HOUR, EnrolLimits, HourlyLimit
-from .security import peer
+from .security import PAGE_EVENT, peer
 from .study_trial import TRIAL_CSS, TRIAL_JS
 from .study_vote import done_html, prolific_link
 
@@ -279,7 +279,7 @@ def build_study_page(arena, app, votes):
     # and no queue that tells every waiting page its place whenever the queue moves (with hundreds of
     # participants arriving at once, that made a page load several times dearer). They are short
     # database calls, which never wait behind a stylisation.
-    study_events = {"queue": False}
+    study_events = {"queue": False, **PAGE_EVENT}
     app.load(open_page, [saved], [*outputs, saved], api_name="study_open", **study_events)
     agree.click(give_consent, [session, saved], [*outputs, saved], api_name="study_agree", **study_events)
     decline.click(refuse_consent, [session, saved], [*outputs, saved], api_name="study_decline", **study_events)

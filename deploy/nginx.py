@@ -15,6 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from demo.serving import HEADER_TIMEOUT_S
+
 from .process import stop
 
 COOKIE = "arena_worker"
@@ -62,6 +64,8 @@ http {{
     uwsgi_temp_path {folder}/uwsgi;
     scgi_temp_path {folder}/scgi;
     client_max_body_size {max_upload_mb + BODY_SLACK_MB}m;
+    # a client must send a request's headers in time, as the app's own server requires (demo.serving)
+    client_header_timeout {HEADER_TIMEOUT_S}s;
 {"".join(upstreams)}    upstream arena_any {{
 {servers}        keepalive 16;
     }}

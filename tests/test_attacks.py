@@ -311,6 +311,7 @@ def test_admin_lockout_after_five_wrong_passwords_per_address_and_a_private_expo
             assert kind == "error" and "Wrong password" in payload["error"]
         kind, payload = call(guesser, "results", [PASSWORD, "sample", 0])  # even the right one, now
         assert kind == "error" and "Too many wrong passwords from your network: try again in 15 min" in payload["error"]
+        admin.get("results")  # the page gives the browser the key its export is bound to (demo.browser_key)
         kind, outputs = call(admin, "results", [PASSWORD, "sample", 0])  # another address is not locked out
         assert kind == "complete"
     csv = Path(outputs[-1]["path"])  # the vote export: private, in Gradio's cache (which its cleanup empties)
