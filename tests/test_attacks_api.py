@@ -79,7 +79,7 @@ def recorder():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, recorder):
     data = tmp_path_factory.mktemp("attacks-api")
-    server = App(data, env={"ADMIN_PASSWORD": PASSWORD, "MAX_JOBS": "4", "TRUSTED_PROXIES": PROXY,
+    server = App(data, "--with-study", env={"ADMIN_PASSWORD": PASSWORD, "MAX_JOBS": "4", "TRUSTED_PROXIES": PROXY,
                             "HTTP_PROXY": recorder.url, "HTTPS_PROXY": recorder.url, "NO_PROXY": "127.0.0.1,localhost",
                             "http_proxy": recorder.url, "https_proxy": recorder.url, "no_proxy": "127.0.0.1,localhost"}
                  ).start()

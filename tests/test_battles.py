@@ -38,7 +38,8 @@ def test_version_4_database_gains_the_battles_table(tmp_path):
     with Store(path) as store:
         store.record_comparison("t", "cc", "ss", "a2k_free", "adain", "o1", "o2", "left")
     db = sqlite3.connect(path)  # as the study page's version 4 left it: no battles table yet
-    db.executescript("DROP TABLE battles; UPDATE meta SET value = '4' WHERE key = 'schema_version';")
+    db.executescript("DROP TABLE battles; DROP TABLE arrivals; DROP TABLE arrival_counts; "
+                     "DELETE FROM meta WHERE key = 'arrivals_since'; UPDATE meta SET value = '4' WHERE key = 'schema_version';")
     db.close()
     with Store(path) as store:
         assert schema_version(store.engine) == SCHEMA_VERSION == 7
