@@ -162,30 +162,36 @@ comparisons = Table(
 
 
 # blind votes from the demo's Battle tab: the names were revealed only after the vote
-battles = Table(
-    "battles", metadata,
-    Column("id", Integer, primary_key=True),
-    Column("token", String(64), nullable=False, unique=True),  # the battle shown (one vote each)
-    Column("voter", String(64), nullable=False),  # salted hash of the visitor's id (issued and signed by the server)
-    Column("content_sha256", String(64), nullable=False),
-    Column("style_sha256", String(64), nullable=False),
-    Column("left_method", String(64), nullable=False),  # shown as Model A
-    Column("right_method", String(64), nullable=False),  # shown as Model B
-    Column("method_low", String(64), nullable=False),  # the pair in alphabetical order: the unique key
-    Column("method_high", String(64), nullable=False),
-    Column("left_sha256", String(64), nullable=False),
-    Column("right_sha256", String(64), nullable=False),
-    Column("settings", JSON, nullable=False),
-    Column("choice", String(8), nullable=False),
-    Column("response_time_ms", Integer),
-    _timestamp("created_at"),
-    Column("source", String(64)),  # the vote's network address's pseudonym of the day; NULL for votes before version 7
-    UniqueConstraint("voter", "content_sha256", "style_sha256", "method_low", "method_high"),
-    CheckConstraint("left_method <> right_method", name="two_methods"),
-    CheckConstraint("method_low < method_high", name="pair_order"),
-    CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
-    CheckConstraint("response_time_ms >= 0", name="response_time"),
-)
+def _battles_table(meta_data):
+    """The battles table as version 5 defined it (frozen: later versions add to it, as `battles` below does)."""
+    return Table(
+        "battles", meta_data,
+        Column("id", Integer, primary_key=True),
+        Column("token", String(64), nullable=False, unique=True),  # the battle shown (one vote each)
+        Column("voter", String(64), nullable=False),  # salted hash of the visitor's id (issued and signed by the server)
+        Column("content_sha256", String(64), nullable=False),
+        Column("style_sha256", String(64), nullable=False),
+        Column("left_method", String(64), nullable=False),  # shown as Model A
+        Column("right_method", String(64), nullable=False),  # shown as Model B
+        Column("method_low", String(64), nullable=False),  # the pair in alphabetical order: the unique key
+        Column("method_high", String(64), nullable=False),
+        Column("left_sha256", String(64), nullable=False),
+        Column("right_sha256", String(64), nullable=False),
+        Column("settings", JSON, nullable=False),
+        Column("choice", String(8), nullable=False),
+        Column("response_time_ms", Integer),
+        _timestamp("created_at"),
+        UniqueConstraint("voter", "content_sha256", "style_sha256", "method_low", "method_high"),
+        CheckConstraint("left_method <> right_method", name="two_methods"),
+        CheckConstraint("method_low < method_high", name="pair_order"),
+        CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
+        CheckConstraint("response_time_ms >= 0", name="response_time"),
+    )
+
+
+battles = _battles_table(metadata)
+# version 7: the vote's network address's pseudonym of the day (demo.pseudonyms); NULL for votes before it
+battles.append_column(Column("source", String(64)))
 
 
 # openings of a study link (once per browser) and consent declines: the time and, from a Prolific link,
@@ -251,30 +257,8 @@ def _v4_participant_page(conn):
 
 
 def _v5_battles(conn):
-    """Create the battles table as version 5 defined it (frozen: version 7 adds a column)."""
-    Table(
-        "battles", MetaData(naming_convention=metadata.naming_convention),
-        Column("id", Integer, primary_key=True),
-        Column("token", String(64), nullable=False, unique=True),
-        Column("voter", String(64), nullable=False),
-        Column("content_sha256", String(64), nullable=False),
-        Column("style_sha256", String(64), nullable=False),
-        Column("left_method", String(64), nullable=False),
-        Column("right_method", String(64), nullable=False),
-        Column("method_low", String(64), nullable=False),
-        Column("method_high", String(64), nullable=False),
-        Column("left_sha256", String(64), nullable=False),
-        Column("right_sha256", String(64), nullable=False),
-        Column("settings", JSON, nullable=False),
-        Column("choice", String(8), nullable=False),
-        Column("response_time_ms", Integer),
-        _timestamp("created_at"),
-        UniqueConstraint("voter", "content_sha256", "style_sha256", "method_low", "method_high"),
-        CheckConstraint("left_method <> right_method", name="two_methods"),
-        CheckConstraint("method_low < method_high", name="pair_order"),
-        CheckConstraint(f"choice IN ({_sql_list(CHOICES)})", name="choice"),
-        CheckConstraint("response_time_ms >= 0", name="response_time"),
-    ).create(conn)
+    """Create the battles table as version 5 defined it (`_battles_table`)."""
+    _battles_table(MetaData(naming_convention=metadata.naming_convention)).create(conn)
 
 
 def _v6_arrivals(conn):
