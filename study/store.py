@@ -11,6 +11,8 @@ import os
 import random
 import re
 import secrets
+import sqlite3
+import time
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,10 +96,24 @@ def _sqlite_connect(dbapi_connection, _record):
     dbapi_connection.isolation_level = None  # pysqlite emits no BEGIN of its own; _sqlite_begin does
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _set_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
+
+
+def _set_wal(cursor):
+    """Switch the file to WAL mode. SQLite answers "database is locked" at once, without waiting the
+    busy timeout, while another process creates or switches the same new file: retry within that timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_begin(conn):
