@@ -14,6 +14,7 @@ import time
 
 import gradio as gr
 from gradio import queueing, route_utils
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
@@ -196,11 +197,32 @@ class AdmissionQueue(queueing.Queue):
             self._joining.remove(client)
 
 
+class UnknownEvent(HTTPException, KeyError):
+    """An event number the page does not have: the client's error (400 with what to do), not a server
+    error with a traceback in the log. A KeyError too, for Gradio's own lookups that expect one."""
+
+    def __init__(self, number):
+        super().__init__(400, f"This page has no event number {number!r}: reload the page.")
+
+
+class Events(dict):
+    """A page's table of events (Gradio's BlocksConfig.fns, by number), refusing numbers it lacks with
+    UnknownEvent: queue/join and run/predict look a client's fn_index up here."""
+
+    def __missing__(self, number):
+        log_refusal("event", f"no event number {str(number)[:20]!r}")
+        raise UnknownEvent(number)
+
+
 class Blocks(gr.Blocks):
     """gr.Blocks whose refusals (gr.Error: bad input, wrong password, a limit reached) log one line
     instead of Gradio's full traceback (any other exception is a bug and keeps its traceback), whose
-    queued events are reached through the queue only, and which fetches no file an event's input names
-    by its address (demo.no_fetch)."""
+    queued events are reached through the queue only, which fetches no file an event's input names by
+    its address (demo.no_fetch), and which answers an event number it lacks with 400 (Events)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.default_config.fns = Events(self.default_config.fns)
 
     async def process_api(self, block_fn, *args, **kwargs):
         try:

@@ -148,6 +148,20 @@ def test_queued_events_refuse_direct_calls_and_the_study_events_answer(server):
         assert opened.status_code == 200 and dict(zip(SCREEN, opened.json()["data"]))["consent"]
 
 
+
+def test_an_unknown_event_number_is_the_clients_error(server):
+    """queue/join and run/predict with a number the page lacks: 400 saying what to do, no traceback logged."""
+    logged = server.log.stat().st_size
+    with client(server) as http:
+        for route, session in [("queue/join", secrets.token_hex(8)), ("run/predict", secrets.token_hex(8)),
+                               ("run/predict", None)]:
+            response = http.post(f"gradio_api/{route}", json={"data": [], "fn_index": 10**6, "session_hash": session})
+            assert response.status_code == 400 and "reload the page" in response.text, (route, response.text)
+    time.sleep(0.5)
+    log = server.log.read_bytes()[logged:].decode()
+    assert "Traceback" not in log and "refused event" in log, log[-2000:]
+
+
 def rss_monitor(server, stop, killed):
     """Polls the server's VmRSS every 0.1 s until `stop` is set; kills it (SIGKILL) the moment VmRSS passes
     PEAK_RSS_MIB, so that a broken protection fails the test without taking the machine's memory, and
