@@ -58,7 +58,7 @@ Click the button under the better one (**Left is better** or **Right is better**
 click **Both bad**. With a keyboard: **←** left, **→** right, **↓** tie.
 
 Go with your impression of the whole picture; there are no right or wrong answers.
-A few pairs are checks: one of their pictures is obviously broken (blurred, with inverted colours), so choose the other one.
+A few pairs are checks: one of their pictures is upside down, so choose the other one.
 Your answers are saved as you go: if you reload the page, you continue where you stopped."""
 
 
