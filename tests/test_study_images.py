@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 from scipy.stats import binom
+from sqlalchemy import update
 
 from bench.server import ROOT, App
 from demo.study_images import StudyImages
 from demo.study_page import register_sample
+from study import schema
 from study.picture_files import REFERENCE_SIDE, is_served_form, reference_path
 from study.prepare import sha256_file
 from study.store import CATCH, Store
@@ -130,6 +132,20 @@ def test_a_study_in_another_format_is_served_encoded_once_without_metadata(tmp_p
         written = {path: path.stat().st_mtime_ns for path, _, _ in served.values()}
         again = StudyImages(db, tmp_path / "served").files("old")
     assert {path: path.stat().st_mtime_ns for path, _, _ in again.values()} == written
+
+
+def test_a_sample_study_registered_from_older_images_is_named_at_start(tmp_path, capsys):
+    """A database that registered the sample before it was re-rendered (its files are gone) cannot
+    show its trials: the app's start says so and what to do."""
+    with Store(tmp_path / "db.sqlite") as db:
+        register_sample(db)
+        with db.engine.begin() as conn:
+            rows = schema.stimuli
+            conn.execute(update(rows).where(rows.c.method == CATCH).values(path=rows.c.path + ".png"))
+        capsys.readouterr()
+        register_sample(db)
+    err = capsys.readouterr().err
+    assert "no longer holds" in err and "new database" in err
 
 
 @pytest.fixture(scope="module")
