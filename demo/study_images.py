@@ -36,7 +36,7 @@ ROUTE = "study-image"
 NAME = re.compile(r"[0-9a-f]{40}")
 KINDS = ("output", "content", "style")  # what a name shows: the stimulus, or its content photo or style painting
 ID_BITS = 56  # the sealed 8 bytes: the kind's index above these, the stimulus id in them
-MEMORY_BYTES = 256 * 2**20  # served files kept in memory (the sample study's take 1.5 MB); the rest is read per request
+MEMORY_BYTES = 256 * 2**20  # served files kept in memory (the sample study's take 2.2 MB); the rest is read per request
 
 
 class StudyImages:

@@ -30,10 +30,10 @@ from .study_trial import ROUTE, trial_html
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
 MAX_RESPONSE_MS = 3_600_000  # a browser's response time above an hour is not believed
+PRELOAD_TRIALS = 2  # the trials after the one shown whose pictures the page fetches while it is shown
 ANSWERED = ("That pair had been answered already (in another window, or your answer reached us twice), "
             "so this answer was not recorded. Here is your next pair.")
 BAD_REQUEST = "This answer could not be read, so it was not recorded: reload the page."
-PRELOAD_TRIALS = 2  # the trials after the one shown whose pictures the page fetches while it is shown
 UNKNOWN = ("This study's database does not know you (it may have been reset), so the answer was not recorded: "
            "reload the page.")
 
