@@ -1,26 +1,25 @@
-"""The study's images as browsers get them: at addresses keyed by the server, padded to one size per study.
+"""The study's pictures as browsers get them: at addresses keyed by the server, in one light format.
 
-A trial's image is served at study-image/<name>.png, where name (20 bytes, hex) is the stimulus's
-database id encrypted under a key derived from the database's salt: a 6-byte nonce (an HMAC of the
-participant token, the trial token and the side), the id XORed with an HMAC keystream (8 bytes), and an
-HMAC tag (6 bytes) over both. The address says nothing about the stimulus, differs for every
-participant and trial, is not shared with the Compare tab's files, and is served by any app worker
-on the same database (deploy/: a participant moved to another worker keeps valid addresses); a name
-the server did not make fails the tag. The bytes are the stimulus as bare RGB pixels (no metadata),
-padded with a private ancillary PNG chunk of random bytes to the size of the study's largest file, so a
-catch image (blurred, so it would compress well) weighs as much as any other; it also has the size in
-pixels of its cell's real images.
-The padded files are written once per study into `cache_dir` (named by stimulus hash there, on the
-server's disk only) and reused after a restart while the study's stimuli are the same."""
+A picture is served at study-image/<name>.webp, where name (20 bytes, hex) seals what it shows under
+a key derived from the database's salt: a 6-byte nonce, 8 bytes (the picture's kind, 1 byte, and a
+stimulus's database id, 7 bytes) XORed with an HMAC keystream, and an HMAC tag (6 bytes) over both.
+A trial's image (`url`) has a nonce made from the participant token, the trial token and the side, so
+its address differs for every participant and trial; a stimulus's content photo or style painting
+(`reference_url`) has one made from the participant token and the picture, so that a participant's
+browser fetches each reference once (the sealed id is the study's first stimulus with that picture).
+The address says nothing about the stimulus, is not shared with the Compare tab's files, and is
+served by any app worker on the same database (deploy/: a participant moved to another worker keeps
+valid addresses); a name the server did not make fails the tag.
+The bytes are the study's files in study.picture_files' format (a lossy WebP, which holds no
+metadata), served as they are; a file in another format (a study prepared before that format had PNG
+stimuli) is encoded into it once per study into `cache_dir` (named by stimulus hash there, on the
+server's disk only) and reused after a restart. Catch and real images are encoded alike, so they
+weigh about the same without padding (tests/test_study_images.py)."""
 import hashlib
 import hmac
-import io
-import json
-import os
 import re
 import struct
 import threading
-import zlib
 from pathlib import Path
 
 from PIL import Image
@@ -28,43 +27,30 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.routing import Route
 
+from study.picture_files import MEDIA_TYPE, QUALITY, SUFFIX, encode, is_served_form, reference_path
+from study.store import StudyError
+
 from .storage import atomic_write
 
 ROUTE = "study-image"
 NAME = re.compile(r"[0-9a-f]{40}")
-PAD_CHUNK = b"stPd"  # ancillary (s), private (t), reserved bit clear (P), safe to copy (d): decoders skip it
-BLOCK = 4096  # padded sizes are multiples of this
-MEMORY_BYTES = 256 * 2**20  # served files kept in memory (the sample study's take 8 MB); the rest is read per request
-
-
-def bare_png(path):
-    """The image file at `path` as PNG bytes of its RGB pixels, without any metadata chunk."""
-    with Image.open(path) as image:
-        rgb = image.convert("RGB")
-    buf = io.BytesIO()
-    rgb.save(buf, "PNG")
-    return buf.getvalue(), rgb.size
-
-
-def pad_png(data, size):
-    """The PNG `data` grown to exactly `size` bytes by a PAD_CHUNK of random bytes placed before IEND."""
-    payload = size - len(data) - 12  # a chunk is length (4) + type (4) + data + CRC (4)
-    if payload < 0:
-        raise ValueError(f"cannot pad a {len(data)}-byte PNG to {size} bytes")
-    body = os.urandom(payload)
-    chunk = struct.pack(">I", payload) + PAD_CHUNK + body + struct.pack(">I", zlib.crc32(PAD_CHUNK + body))
-    return data[:-12] + chunk + data[-12:]  # the last 12 bytes are the IEND chunk
+KINDS = ("output", "content", "style")  # what a name shows: the stimulus, or its content photo or style painting
+ID_BITS = 56  # the sealed 8 bytes: the kind's index above these, the stimulus id in them
+MEMORY_BYTES = 256 * 2**20  # served files kept in memory (the sample study's take 2.2 MB); the rest is read per request
 
 
 class StudyImages:
-    """Addresses for the trials' images (`url`) and the route that serves them (`route`)."""
+    """Addresses for the trials' images (`url`) and reference pictures (`reference_url`), and the
+    route that serves them (`route`)."""
 
     def __init__(self, store, cache_dir):
         self.store = store
         self.cache_dir = Path(cache_dir)
         self._key = bytes.fromhex(store.hash_id("study-images", "key"))  # the same in every worker on the database
         self._files = {}  # study -> {stimulus sha256: (path, width, height)}
-        self._ids = {}  # (study, stimulus sha256) -> stimulus id, and stimulus id -> (study, stimulus sha256)
+        self._stimuli = {}  # stimulus id -> (study, {kind: sha256 of its output, content or style})
+        self._ids = {}  # (study, kind, sha256) -> the first stimulus id showing that picture
+        self._references = {}  # (study, sha256) -> (path, width, height)
         self._data = {}  # path -> bytes of the files served so far
         self._data_bytes = 0
         self._lock = threading.Lock()
@@ -77,12 +63,16 @@ class StudyImages:
         """data (8 bytes) XOR the keystream of `nonce`: encrypts and decrypts."""
         return bytes(a ^ b for a, b in zip(data, self._mac(b"stream", nonce)))
 
+    def _address(self, seed, kind, stimulus):
+        """The relative URL that serves `kind` of the stimulus id, with a nonce made from `seed` (str)."""
+        nonce = self._mac(b"nonce", seed.encode())[:6]
+        sealed = self._xor(nonce, struct.pack(">Q", KINDS.index(kind) << ID_BITS | stimulus))
+        return f"{ROUTE}/{(nonce + sealed + self._mac(b'tag', nonce + sealed)[:6]).hex()}{SUFFIX}"
+
     def url(self, study, participant, trial, side, sha256):
         """(relative URL, width, height) of the trial's image on `side`."""
         _, width, height = self.files(study)[sha256]
-        nonce = self._mac(b"nonce", f"{participant}\0{trial}\0{side}".encode())[:6]
-        sealed = self._xor(nonce, struct.pack(">Q", self._ids[study, sha256]))
-        return f"{ROUTE}/{(nonce + sealed + self._mac(b'tag', nonce + sealed)[:6]).hex()}.png", width, height
+        return self._address(f"{participant}\0{trial}\0{side}", "output", self._ids[study, "output", sha256]), width, height
 
     def path(self, name):
         """The file served at `name` (40 hex digits), or None for a name that no worker on this database made."""
@@ -90,17 +80,26 @@ class StudyImages:
         nonce, sealed, tag = raw[:6], raw[6:14], raw[14:]
         if not hmac.compare_digest(tag, self._mac(b"tag", nonce + sealed)[:6]):
             return None
-        (stimulus,) = struct.unpack(">Q", self._xor(nonce, sealed))
+        (value,) = struct.unpack(">Q", self._xor(nonce, sealed))
+        kind, stimulus = value >> ID_BITS, value & ((1 << ID_BITS) - 1)
         with self._lock:
-            entry = self._ids.get(stimulus)
+            entry = self._stimuli.get(stimulus)
         if entry is None:  # a study this worker has not served yet
             study = self.store.stimulus_study(stimulus)
             if study is None:
                 return None
             self.files(study)
             with self._lock:
-                entry = self._ids.get(stimulus)
-        return entry and self.files(entry[0])[entry[1]][0]
+                entry = self._stimuli.get(stimulus)
+        if entry is None or kind >= len(KINDS):
+            return None
+        study, shas = entry
+        if KINDS[kind] == "output":
+            return self.files(study)[shas["output"]][0]
+        try:
+            return self._reference(study, shas[KINDS[kind]])[0]
+        except StudyError:
+            return None
 
     def data(self, path):
         """The bytes of the served file `path`, kept in memory (up to MEMORY_BYTES in all) once read."""
@@ -115,7 +114,7 @@ class StudyImages:
         return found
 
     def files(self, study):
-        """{stimulus sha256: (padded file, width, height)} for every stimulus of the study, made on first use."""
+        """{stimulus sha256: (served file, width, height)} for every stimulus of the study, made on first use."""
         with self._lock:
             found = self._files.get(study)
         if found is not None:
@@ -126,38 +125,86 @@ class StudyImages:
                 self._files[study] = found
         return found
 
+    def _cache(self, study):
+        return self.cache_dir / hashlib.sha256(study.encode()).hexdigest()[:16]
+
+    def _served(self, study, source, sha256):
+        """(served file, width, height) of the picture file `source`: itself when it is in the served
+        format, else its encoding in the study's cache folder (made once)."""
+        path = source
+        if not is_served_form(source):
+            path = self._cache(study) / f"{sha256}-q{QUALITY}{SUFFIX}"
+            if not path.is_file():
+                with Image.open(source) as image:
+                    atomic_write(path, encode(image))
+        with Image.open(path) as image:
+            return path, image.width, image.height
+
     def _prepare(self, study):
-        stimuli = {s["output_sha256"]: s for s in self.store.stimuli(study)}
+        stimuli = self.store.stimuli(study)
         with self._lock:
-            for sha, s in stimuli.items():
-                self._ids[study, sha] = s["id"]
-                self._ids[s["id"]] = (study, sha)
-        folder = self.cache_dir / hashlib.sha256(study.encode()).hexdigest()[:16]
-        index = folder / "index.json"
-        try:
-            known = json.loads(index.read_text())
-            if set(known) == set(stimuli) and all((folder / f"{sha}.png").is_file() for sha in known):
-                return {sha: (folder / f"{sha}.png", w, h) for sha, (w, h) in known.items()}
-        except (OSError, ValueError):
-            pass
-        bare = {sha: bare_png(self.store.image_path(study, sha)) for sha in stimuli}
-        size = -(-(max(len(data) for data, _ in bare.values()) + 12) // BLOCK) * BLOCK
-        for sha, (data, _) in bare.items():
-            atomic_write(folder / f"{sha}.png", pad_png(data, size))
-        atomic_write(index, json.dumps({sha: dims for sha, (_, dims) in bare.items()}).encode())
-        return {sha: (folder / f"{sha}.png", w, h) for sha, (_, (w, h)) in bare.items()}
+            for s in stimuli:
+                shas = {kind: s[f"{kind}_sha256"] for kind in KINDS}
+                self._stimuli[s["id"]] = (study, shas)
+                for kind, sha in shas.items():
+                    self._ids.setdefault((study, kind, sha), s["id"])
+        return {s["output_sha256"]: self._served(study, self.store.image_path(study, s["output_sha256"]), s["output_sha256"])
+                for s in stimuli}
 
     def route(self):
-        """The starlette route serving study-image/<name>.png (404 for any other name)."""
+        """The starlette route serving study-image/<name>.webp (404 for any other name)."""
         def load(name):
             path = self.path(name)
             return None if path is None else self.data(path)
 
         async def serve(request):
-            name = request.path_params["name"]
-            data = await run_in_threadpool(load, name[:-4]) if NAME.fullmatch(name[:-4]) and name.endswith(".png") else None
+            name, suffix = request.path_params["name"][:40], request.path_params["name"][40:]
+            data = await run_in_threadpool(load, name) if NAME.fullmatch(name) and suffix == SUFFIX else None
             if data is None:
                 return Response("no such image", status_code=404)
-            return Response(data, media_type="image/png",
+            return Response(data, media_type=MEDIA_TYPE,
                             headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
         return Route(f"/{ROUTE}/{{name}}", serve, methods=["GET", "HEAD"])
+
+    def preload(self, study, participant, trials):
+        """The addresses of the pictures of `trials` (Store.remaining_trials' dicts) in the order a page
+        needs them: each trial's left and right image, then its content photo and style painting (none
+        for a study prepared before reference pictures were kept)."""
+        urls = []
+        for trial in trials:
+            urls += [self.url(study, participant, trial["token"], side, trial[side])[0] for side in ("left", "right")]
+            try:
+                urls += [self.reference_url(study, participant, self._ids[study, "output", trial["left"]], kind)[0]
+                         for kind in KINDS[1:]]
+            except StudyError:
+                pass
+        return urls
+
+    def _reference(self, study, sha256):
+        """(served file, width, height) of the study's reference picture of the content or style file
+        with this sha256; StudyError when the study has none (prepared before references were kept)."""
+        with self._lock:
+            found = self._references.get((study, sha256))
+        if found is None:
+            source = reference_path(self.store.study(study)["images_dir"], sha256)
+            if not source.is_file():
+                raise StudyError(f"study {study!r} has no reference picture {source.name} in its images folder: "
+                                 "run python -m study.prepare for it again (it makes them)")
+            found = self._served(study, source, sha256)
+            with self._lock:
+                self._references[study, sha256] = found
+        return found
+
+    def reference_url(self, study, participant, stimulus_id, kind):
+        """(relative URL, width, height) of the stimulus's content photo (kind "content") or style
+        painting ("style"), one address per participant and picture."""
+        if kind not in KINDS[1:]:
+            raise ValueError(f"kind must be 'content' or 'style', not {kind!r}")
+        self.files(study)
+        with self._lock:
+            entry = self._stimuli.get(stimulus_id)
+        if entry is None or entry[0] != study:
+            raise StudyError(f"study {study!r} has no stimulus {stimulus_id}")
+        sha = entry[1][kind]
+        _, width, height = self._reference(study, sha)
+        return self._address(f"{participant}\0{kind}\0{sha}", kind, self._ids[study, kind, sha]), width, height

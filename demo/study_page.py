@@ -58,7 +58,7 @@ Click the button under the better one (**Left is better** or **Right is better**
 click **Both bad**. With a keyboard: **←** left, **→** right, **↓** tie.
 
 Go with your impression of the whole picture; there are no right or wrong answers.
-A few pairs are checks: one of their pictures is obviously broken (blurred, with inverted colours), so choose the other one.
+A few pairs are checks: one of their pictures is upside down, so choose the other one.
 Your answers are saved as you go: if you reload the page, you continue where you stopped."""
 
 
@@ -74,10 +74,17 @@ def register_sample(store):
     styles = [REPO / p for p in spec["styles"]]
     expected = len(contents) * len(styles) * (len(spec["methods"]) + 1)  # + one catch image per cell
     try:
-        if len(store.stimuli(spec["name"])) == expected:
-            return
+        registered = store.stimuli(spec["name"])
     except StudyError:  # no such study yet
-        pass
+        registered = []
+    if len(registered) == expected:
+        folder = Path(store.study(spec["name"])["images_dir"])
+        gone = [s["path"] for s in registered if not (folder / s["path"]).is_file()]
+        if gone:  # registered before the sample was re-rendered: the store keeps a study's images fixed
+            print(f"warning: this database's sample study shows images that {folder} no longer holds ({gone[0]} "
+                  "and others), so its trials cannot be shown: start the app on a new database (--data-dir or "
+                  "DATABASE_URL) to try the current sample", file=sys.stderr)
+        return
     consent = (SAMPLE / "consent.md").read_text(encoding="utf-8")
     try:
         store.create_study(spec["name"], consent, spec["n_trials"], spec["catch_rate"], SAMPLE / "images")

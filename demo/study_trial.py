@@ -7,8 +7,10 @@ arrows, down for tie) vote, and the response time is counted from that moment. T
 trial `sent` and posts it to the study's vote route (demo.study_vote): nothing more is sent for it,
 double clicks included, until the reply brings the next trial or the completion code. A refused vote
 (a rate limit) or one that did not reach the server (no connection, a server restarting) shows why
-above the pictures and lets the same trial be answered again. The next trial's images are fetched
-while this one is shown, and every new trial starts scrolled to the top.
+above the pictures and lets the same trial be answered again. While a trial's pictures load, its
+status line counts them ("Loading the pictures... 1 of 2"); once its pair is on screen, the pictures
+of the next trials (the view's `next`, demo.study_images.preload) are fetched two at a time in the
+order they are needed. Every new trial starts scrolled to the top.
 Wide screens show the images side by side; a phone held upright shows them top and bottom, with the
 buttons named to match."""
 import html
@@ -83,7 +85,6 @@ TRIAL_CSS = """
 
 TRIAL_JS = f"const VOTE_URL = {json.dumps(ROUTE)};" + """
 const KEYS = {ArrowLeft: 'left', ArrowRight: 'right', ArrowDown: 'tie'};
-const preloaded = [];
 let cur = {token: null};
 const root = () => element.querySelector('.trial');
 
@@ -97,12 +98,14 @@ function apply() {  // only what differs: a re-render of the template runs sync 
 
 function check() {
   const r = root();
+  noteLoading(r);
   if (!r || cur.shown) return;
   const imgs = [...r.querySelectorAll('.pair img')];
   if (imgs.length !== 2 || !imgs.every(i => i.complete && i.naturalWidth > 0)) return;
   const token = cur.token;
   cur.shown = true;
   apply();
+  fetchAhead(r.dataset.next || '');
   requestAnimationFrame(() => requestAnimationFrame(() => {  // both images painted
     if (cur.token !== token) return;
     cur.ready = true;
@@ -118,15 +121,40 @@ function sync() {
     cur = {token: r.dataset.trial, shown: false, ready: false, sent: false};
     if (document.activeElement && element.contains(document.activeElement)) document.activeElement.blur();
     window.scrollTo(0, 0);
-    preloaded.length = 0;
-    for (const url of (r.dataset.next || '').split(' ').filter(Boolean)) {
-      const im = new Image();
-      im.src = url;
-      preloaded.push(im);
-    }
   }
   apply();
   check();
+}
+
+// ---- pictures ahead: the next trials' pictures (data-next, in the order they are needed), fetched
+// AHEAD_PARALLEL at a time once this trial's pair is on screen, so that they never slow it down ----
+const AHEAD_PARALLEL = 2;
+const ahead = {queue: [], loading: 0, kept: new Map()};  // kept: url -> its Image, for the latest list
+
+function fetchAhead(list) {
+  const urls = list.split(' ').filter(Boolean);
+  for (const url of [...ahead.kept.keys()]) if (!urls.includes(url)) ahead.kept.delete(url);
+  ahead.queue = urls.filter(url => !ahead.kept.has(url));
+  pumpAhead();
+}
+
+function pumpAhead() {
+  while (ahead.loading < AHEAD_PARALLEL && ahead.queue.length) {
+    const url = ahead.queue.shift(), im = new Image();
+    ahead.kept.set(url, im);
+    ahead.loading++;
+    im.onload = () => { ahead.loading--; pumpAhead(); };
+    im.onerror = () => { ahead.loading--; ahead.kept.delete(url); pumpAhead(); };
+    im.src = url;
+  }
+}
+
+function noteLoading(r) {  // the status line while a trial's pictures come in: "Loading the pictures... 1 of 2"
+  const status = r && r.querySelector('.status');
+  if (!status) return;
+  const imgs = [...r.querySelectorAll('img')];
+  const text = `Loading the pictures\u2026 ${imgs.filter(i => i.complete && i.naturalWidth > 0).length} of ${imgs.length}`;
+  if (status.textContent !== text) status.textContent = text;
 }
 
 function refused(message) {  // the same trial may be answered again

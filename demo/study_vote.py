@@ -30,6 +30,7 @@ from .study_trial import ROUTE, trial_html
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
 MAX_RESPONSE_MS = 3_600_000  # a browser's response time above an hour is not believed
+PRELOAD_TRIALS = 2  # the trials after the one shown whose pictures the page fetches while it is shown
 ANSWERED = ("That pair had been answered already (in another window, or your answer reached us twice), "
             "so this answer was not recorded. Here is your next pair.")
 BAD_REQUEST = "This answer could not be read, so it was not recorded: reload the page."
@@ -85,7 +86,7 @@ class StudyVotes:
     def _next(self, study, participant, prolific, remaining, notice=""):
         if not remaining:
             return {"done": done_html(self.store.completion_code(participant), prolific)}
-        shown, following = remaining[0], remaining[1] if len(remaining) > 1 else None
+        shown = remaining[0]
 
         def side(trial, name):
             return self.images.url(study, participant, trial["token"], name, trial[name])
@@ -93,7 +94,7 @@ class StudyVotes:
         number, total = shown["position"] + 1, shown["n_trials"]
         view = {"trial": shown["token"], "number": number, "total": total, "progress": f"Trial {number} of {total}",
                 "left": left, "right": right, "width": width, "height": height, "notice": notice,
-                "next": [side(following, name)[0] for name in ("left", "right")] if following else [],
+                "next": self.images.preload(study, participant, remaining[1:1 + PRELOAD_TRIALS]),
                 "ticket": self.ticket(study, participant, shown["token"], prolific)}
         return {"trial": {**view, "html": trial_html(view)}}
 

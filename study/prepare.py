@@ -8,8 +8,10 @@
                             [--max-participants N] [--url https://HOST]
 
 Runs `python -m model.stylize` in a subprocess (skipped when every output exists), then registers
-each CONTENT__STYLE__METHOD.png with its sha256 hashes, plus one catch image per content x style
-(CONTENT__STYLE__catch.png: a rendered output blurred beyond recognition and colour-inverted).
+each output as browsers get it (study.picture_files: CONTENT__STYLE__METHOD.webp, made from the
+model's CONTENT__STYLE__METHOD.png), plus one catch image per content x style (CONTENT__STYLE__catch.webp:
+a rendered output turned upside down, see CATCH_RECIPE), and keeps each content photo and style
+painting as a reference picture (images_dir/references/). The PNG renders may be deleted afterwards.
 --db defaults to the app's database: env DATABASE_URL, else DATA_DIR/arena.db (DATA_DIR: env, else data/);
 --images-dir to runs/study/NAME. Prints the participants' link (plain and Prolific's template), the
 completion code, the trials per participant and an estimate of the minutes each participant needs.
@@ -20,8 +22,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageFilter, ImageOps
+from PIL import Image
 
+from .picture_files import SUFFIX, reference_image, reference_path, save
 from .power import EFFECT, Design, recommended_participants
 from .power import summary as power_summary
 from .store import CATCH, Store, StudyError, default_url
@@ -29,7 +32,12 @@ from .store import CATCH, Store, StudyError, default_url
 REPO = Path(__file__).resolve().parents[1]
 # model.files' contract, kept here because study/ never imports model/ (tests/test_contracts.py pins it)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
-CATCH_RECIPE = "gaussian blur (radius = long side / 16), colours inverted"
+# Upside down: a person sees it at once (on contents with a clear top), and unlike blur, inversion or a
+# replaced region it keeps every statistic of the picture (histogram, sharpness, texture; its
+# compressed size moves by under 3%), so no per-image measure tells it from a real output. The
+# source method alternates over the cells, so catch images are spread over the methods like the
+# real ones.
+CATCH_RECIPE = "a rendered output turned upside down (rotated 180 degrees), encoded like the outputs"
 SECONDS_PER_TRIAL = 8  # a considered look at two pictures and a click
 SECONDS_AROUND = 90  # consent, instructions and the completion code
 PROLIFIC_PARAMS = "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
@@ -73,14 +81,15 @@ def sha256_file(path):
     return digest.hexdigest()
 
 
+def stimulus_name(content, style, method):
+    """The file a participant's browser gets for this content, style and method (see study.picture_files)."""
+    return Path(output_name(content, style, method)).with_suffix(SUFFIX).name
+
+
 def make_catch_image(source, target):
-    """Write a visibly broken copy of the image `source` to `target` (see CATCH_RECIPE)."""
+    """Write a visibly broken copy of the rendered image `source` to `target` (see CATCH_RECIPE)."""
     with Image.open(source) as im:
-        im = im.convert("RGB")
-        broken = ImageOps.invert(im.filter(ImageFilter.GaussianBlur(max(im.size) / 16)))
-    partial = Path(target).with_suffix(".part.png")
-    broken.save(partial)
-    partial.replace(target)
+        save(im.convert("RGB").transpose(Image.Transpose.ROTATE_180), target)
 
 
 def render(contents, styles, methods, size, images_dir, device=None, weights_dir=None):
@@ -99,30 +108,40 @@ def render(contents, styles, methods, size, images_dir, device=None, weights_dir
 
 
 def register(store, study, contents, styles, methods, images_dir, size):
-    """Register every rendered output in images_dir and a catch image per content x style (made
-    from the first method's output when missing). contents, styles: lists of image files.
-    Returns (number of new stimuli, names of missing outputs)."""
+    """Register every output in images_dir (its served file, made from the model's PNG when missing),
+    a catch image per content x style (made when missing, from the PNG of the cell's first, second, ...
+    method in turn) and keep a reference picture of every content and style. contents, styles: lists
+    of image files. Returns (number of new stimuli, names of missing outputs)."""
     images_dir = Path(images_dir)
     before = len(store.stimuli(study))
     hashes = {p: sha256_file(p) for p in {*contents, *styles}}
+    for path, sha in hashes.items():
+        if not reference_path(images_dir, sha).is_file():
+            save(reference_image(path), reference_path(images_dir, sha))
     missing = []
-    for content in contents:
-        for style in styles:
-            cell = (content.name, hashes[content], style.name, hashes[style])
-            rendered = []
-            for method in methods:
-                out = images_dir / output_name(content, style, method)
-                if not out.is_file():
-                    missing.append(out.name)
+    for index, (content, style) in enumerate((c, s) for c in contents for s in styles):
+        cell = (content.name, hashes[content], style.name, hashes[style])
+        rendered = []
+        for method in methods:
+            png, served = images_dir / output_name(content, style, method), images_dir / stimulus_name(content, style, method)
+            if not served.is_file():
+                if not png.is_file():
+                    missing.append(png.name)
                     continue
-                store.add_stimulus(study, *cell, method, sha256_file(out), out.name, {"size": size})
-                rendered.append(out)
-            if rendered:
-                catch = images_dir / output_name(content, style, CATCH)
-                if not catch.is_file():
-                    make_catch_image(rendered[0], catch)
-                store.add_stimulus(study, *cell, CATCH, sha256_file(catch), catch.name,
-                                   {"size": size, "made_from": rendered[0].name, "recipe": CATCH_RECIPE})
+                with Image.open(png) as im:
+                    save(im, served)
+            store.add_stimulus(study, *cell, method, sha256_file(served), served.name, {"size": size})
+            rendered.append((png, served))
+        if rendered:
+            source, source_served = rendered[index % len(rendered)]
+            catch = images_dir / stimulus_name(content, style, CATCH)
+            if not catch.is_file():
+                if not source.is_file():
+                    raise StudyError(f"cannot make {catch.name}: the render it is made from, {source.name}, is "
+                                     "missing; put it back (python -m model.stylize renders it) and run again")
+                make_catch_image(source, catch)
+            store.add_stimulus(study, *cell, CATCH, sha256_file(catch), catch.name,
+                               {"size": size, "made_from": source_served.name, "recipe": CATCH_RECIPE})
     return len(store.stimuli(study)) - before, missing
 
 
@@ -162,8 +181,9 @@ def main(argv=None):
                                args.catch_rate, images_dir, args.completion_code, args.title, args.no_consent_code,
                                args.require_prolific, args.max_participants)
             images_dir.mkdir(parents=True, exist_ok=True)
-            expected = [images_dir / output_name(c, s, m) for c in contents for s in styles for m in methods]
-            todo = sum(not p.is_file() for p in expected)
+            expected = [(c, s, m) for c in contents for s in styles for m in methods]
+            todo = sum(not (images_dir / output_name(*x)).is_file() and not (images_dir / stimulus_name(*x)).is_file()
+                       for x in expected)
             if todo:
                 print(f"rendering {todo} of {len(expected)} images into {images_dir}")
                 render(args.contents, args.styles, methods, args.size, images_dir, args.device, args.weights_dir)

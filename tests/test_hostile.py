@@ -27,7 +27,7 @@ from study.store import Store
 PASSWORD = "hostile-test-password"
 CONTENT = ROOT / "examples/contents/photo_chelsea.jpg"
 STYLE = ROOT / "examples/styles/gogh_cafe_terrace_night.jpg"
-STIMULUS = next((ROOT / "studies/sample/images").glob("*__a2k_free.png"))
+STIMULUS = next((ROOT / "studies/sample/images").glob("*__a2k_free.webp"))
 NOT_AN_IMAGE = "Content photo: the upload is not an image PIL can read"
 BAD_LINK = "in this link is not valid"
 NOT_READ = re.escape(BAD_REQUEST)  # a ticket the server did not issue

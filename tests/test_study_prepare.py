@@ -55,10 +55,13 @@ def test_prepare_registers_outputs_and_catch_images_once(inputs, capsys):
             assert path.is_file() and sha256_file(path) == s["output_sha256"]
             assert s["content_sha256"] == sha256_file(inputs / "contents" / s["content_name"])
         catch = [s for s in stimuli if s["method"] == CATCH]
-        assert len(catch) == 4 and all(s["path"].endswith("__catch.png") for s in catch)
-        source = np.asarray(Image.open(inputs / "images" / catch[0]["settings"]["made_from"]), dtype=float)
-        broken = np.asarray(Image.open(inputs / "images" / catch[0]["path"]), dtype=float)
-        assert np.abs(broken - source).mean() > 40  # visibly different, not a near copy
+        assert len(catch) == 4 and all(s["path"].endswith("__catch.webp") for s in catch)
+        assert {s["settings"]["made_from"].split("__")[-1] for s in catch} == {f"{m}.webp" for m in METHODS}
+        for s in catch:
+            source = np.asarray(Image.open(inputs / "images" / s["settings"]["made_from"]), dtype=float)
+            broken = np.asarray(Image.open(inputs / "images" / s["path"]), dtype=float)
+            assert np.abs(broken - source).mean() > 40  # visibly different, not a near copy
+            assert np.abs(broken[::-1, ::-1] - source).mean() < 10  # the same output upside down
         assert len(store.remaining_trials(store.new_participant("pilot"))) == 20  # ready for participants
     assert main(args(inputs)) == 0
     assert "12 stimuli registered (0 new" in capsys.readouterr().out

@@ -2,7 +2,9 @@
 
     python studies/sample/build.py [--device cpu|cuda]
 
-The images are committed, so the app never renders them: it only registers them at start
+It renders into a temporary folder and then replaces images/ with the files participants get (the
+outputs and catch images as WebP, and references/), leaving the model's PNG renders out. The images are
+committed, so the app never renders them: it only registers them at start
 (demo.study_page.register_sample). Run this after changing study.json or the model, then commit."""
 import json
 import shutil
@@ -27,8 +29,12 @@ def main(argv):
                    "--methods", ",".join(spec["methods"]), "--study", spec["name"],
                    "--consent", str(HERE / "consent.md"), "--n-trials", str(spec["n_trials"]),
                    "--catch-rate", str(spec["catch_rate"]), "--size", str(spec["size"]),
-                   "--images-dir", str(HERE / "images"), "--db", f"{tmp}/build.db", *argv]
-        return subprocess.run(command, cwd=REPO).returncode
+                   "--images-dir", f"{tmp}/images", "--db", f"{tmp}/build.db", *argv]
+        code = subprocess.run(command, cwd=REPO).returncode
+        if code == 0:
+            shutil.rmtree(HERE / "images", ignore_errors=True)
+            shutil.copytree(Path(tmp) / "images", HERE / "images", ignore=shutil.ignore_patterns("*.png"))
+        return code
 
 
 if __name__ == "__main__":
