@@ -23,9 +23,9 @@ EXAMPLES = Path(__file__).parents[1] / "examples"
 def test_every_method_runs_on_odd_sizes(name, official_weights_dir):
     net = load_method(name, official_weights_dir, "cpu")
     torch.manual_seed(0)
-    content, style = torch.rand(1, 3, 333, 517), torch.rand(1, 3, 640, 480)
+    content, style = torch.rand(1, 3, 157, 261), torch.rand(1, 3, 330, 243)
     out = net(content, style)
-    assert out.shape == (1, 3, 333, 517)
+    assert out.shape == (1, 3, 157, 261)
     assert torch.isfinite(out).all()
     blended = net(content, style, alpha=0.5)
     assert blended.shape == out.shape and not torch.allclose(blended, out)
