@@ -130,17 +130,17 @@ def build_battle_tab(arena, session):
     start = gr.Button("Start battle", variant="primary")
     with gr.Column(elem_id="battle-arena"):  # brought into view when a battle starts (PAGE_JS)
         status = gr.Markdown(elem_id="battle-status")
+        reveal = gr.Markdown(elem_id="battle-reveal")  # above the pictures: on a phone, in view after the vote
         with gr.Row(elem_id="battle-results"):
             images = [gr.Image(label=f"Model {side}", format="png", interactive=False, height=320, min_width=120,
                                buttons=["fullscreen"], elem_id=f"battle-{side.lower()}") for side in SIDES]
         with gr.Row(elem_id="battle-votes"):
-            buttons = [gr.Button(f"{text} ({BATTLE_KEYS[c]})", interactive=False, min_width=80, elem_id=f"battle-vote-{c}",
+            buttons = [gr.Button(f"{text} ({BATTLE_KEYS[c]})", interactive=False, min_width=140, elem_id=f"battle-vote-{c}",
                                  variant="primary" if c in ("left", "right") else "secondary")
                        for c, text in BATTLE_LABELS.items()]
         with gr.Row():
-            regenerate = gr.Button("Regenerate (another pair, no vote)", interactive=False, size="sm", min_width=80)
+            regenerate = gr.Button("Regenerate (another pair)", interactive=False, size="sm", min_width=80)
             new_round = gr.Button("New round", interactive=False, size="sm", min_width=80, elem_id="battle-new-round")
-        reveal = gr.Markdown(elem_id="battle-reveal")
     focus = gr.HTML(None, html_template="", js_on_load=PAGE_JS, visible="hidden", elem_id="battle-focus")
     battle = gr.State(None)  # server-side: the battle on screen, its methods and outputs
     shown = [*images, status, reveal, battle, *buttons, regenerate, new_round, focus]
@@ -257,8 +257,8 @@ def build_battle_tab(arena, session):
         """How a revealed model's picture was made: its time, stored or run now, and a GPU's peak memory."""
         memory = (f", {result.peak_mib:,.0f} MiB GPU peak"
                   if settings.torch_device.type == "cuda" and result.peak_mib is not None else "")
-        made = "precomputed: stored from an earlier run of" if result.cached else "run now in"
-        return f"{made} {result.seconds:.1f} s{memory}"
+        return (f"precomputed (its run: {result.seconds:.1f} s{memory})" if result.cached
+                else f"run now, {result.seconds:.1f} s{memory}")
 
     def vote(choice, current, state, address):
         if not current:
@@ -277,11 +277,10 @@ def build_battle_tab(arena, session):
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc
         labels = [arena.label(m) for m in current["methods"]]
-        runs = [f"**Model {side}** was **{label}** ({ran(r)})"
+        runs = [f"**Model {side}** was **{label}**: {ran(r)}"
                 for side, label, r in zip(SIDES, labels, current["results"])]
-        revealed = (f"Your vote: **{BATTLE_LABELS[choice]}**. " + " · ".join(runs)
-                    + ". Press New round for another pair, or see the Leaderboard.")
-        return screen(None, "Thank you!", revealed, None, "voted", names=labels)
+        revealed = f"Your vote: **{BATTLE_LABELS[choice]}**. " + ". ".join(runs) + "."
+        return screen(None, "Thank you! **New round**: another pair of models.", revealed, None, "voted", names=labels)
 
     device = settings.device_events
     battle_outputs = [content, style, *shown]
