@@ -9,7 +9,14 @@ session's server-side state, and the images are served as <HMAC(process key, bat
 own (`disguised`), so that its bytes match no stored result, no Compare output and no other battle's
 picture. The store keeps one vote per visitor, content, style and method pair, with its network address's
 pseudonym of the day (demo.pseudonyms), under the study's rate limits (demo.limits); the leaderboard
-decides which votes count (study.counting)."""
+decides which votes count (study.counting).
+
+A battle that starts scrolls its pictures and vote buttons into view; while a model paints, the status
+counts down its estimated time (demo.arena: from recent runs of that method and size) and gives the next
+model's, corrected by how far the first was off. Keys A, B, T and N vote (BATTLE_KEYS, shown on the buttons).
+Regenerate drops the battle on screen unvoted for another pair on the same images; New round, after the
+vote, starts another pair on the same images, or on a gallery photo and painting once this visitor has
+voted on every pair for these."""
 import hashlib
 import hmac
 import io

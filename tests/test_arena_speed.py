@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from demo.arena import Arena, Settings, Throughput, time_left
+from demo.battle import run_text
 from demo.budget import Hold
 from demo.gallery import example_paths
 from demo.upload import read_input, shrink
@@ -85,3 +86,13 @@ def test_estimates_come_from_measured_throughput():
     assert rates.estimate("a", 500, (500, 500)) == pytest.approx(4.0 * 0.25)
     assert rates.estimate("a", 800, (800, 400)) == pytest.approx(5.0 * 0.32)  # another size: the method's runs
     assert rates.estimate("b", 1000, (1000, 750), [(1000, 750)]) == pytest.approx(5.0 * 0.75 + 2.0 * 0.75)  # a's rate
+
+
+def test_the_battle_counts_down_each_model_and_says_when_it_runs_over():
+    estimates = {"A": 6.0, "B": 2.4}
+    assert run_text("A", estimates, 0) == "Model A is painting, about 6 s left… · Model B: about 2 s"
+    assert run_text("A", estimates, 5.5) == "Model A is painting, under a second left… · Model B: about 2 s"
+    assert run_text("A", estimates, 8.2) == "Model A is painting, longer than estimated (8 s so far)… · Model B: about 2 s"
+    assert run_text("B", estimates, 1) == "Model B is painting, about 1 s left…"
+    assert run_text("A", {"A": 0.0, "B": 0.0}, 0) == "Model A: precomputed, loading… · Model B: precomputed"
+    assert run_text("A", {"A": None, "B": None}, 3) == "Model A is painting…"
