@@ -2,6 +2,7 @@
 import secrets
 import statistics
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,6 +217,7 @@ class Arena:
         content, style = self.images.get(content_sha), self.images.get(style_sha)
         device = self.settings.torch_device
         with self.device_lock:
+            began = time.perf_counter()
             fresh = [image for image in resized_pair(content, style, size, args[-1])
                      if not is_encoded(net, image, self.features)]
             with Cost(device) as encoding:  # timed apart: a run on cached features costs less
@@ -223,13 +225,14 @@ class Arena:
                     encode(net, image, self.features)
             with Cost(device) as cost:
                 output = stylize(content, style, net, size, alpha, preserve_color, style_size=args[-1], cache=self.features)
-        if fresh:
-            self.throughput.encoded(sum(megapixels(image.size) for image in fresh), encoding.seconds)
-        self.throughput.ran(method, size, output.size, cost.seconds)
         seconds = encoding.seconds + cost.seconds
         peak = None if None in (encoding.mib, cost.mib) else max(encoding.mib, cost.mib)
         sha = self.images.put(output, hold)
         self.results.put(self.result_key(*args), {"output": sha, "seconds": seconds, "peak_mib": peak}, hold)
+        if fresh:
+            self.throughput.encoded(sum(megapixels(image.size) for image in fresh), encoding.seconds)
+        # the estimate's run: everything from the device's turn to the stored output, but the encodings
+        self.throughput.ran(method, size, output.size, time.perf_counter() - began - encoding.seconds)
         return Result(sha, seconds, peak, False)
 
     def metrics(self, content_sha, style_sha, outputs):
@@ -248,10 +251,10 @@ class Arena:
 
 class Throughput:
     """Measured speed for time estimates: seconds per output megapixel of each method's last RUNS runs at
-    each output long side on cached encoder features (transform and decoder), and over all sizes, and the
-    encoder's seconds per megapixel of its last RUNS encodings (the gallery warm-up's and the runs'). Before
-    a method ran at all, its run is taken to cost an encoding of the output: the VGG decoder mirrors the
-    encoder."""
+    each output long side, and at any size, a run timed from the device's turn to its stored output less
+    its encodings (transform, decoder, storing); and the encoder's seconds per megapixel of its last RUNS
+    encodings (the gallery warm-up's and the runs'). Before a method ran at all, its run is taken to cost
+    an encoding of the output: the VGG decoder mirrors the encoder."""
 
     RUNS = 5
 
