@@ -100,24 +100,28 @@ def test_the_stored_battle_is_the_one_the_visitor_saw_and_chose(server):
     """What the visitor saw: for each side, the picture the client got, which is the model's stored output with
     each channel moved by at most 1 (demo.battle.disguised), and the method the reveal names for that side.
     The stored row must give each side that method and that output (and not the other side's: the two outputs
-    differ by more than 1 somewhere), and the choice sent (test_battles.py: the leaderboard follows it). Two
-    battles on the same images (the second from New round: another pair), one vote for A, one for B."""
+    differ by more than 1 somewhere), and the choice sent (test_battles.py: the leaderboard follows it). A
+    battle dropped by Regenerate, then two voted battles on the same images (the second from New round:
+    another pair), one vote for A, one for B."""
     client = Client(server.url, verbose=False)
     photo = server.data / "held-out-photo.png"  # a picture no other test of the module battles on
     Image.open(CONTENT).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo)
     seen, pairs = [], []
-    for choice, event in (("left", "/battle"), ("right", "/battle_new_round")):
+    with Store(server.data / "arena.db") as store:
+        stored_before = len(store.battles())
+    client.predict(handle_file(photo), handle_file(STYLE), api_name="/battle")  # dropped unvoted by Regenerate:
+    for choice, event in (("left", "/battle_regenerate"), ("right", "/battle_new_round")):
         *_, a, b, status, _, _ = client.predict(handle_file(photo), handle_file(STYLE), api_name=event)
         assert "Which picture is better?" in status
         reveal = client.predict(api_name=f"/battle_vote_{choice}")[3]
         methods = revealed_methods(reveal)
         assert len(methods) == 2
-        seen.append((choice, methods, [pixels(a["value"] if isinstance(a, dict) else a),
-                                       pixels(b["value"] if isinstance(b, dict) else b)]))
+        seen.append((choice, methods, [pixels(a["value"]), pixels(b["value"])]))
         pairs.append(set(methods))
     assert pairs[0] != pairs[1]  # New round: another pair of models
     with Store(server.data / "arena.db") as store:
-        rows = store.battles().tail(2)
+        rows = store.battles().iloc[stored_before:]
+        assert len(rows) == 2  # none for the battle Regenerate dropped
         for row, (choice, methods, shown) in zip(rows.itertuples(), seen):
             assert (row.left_method, row.right_method, row.choice) == (*methods, choice)
             stored = [pixels(server.data / "images" / sha[:2] / f"{sha}.png") for sha in (row.left_sha256, row.right_sha256)]
