@@ -2,6 +2,7 @@
 import secrets
 import statistics
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ import torch
 from model.features import FeatureCache
 from model.methods import METHODS, available_methods, default_device
 from model.metrics import evaluate_pair, load_encoder
-from model.pipeline import STYLE_SIZE, cached_method, encode, resized_pair, stylize
+from model.pipeline import STYLE_SIZE, cached_method, encode, is_encoded, resized_pair, stylize
 from model.profiling import Cost
 from model.weights import locate
 from study.store import Store, default_url
@@ -154,22 +155,38 @@ class Arena:
             _, style = resized_pair(painting, painting, size, style_size_for(size))
             with self.device_lock, Cost(self.settings.torch_device) as cost:
                 encode(net, style, self.features)
-            self.throughput.encoded(style.size, cost.seconds)
+            self.throughput.encoded(megapixels(style.size), cost.seconds)
         return len(paths)
 
-    def estimate(self, methods, size):
-        """Estimated seconds for a comparison of `methods` at output long side `size` (px), from the
-        measured throughput, or None before anything was measured."""
-        return self.throughput.estimate(methods, size)
+    def plan(self, method, content_sha, style_sha, size, style_size=None):
+        """(the output's size, the sizes of the inputs whose encoder features are not in the feature cache: what
+        a run of `method` at long side `size` would encode), each (w, h) px, the inputs resized as the run does."""
+        net = cached_method(method, self.settings.weights_dir, self.settings.torch_device)
+        pair = resized_pair(self.images.get(content_sha), self.images.get(style_sha), size, style_size or style_size_for(size))
+        return pair[0].size, [image.size for image in pair if not is_encoded(net, image, self.features)]
 
-    def progress_text(self, methods, size, stored=()):
+    def estimates(self, methods, size, content_sha, style_sha):
+        """Estimated seconds of each run of `methods`, one after the other, at output long side `size` (px)
+        on these stored inputs (the first run encodes what the feature cache lacks, the others find it
+        there), from the measured throughput; None for each before anything was measured."""
+        if not methods:
+            return []
+        output, encodes = self.plan(methods[0], content_sha, style_sha, size)
+        return [self.throughput.estimate(m, size, output, encodes if i == 0 else ()) for i, m in enumerate(methods)]
+
+    def estimate(self, methods, size, content_sha, style_sha):
+        """`estimates` summed; None before anything was measured."""
+        seconds = self.estimates(methods, size, content_sha, style_sha)
+        return None if None in seconds else sum(seconds)
+
+    def progress_text(self, methods, size, content_sha, style_sha, stored=()):
         """What a progress bar says while the first of `methods` is made: "Running A2K (training-free),
         about 4 s left", the estimate covering those of `methods` not in `stored` (methods whose result
         is stored take no time: "Loading A2K (training-free), stored"); no estimate before anything
         was measured."""
         pending = [m for m in methods if m not in stored]
         text = f"Running {self.label(methods[0])}" if methods[0] in pending else f"Loading {self.label(methods[0])}, stored"
-        seconds = self.estimate(pending, size) if pending else None
+        seconds = self.estimate(pending, size, content_sha, style_sha) if pending else None
         if seconds is None:
             return text
         return f"{text}, {time_left(seconds)}"
@@ -198,12 +215,25 @@ class Arena:
             return result
         net = cached_method(method, self.settings.weights_dir, self.settings.torch_device)
         content, style = self.images.get(content_sha), self.images.get(style_sha)
-        with self.device_lock, Cost(self.settings.torch_device) as cost:
-            output = stylize(content, style, net, size, alpha, preserve_color, style_size=args[-1], cache=self.features)
-        self.throughput.ran(method, output.size, cost.seconds)
+        device = self.settings.torch_device
+        with self.device_lock:
+            began = time.perf_counter()
+            fresh = [image for image in resized_pair(content, style, size, args[-1])
+                     if not is_encoded(net, image, self.features)]
+            with Cost(device) as encoding:  # timed apart: a run on cached features costs less
+                for image in fresh:
+                    encode(net, image, self.features)
+            with Cost(device) as cost:
+                output = stylize(content, style, net, size, alpha, preserve_color, style_size=args[-1], cache=self.features)
+        seconds = encoding.seconds + cost.seconds
+        peak = None if None in (encoding.mib, cost.mib) else max(encoding.mib, cost.mib)
         sha = self.images.put(output, hold)
-        self.results.put(self.result_key(*args), {"output": sha, "seconds": cost.seconds, "peak_mib": cost.mib}, hold)
-        return Result(sha, cost.seconds, cost.mib, False)
+        self.results.put(self.result_key(*args), {"output": sha, "seconds": seconds, "peak_mib": peak}, hold)
+        if fresh:
+            self.throughput.encoded(sum(megapixels(image.size) for image in fresh), encoding.seconds)
+        # the estimate's run: everything from the device's turn to the stored output, but the encodings
+        self.throughput.ran(method, size, output.size, time.perf_counter() - began - encoding.seconds)
+        return Result(sha, seconds, peak, False)
 
     def metrics(self, content_sha, style_sha, outputs):
         """The paper's metrics for stored outputs {label: sha256} of one comparison: a DataFrame
@@ -220,40 +250,48 @@ class Arena:
 
 
 class Throughput:
-    """Measured speed for time estimates: seconds per output megapixel of each method's last runs
-    (a run that encoded both images costs more than one that found them cached; the estimate is
-    their median), and before any run, the encoder's seconds per megapixel from the gallery warm-up
-    (a method costs about an encoding of the content for the decoder plus its share of the
-    encodings: the VGG decoder mirrors the encoder)."""
+    """Measured speed for time estimates: seconds per output megapixel of each method's last RUNS runs at
+    each output long side, and at any size, a run timed from the device's turn to its stored output less
+    its encodings (transform, decoder, storing); and the encoder's seconds per megapixel of its last RUNS
+    encodings (the gallery warm-up's and the runs'). Before a method ran at all, its run is taken to cost
+    an encoding of the output: the VGG decoder mirrors the encoder."""
 
     RUNS = 5
-    ASPECT = 3 / 4  # outputs are assumed 4:3 when estimating
 
     def __init__(self):
-        self.method_rates = {}  # method -> deque of seconds per output megapixel
+        self.runs = {}  # (method, long side px) -> deque of seconds per output megapixel
+        self.method_rates = {}  # method -> deque of seconds per output megapixel, any size
         self.encoder_rates = deque(maxlen=self.RUNS)
         self.lock = threading.Lock()
 
-    def ran(self, method, output_size, seconds):
+    def ran(self, method, size, output_size, seconds):
+        """A run of `method` at long side `size` made an output of `output_size` (w, h) in `seconds` on cached features."""
+        rate = seconds / megapixels(output_size)
         with self.lock:
-            self.method_rates.setdefault(method, deque(maxlen=self.RUNS)).append(seconds / megapixels(output_size))
+            self.runs.setdefault((method, size), deque(maxlen=self.RUNS)).append(rate)
+            self.method_rates.setdefault(method, deque(maxlen=self.RUNS)).append(rate)
 
-    def encoded(self, image_size, seconds):
+    def encoded(self, mp, seconds):
+        """The encoder took `seconds` for images of `mp` megapixels in all."""
         with self.lock:
-            self.encoder_rates.append(seconds / megapixels(image_size))
+            self.encoder_rates.append(seconds / mp)
 
-    def estimate(self, methods, size):
-        mp = size * size * self.ASPECT / 1e6
+    def estimate(self, method, size, output_size, encodes=()):
+        """Seconds for a run of `method` at long side `size` (px) making an output of `output_size` (w, h)
+        that encodes images of the sizes `encodes` ((w, h) each), or None before anything was measured."""
         with self.lock:
+            runs = list(self.runs.get((method, size), ()))
             rates = {m: statistics.median(r) for m, r in self.method_rates.items()}
             encoder = statistics.median(self.encoder_rates) if self.encoder_rates else None
-        fallback = statistics.median(rates.values()) if rates else None
-        if encoder is not None and fallback is None:
-            style_mp = STYLE_SIZE * STYLE_SIZE * self.ASPECT / 1e6
-            return encoder * (mp * (1 + len(methods)) + style_mp)
-        if fallback is None:
+        if runs:
+            rate = statistics.median(runs)
+        elif rates:
+            rate = rates.get(method, statistics.median(rates.values()))
+        elif encoder is not None:
+            rate = encoder
+        else:
             return None
-        return sum(rates.get(m, fallback) for m in methods) * mp
+        return rate * megapixels(output_size) + (encoder or rate) * sum(megapixels(s) for s in encodes)
 
 
 def style_size_for(size):

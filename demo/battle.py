@@ -9,14 +9,23 @@ session's server-side state, and the images are served as <HMAC(process key, bat
 own (`disguised`), so that its bytes match no stored result, no Compare output and no other battle's
 picture. The store keeps one vote per visitor, content, style and method pair, with its network address's
 pseudonym of the day (demo.pseudonyms), under the study's rate limits (demo.limits); the leaderboard
-decides which votes count (study.counting)."""
+decides which votes count (study.counting).
+
+A battle that starts scrolls its pictures and vote buttons into view; while a model paints, the status
+counts down its estimated time (demo.arena: from recent runs of that method and size) and gives the next
+model's, corrected by how far the first was off. Keys A, B, T and N vote (BATTLE_KEYS, shown on the buttons).
+Regenerate drops the battle on screen unvoted for another pair on the same images; New round, after the
+vote, starts another pair on the same images, or on a gallery photo and painting once this visitor has
+voted on every pair for these."""
 import hashlib
 import hmac
 import io
 import itertools
+import json
 import random
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import gradio as gr
 import numpy as np
@@ -27,19 +36,39 @@ from model.methods import METHODS
 from model.weights import WeightsError
 from study.store import StudyError
 
-from .choices import BATTLE_LABELS
+from .arena import time_left
+from .choices import BATTLE_KEYS, BATTLE_LABELS
 from .gallery import example_paths
 from .limits import VoteLimits
 from .pseudonyms import DailyPseudonyms
 from .security import PAGE_EVENT, peer
 from .session import inputs_key, visitor
-from .storage import StorageError, served_copy
+from .storage import StorageError, encoded, served_copy
 from .upload import ImageUpload, missing_input, read_input, shrink
 from .warmup import DEFAULTS, pair_paths
 
 CROSS = 0.75  # probability of an A2K-against-all-to-all pair when one is left to vote on
 SIDES = ("A", "B")
 STALE = "The photo or painting changed after this battle: start a new battle to vote."
+TICK_S = 1.0  # how often the status counts down while a model paints
+# installed once per page by the tab's hidden HTML element: the vote keys (a key press clicks the button, when
+# it is enabled and on screen, so it is the same event under the same limits), and, each time a battle starts
+# (the element's value changes), the pictures and the vote buttons brought into view
+PAGE_JS = f"const KEYS = {json.dumps({key.lower(): f'battle-vote-{c}' for c, key in BATTLE_KEYS.items()})};" + """
+if (!window.battleKeys) {
+  window.battleKeys = true;
+  document.addEventListener('keydown', (event) => {
+    const target = event.target;
+    if (event.ctrlKey || event.metaKey || event.altKey || event.repeat || target.isContentEditable
+        || ['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName)) return;
+    const button = document.getElementById(KEYS[event.key.toLowerCase()]);
+    if (!button || button.disabled || !button.offsetParent) return;  // no vote open, or another tab
+    event.preventDefault();
+    button.click();
+  });
+}
+watch('value', () => document.getElementById('battle-arena')?.scrollIntoView({block: 'start'}));
+"""
 
 
 def pick_pair(runnable, voted, rng):
@@ -51,6 +80,24 @@ def pick_pair(runnable, voted, rng):
     pair = list(rng.choice(cross if cross and rng.random() < CROSS else pairs))
     rng.shuffle(pair)
     return pair
+
+
+def run_text(side, estimates, elapsed):
+    """The status while Model `side` paints: its time left (`estimates`: side -> seconds, 0 for a stored
+    result, None before anything was measured) and the estimates of the sides after it."""
+    estimate = estimates[side]
+    if estimate == 0:
+        text = f"Model {side}: precomputed, loading"
+    elif estimate is None:
+        text = f"Model {side} is painting"
+    elif elapsed <= estimate:
+        text = f"Model {side} is painting, {time_left(estimate - elapsed)}"
+    else:
+        text = f"Model {side} is painting, longer than estimated ({elapsed:.0f} s so far)"
+    later = SIDES[SIDES.index(side) + 1:]
+    then = [f"Model {s}: " + ("precomputed" if estimates[s] == 0 else f"about {max(1, round(estimates[s]))} s")
+            for s in later if estimates[s] is not None]
+    return " · ".join([text + "…", *then])
 
 
 def disguised(data):
@@ -88,67 +135,121 @@ def build_battle_tab(arena, session):
             gr.Examples([[p] for p in example_paths("contents")], inputs=[content], label="Photos", examples_per_page=12)
             gr.Examples([[p] for p in example_paths("styles")], inputs=[style], label="Paintings", examples_per_page=12)
     start = gr.Button("Start battle", variant="primary")
-    status = gr.Markdown(elem_id="battle-status")
-    with gr.Row(elem_id="battle-results"):
-        images = [gr.Image(label=f"Model {side}", format="png", interactive=False, height=360,
-                           buttons=["fullscreen"], elem_id=f"battle-{side.lower()}") for side in SIDES]
-    with gr.Row():
-        buttons = [gr.Button(text, interactive=False, variant="primary" if c in ("left", "right") else "secondary")
-                   for c, text in BATTLE_LABELS.items()]
-    reveal = gr.Markdown(elem_id="battle-reveal")
+    with gr.Column(elem_id="battle-arena"):  # brought into view when a battle starts (PAGE_JS)
+        status = gr.Markdown(elem_id="battle-status")
+        reveal = gr.Markdown(elem_id="battle-reveal")  # above the pictures: on a phone, in view after the vote
+        with gr.Row(elem_id="battle-results"):
+            images = [gr.Image(label=f"Model {side}", format="png", interactive=False, height=320, min_width=120,
+                               buttons=["fullscreen"], elem_id=f"battle-{side.lower()}") for side in SIDES]
+        with gr.Row(elem_id="battle-votes"):
+            buttons = [gr.Button(f"{text} ({BATTLE_KEYS[c]})", interactive=False, min_width=140, elem_id=f"battle-vote-{c}",
+                                 variant="primary" if c in ("left", "right") else "secondary")
+                       for c, text in BATTLE_LABELS.items()]
+        with gr.Row():
+            regenerate = gr.Button("Regenerate (another pair)", interactive=False, size="sm", min_width=80)
+            new_round = gr.Button("New round", interactive=False, size="sm", min_width=80, elem_id="battle-new-round")
+    focus = gr.HTML(None, html_template="", js_on_load=PAGE_JS, visible="hidden", elem_id="battle-focus")
     battle = gr.State(None)  # server-side: the battle on screen, its methods and outputs
-    shown = [*images, status, reveal, battle, *buttons]
+    shown = [*images, status, reveal, battle, *buttons, regenerate, new_round, focus]
 
-    def screen(pictures=(None, None), text="", revealed="", state=None, open_vote=False, names=None):
-        """Every output; pictures None: keep those on screen; names: the methods, once revealed."""
+    def screen(pictures=(None, None), text="", revealed="", state=None, stage="idle", names=None, token=None):
+        """Every output; pictures None: keep those on screen; names: the methods, once revealed; stage: "idle",
+        "vote" (the vote and Regenerate open) or "voted" (New round open); token: a new battle's, which
+        brings it into view."""
         if pictures is None:
             shown_images = [gr.Image(label=f"Model {side}: {name}") for side, name in zip(SIDES, names)]
         else:
             shown_images = [gr.Image(value=p, label=f"Model {side}") for p, side in zip(pictures, SIDES)]
-        return (*shown_images, text, revealed, state, *(gr.Button(interactive=open_vote) for _ in buttons))
+        return (*shown_images, text, revealed, state, *(gr.Button(interactive=stage == "vote") for _ in buttons),
+                gr.Button(interactive=stage == "vote"), gr.Button(interactive=stage == "voted"),
+                gr.skip() if token is None else token)
 
-    def fight(content_img, style_img, state, request: gr.Request):
-        """Pick the pair, stream each model's picture as it is ready, then open the vote. What it stores is
-        charged to the client's write budget (reserved before anything is stored)."""
+    def painted(content_sha, style_sha, methods, hold, token, results):
+        """Runs each model in turn, appending its Result to `results` and yielding (pictures so far, status
+        text) at once, every TICK_S and when a picture is ready; the pictures are served under names made
+        from `token`. Each model's estimate is corrected by how far the models before it were off."""
+        stored = {m for m in methods if arena.stored(content_sha, style_sha, m, size, **DEFAULTS)}
+        pending = [m for m in methods if m not in stored]
+        guesses = dict(zip(pending, arena.estimates(pending, size, content_sha, style_sha)))
+        estimates = {side: 0.0 if m in stored else guesses[m] for side, m in zip(SIDES, methods)}
+        pictures = [None, None]
+        with ThreadPoolExecutor(1) as pool:
+            for i, (side, m) in enumerate(zip(SIDES, methods)):
+                began = time.monotonic()
+                job = pool.submit(arena.stylize, content_sha, style_sha, m, size, hold=hold, **DEFAULTS)
+                if i == 0:
+                    yield pictures, run_text(side, estimates, 0)
+                while not wait([job], TICK_S)[0]:
+                    yield pictures, run_text(side, estimates, time.monotonic() - began)
+                results.append(job.result())
+                took = time.monotonic() - began
+                if estimates[side] and not results[-1].cached:
+                    later = SIDES[i + 1:]
+                    ratio = took / estimates[side]
+                    estimates.update({s: estimates[s] * ratio for s in later if estimates[s]})
+                name = hmac.new(key, f"{token}:{side}".encode(), hashlib.sha256).hexdigest()
+                pictures[i] = served_copy(disguised(arena.images.data(results[-1].sha256)),
+                                          images[i].GRADIO_CACHE, hold, name)
+                yield pictures, run_text(SIDES[i + 1], estimates, 0) if i + 1 < len(SIDES) else ""
+
+    def fight(content_img, style_img, state, request, paths=(None, None), avoid=None):
+        """Pick the pair (another than `avoid` where one is left), stream each model's picture as it is
+        ready with the time left, then open the vote; yields updates of [content, style, *shown], the inputs
+        set to `paths` on the first. What it stores is charged to the client's write budget (reserved before
+        anything is stored)."""
         missing = missing_input(content_img, style_img)
         if missing:
             raise gr.Error(missing)
         inputs = inputs_key(content_img, style_img)
         state["battle_inputs"] = inputs
         who = visitor(state)
+        inputs_out = [gr.skip() if p is None else p for p in paths]
         try:
             shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
             with arena.hold_for(peer(request), shrunk, size, len(SIDES)) as hold:
                 content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
-                methods = pick_pair(runnable, arena.store.voted_pairs(who, content_sha, style_sha), rng)
+                voted = arena.store.voted_pairs(who, content_sha, style_sha)
+                methods = pick_pair(runnable, voted | {avoid}, rng) or pick_pair(runnable, voted, rng)
                 if methods is None:
                     raise gr.Error("You have voted on every pair of models for this photo and painting: "
                                    "choose another photo or painting.")
-                token = secrets.token_urlsafe(16)
-                pictures, results = [None, None], []
-                for i, m in enumerate(methods):
-                    yield screen(pictures, f"Model {SIDES[i]} is painting…")
-                    results.append(arena.stylize(content_sha, style_sha, m, size, hold=hold, **DEFAULTS))
-                    name = hmac.new(key, f"{token}:{SIDES[i]}".encode(), hashlib.sha256).hexdigest()
-                    pictures[i] = served_copy(disguised(arena.images.data(results[-1].sha256)),
-                                              images[i].GRADIO_CACHE, hold, name)
+                token, results = secrets.token_urlsafe(16), []
+                for n, (pictures, text) in enumerate(painted(content_sha, style_sha, methods, hold, token, results)):
+                    yield (*inputs_out, *screen(pictures, text, token=None if n else token))
+                    inputs_out = [gr.skip(), gr.skip()]
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
             raise gr.Error(f"The server cannot run this now: {exc}") from exc
         if state.get("battle_inputs") != inputs:
-            yield screen(pictures, STALE)
+            yield (*inputs_out, *screen(pictures, STALE))
             return
         current = {"token": token, "inputs": inputs, "content": content_sha, "style": style_sha, "methods": methods,
                    "outputs": [r.sha256 for r in results], "results": results, "shown_at": time.monotonic()}
-        yield screen(pictures, "Which picture is better? The names appear after your vote.", state=current,
-                     open_vote=True)
+        yield (*inputs_out, *screen(pictures, "Which picture is better? The names appear after your vote.",
+                                    state=current, stage="vote"))
 
     def fight_example(index, state, request: gr.Request):
         paths = pair_paths()[index]
-        for update in fight(*(read_input(p) for p in paths), state, request):
-            yield (*paths, *update)
-            paths = (gr.skip(), gr.skip())  # set once: every update of an input is a change event
+        yield from fight(*(read_input(p) for p in paths), state, request, paths)
+
+    def fight_again(content_img, style_img, current, state, request: gr.Request):
+        """Regenerate: another pair on the battle's images, the battle on screen left without a vote."""
+        yield from fight(content_img, style_img, state, request, avoid=tuple(sorted(current["methods"])) if current else None)
+
+    def next_round(content_img, style_img, state, request: gr.Request):
+        """New round: another pair on the same images, or new images from the gallery when this visitor has
+        voted on every pair for these."""
+        paths = (None, None)
+        if content_img is None or style_img is None or not left_to_vote(visitor(state), content_img, style_img):
+            paths = (rng.choice(example_paths("contents")), rng.choice(example_paths("styles")))
+            content_img, style_img = (read_input(p) for p in paths)
+        yield from fight(content_img, style_img, state, request, paths)
+
+    def left_to_vote(who, content_img, style_img):
+        """Whether a pair of models is left that `who` has not voted on for these images (as stored)."""
+        shas = [encoded(shrink(image, settings.size_cap))[1] for image in (content_img, style_img)]
+        return pick_pair(runnable, arena.store.voted_pairs(who, *shas), rng) is not None
 
     def clear_if_changed(content_img, style_img, state):
         """A new photo or painting ends the battle on screen. Inputs equal to those of the battle running or
@@ -158,6 +259,13 @@ def build_battle_tab(arena, session):
             return [gr.skip()] * len(shown)
         state["battle_inputs"] = inputs
         return screen()
+
+    def ran(result):
+        """How a revealed model's picture was made: its time, stored or run now, and a GPU's peak memory."""
+        memory = (f", {result.peak_mib:,.0f} MiB GPU peak"
+                  if settings.torch_device.type == "cuda" and result.peak_mib is not None else "")
+        return (f"precomputed (its run: {result.seconds:.1f} s{memory})" if result.cached
+                else f"run now, {result.seconds:.1f} s{memory}")
 
     def vote(choice, current, state, address):
         if not current:
@@ -176,19 +284,22 @@ def build_battle_tab(arena, session):
         except StudyError as exc:
             raise gr.Error(str(exc)) from exc
         labels = [arena.label(m) for m in current["methods"]]
-        runs = []
-        for side, label, r in zip(SIDES, labels, current["results"]):
-            memory = f"{r.peak_mib:,.0f} MiB" if r.peak_mib is not None else "memory not measured"
-            runs.append(f"**Model {side}** was **{label}** ({r.seconds:.2f} s, {memory} for its run"
-                        + (", precomputed)" if r.cached else ")"))
-        revealed = (f"Your vote: **{BATTLE_LABELS[choice]}**. " + " · ".join(runs)
-                    + ". Start another battle, or see the Leaderboard.")
-        return screen(None, "Thank you!", revealed, None, names=labels)
+        runs = [f"**Model {side}** was **{label}**: {ran(r)}"
+                for side, label, r in zip(SIDES, labels, current["results"])]
+        revealed = f"Your vote: **{BATTLE_LABELS[choice]}**. " + ". ".join(runs) + "."
+        return screen(None, "Thank you! **New round**: another pair of models.", revealed, None, "voted", names=labels)
 
     device = settings.device_events
-    start.click(fight, [content, style, session], shown, api_name="battle", **device)
-    pairs.click(fight_example, [pairs, session], [content, style, *shown], api_name="battle_example", **device,
-                **PAGE_EVENT)
+    battle_outputs = [content, style, *shown]
+
+    def fight_start(content_img, style_img, state, request: gr.Request):
+        yield from fight(content_img, style_img, state, request)
+
+    start.click(fight_start, [content, style, session], battle_outputs, api_name="battle", **device)
+    pairs.click(fight_example, [pairs, session], battle_outputs, api_name="battle_example", **device, **PAGE_EVENT)
+    regenerate.click(fight_again, [content, style, battle, session], battle_outputs, api_name="battle_regenerate",
+                     **device)
+    new_round.click(next_round, [content, style, session], battle_outputs, api_name="battle_new_round", **device)
     gr.on([content.change, style.change], clear_if_changed, [content, style, session], shown,
           api_name="battle_inputs_changed", show_progress="hidden", trigger_mode="always_last", **PAGE_EVENT)
     for choice, button in zip(BATTLE_LABELS, buttons):

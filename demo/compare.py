@@ -125,7 +125,7 @@ def build_compare_tab(arena, session):
                 results, images = [], []
                 for i, m in enumerate(methods):
                     stored = [n for n in methods[i:] if arena.stored(content_sha, style_sha, n, size_px, strength, keep_colors)]
-                    yield (*pictures, None, arena.progress_text(methods[i:], size_px, stored) + "…", None,
+                    yield (*pictures, None, arena.progress_text(methods[i:], size_px, content_sha, style_sha, stored) + "…", None,
                            *vote_buttons(arena, methods, False), "")
                     results.append(arena.stylize(content_sha, style_sha, m, size_px, strength, keep_colors, hold))
                     images.append(served_copy(arena.images.data(results[-1].sha256), out_left.GRADIO_CACHE, hold))

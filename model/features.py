@@ -55,6 +55,11 @@ class FeatureCache:
             self.entries.move_to_end(key)
             return feats
 
+    def __contains__(self, key):
+        """Whether `key` is held (counted neither as a hit nor as a miss)."""
+        with self.lock:
+            return key in self.entries
+
     def put(self, key, feats):
         size = nbytes(feats)
         if size > self.max_bytes:
@@ -74,14 +79,19 @@ class FeatureCache:
             self.bytes = 0
 
 
+def feature_key(net, tensor, key):
+    """The cache key of net's features of `tensor` (see `encode_cached`)."""
+    return (key, tuple(tensor.shape), encoder_fingerprint(net.encoder), str(tensor.device), str(tensor.dtype),
+            torch.is_autocast_enabled(tensor.device.type))
+
+
 def encode_cached(net, tensor, key, cache):
     """net.encode(tensor), looked up first in `cache` (None: no cache) under
     (key, shape, encoder fingerprint, device, dtype, autocast on). tensor: (1, 3, H, W) in [0, 1]; key
     identifies the picture it was made from (e.g. `image_key` of the resized image)."""
     if cache is None:
         return net.encode(tensor)
-    full_key = (key, tuple(tensor.shape), encoder_fingerprint(net.encoder), str(tensor.device), str(tensor.dtype),
-                torch.is_autocast_enabled(tensor.device.type))
+    full_key = feature_key(net, tensor, key)
     feats = cache.get(full_key)
     if feats is None:
         feats = net.encode(tensor)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .features import FeatureCache, encode_cached, image_key
+from .features import FeatureCache, encode_cached, feature_key, image_key
 from .images import as_rgb, keep_colors, resize_long_side
 from .methods import load_method
 from .precision import autocast
@@ -43,6 +43,14 @@ def encode(net, image, cache=None):
     device = next(net.parameters()).device
     with autocast(device):
         return encode_cached(net, to_tensor(image, device), image_key(image), cache)
+
+
+@torch.inference_mode()
+def is_encoded(net, image, cache):
+    """Whether `cache` (a `FeatureCache`) holds net's encoder features of the RGB PIL image, as `encode` looks them up."""
+    device = next(net.parameters()).device
+    with autocast(device):
+        return feature_key(net, to_tensor(image, device), image_key(image)) in cache
 
 
 @torch.inference_mode()

@@ -77,8 +77,11 @@ window.fetch = async (...args) => {
 """
 
 
+VIEWPORTS = {1400: 900, 390: 844}  # width -> height: a desktop and a phone
+
+
 def open_page(browser, server, width=1400):
-    page = browser.new_page(viewport={"width": width, "height": 1000})
+    page = browser.new_page(viewport={"width": width, "height": VIEWPORTS[width]})
     page.add_init_script(TEE)
     page.goto(server.url)
     page.locator("#battle-pairs").wait_for(timeout=60_000)
@@ -118,15 +121,48 @@ def names_in(text):
     return [n for n in NAMES if n in text]
 
 
-def test_battle_hides_the_names_until_the_vote_then_reveals_them(server, browser, tmp_path):
+def outside_viewport(page, selectors):
+    """The selectors whose element is not wholly inside the viewport."""
+    return page.evaluate("""(selectors) => selectors.filter((s) => {
+        const r = document.querySelector(s).getBoundingClientRect();
+        return !(r.width > 0 && r.top >= 0 && r.left >= 0 && r.bottom <= innerHeight && r.right <= innerWidth);
+    })""", selectors)
+
+
+IN_VIEW = ["#battle-a img", "#battle-b img", *(f"#battle-vote-{c}" for c in ("left", "right", "tie", "both_bad"))]
+
+
+def battle_on_screen(page):
+    """Waits for the battle's vote to open; returns what of it is outside the viewport."""
+    page.get_by_text("Which picture is better?").wait_for(timeout=60_000)
+    deadline = time.monotonic() + 10
+    while not (loaded(page, "#battle-a") and loaded(page, "#battle-b")):
+        assert time.monotonic() < deadline, "the two pictures did not load"
+        page.wait_for_timeout(50)
+    return outside_viewport(page, IN_VIEW)
+
+
+def revealed_after(page, key):
+    """Votes with `key`; the methods the reveal names (Model A's, Model B's)."""
+    page.keyboard.press(key)
+    reveal = page.locator("#battle-reveal")
+    reveal.get_by_text("Model A was").wait_for(timeout=30_000)
+    return re.findall(r"Model [AB] was (.+?): (?:run now|precomputed)", reveal.inner_text())
+
+
+def test_battle_in_view_hidden_names_key_votes_reveal_and_new_round(server, browser, tmp_path):
+    """At a desktop's and a phone's viewport: an example click brings both pictures and the vote buttons into
+    view and names no method anywhere the browser can read; key A votes for A (and a key after the vote stores
+    nothing more), the reveal names the models; New round gives another pair, key B votes for B."""
     DOCS.mkdir(parents=True, exist_ok=True)
-    for width in (1400, 390):
+    pairs = []
+    for width in VIEWPORTS:
         page = open_page(browser, server, width)
         finished = []
         page.on("requestfinished", lambda request, into=finished: into.append(request))
         page.evaluate("window.__received = []")
         page.locator("#battle-pairs tbody tr").nth(0).click()
-        page.get_by_text("Which picture is better?").wait_for(timeout=60_000)
+        assert battle_on_screen(page) == []
         received = page.evaluate("window.__received.join('')")  # everything fetched, event streams included
         assert "Which picture is better?" in received, "the event stream was not collected"
         assert names_in(received) == []
@@ -139,20 +175,24 @@ def test_battle_hides_the_names_until_the_vote_then_reveals_them(server, browser
             data = urllib.request.urlopen(src if src.startswith("http") else server.url.rstrip("/") + src).read()
             assert names_in(src) == [] and src.endswith("/image.png")
             assert hashlib.sha256(data).hexdigest() not in src  # not the content-hash name other tabs serve
-        page.screenshot(path=DOCS / f"battle-{width}.png", full_page=True)
-        page.get_by_role("button", name="A is better").click()
-        reveal = page.locator("#battle-reveal")
-        reveal.get_by_text("Model A was").wait_for(timeout=30_000)
-        revealed = names_in(reveal.inner_text())
-        assert len(revealed) >= 2, reveal.inner_text()
+        page.screenshot(path=DOCS / f"battle-{width}.png")
+        first = revealed_after(page, "a")
+        assert len(first) == 2, first
         assert names_in(page.locator("#battle-a").inner_text()) and names_in(page.locator("#battle-b").inner_text())
         assert page.get_by_role("button", name="B is better").is_disabled()
-        page.screenshot(path=DOCS / f"reveal-{width}.png", full_page=True)
+        page.keyboard.press("b")  # the vote is closed: the key clicks nothing
+        page.screenshot(path=DOCS / f"reveal-{width}.png")
+        page.get_by_role("button", name="New round").click()
+        assert battle_on_screen(page) == []
+        second = revealed_after(page, "b")
+        assert set(second) != set(first)
+        pairs += [first, second]
         page.close()
     with Store(server.data / "arena.db") as store:
         mine = store.battles().query("not token.str.startswith('planted')")
-    assert mine["choice"].tolist() == ["left", "left"]
-    assert (mine["left_method"] != mine["right_method"]).all()
+    assert mine["choice"].tolist() == ["left", "right", "left", "right"]
+    labels = {m.name: m.label for m in METHODS.values()}
+    assert [[labels[m] for m in row] for row in zip(mine["left_method"], mine["right_method"])] == pairs
 
 
 def test_leaderboard_ranks_the_planted_battle_votes(server, browser):
@@ -164,7 +204,7 @@ def test_leaderboard_ranks_the_planted_battle_votes(server, browser):
         models = [line.strip() for line in ranking.inner_text().splitlines() if line.strip() in EXPECTED_RANKING]
         assert models == EXPECTED_RANKING
         votes = int(re.match(r"(\d+) battle votes", page.locator("#leaderboard-summary").inner_text()).group(1))
-        assert 300 <= votes <= 302  # the planted votes (and this module's battle votes, after a refresh)
+        assert 300 <= votes <= 304  # the planted votes (and this module's battle votes, after a refresh)
         page.screenshot(path=DOCS / f"leaderboard-{width}.png", full_page=True)
         page.close()
 

@@ -34,7 +34,7 @@ from .test_study_flow import ARGS, CHROMIUM
 
 PASSWORD = "api-attack-test-password"
 PROXY = "127.0.0.2"
-PUBLIC_API = {"/battle", "/leaderboard", "/stylize", "/metrics",
+PUBLIC_API = {"/battle", "/battle_regenerate", "/battle_new_round", "/leaderboard", "/stylize", "/metrics",
               *(f"/{kind}_{choice}" for kind in ("vote", "battle_vote") for choice in ("left", "right", "tie", "both_bad"))}
 # peak resident memory of the server (VmHWM) while 12 clients send 1024 px stylisations, metrics and attention
 # maps at once: measured 2.4-3.1 GiB (one network at a time) before the write budgets, signed visitors and the

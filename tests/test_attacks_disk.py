@@ -140,7 +140,7 @@ def battle(server, tmp_path, seed):
     for k in (0, 1):
         paths.append(tmp_path / f"battle-{seed + k}.png")
         paths[-1].write_bytes(noise_png(64, seed + k))
-    first, second, status, _ = client.predict(*(handle_file(p) for p in paths), api_name="/battle")
+    *_, first, second, status, _, _ = client.predict(*(handle_file(p) for p in paths), api_name="/battle")
     assert all(Path(p["value"]).is_file() for p in (first, second)) and "Which picture is better" in status
     return client
 

@@ -1,10 +1,12 @@
 """Battle votes in the store (schema versions 5 and 6) and the leaderboard computed from them."""
+import itertools
 import sqlite3
 
 import numpy as np
 import pytest
 
 from study.analysis import AnalysisError, leaderboard
+from study.counting import counted
 from study.schema import SCHEMA_VERSION
 from study.store import Store, VoteRejected, schema_version
 
@@ -76,3 +78,22 @@ def test_leaderboard_needs_decisive_votes(tmp_path):
         vote(store, "v1", "a2k_free", "adain", "tie")
         with pytest.raises(AnalysisError):
             leaderboard(store.battles())
+
+
+def test_the_leaderboard_moves_the_chosen_side_up(tmp_path):
+    """Votes for A move A's model up, votes for B move B's, through the counting the Leaderboard tab uses: x
+    beats y and z, y beats z, each from either side, from six sources; the ranking and each model's wins and
+    losses follow the choices (with every choice mirrored, z would lead)."""
+    order = ["all2all_free", "adain", "a2k_free"]  # x, y, z: not the alphabetical or any default order
+    with Store(tmp_path / "a.db") as store:
+        for source in range(6):
+            for winner, loser in itertools.combinations(order, 2):
+                for choice in ("left", "right"):
+                    left, right = (winner, loser) if choice == "left" else (loser, winner)
+                    store.record_battle(f"{source}-{left}-{right}", f"v{source}", f"source-{source}", f"c-{choice}", "ss",
+                                        left, right, "o1", "o2", choice)
+        votes, tally = counted(store.battles(), gallery=set(), per_day=50)
+    assert tally["counted"] == 36
+    ranks = leaderboard(votes, n_boot=50)["strengths"]
+    assert ranks["method"].tolist() == order
+    assert ranks["wins"].tolist() == [24, 12, 0] and ranks["losses"].tolist() == [0, 12, 24]

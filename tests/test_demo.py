@@ -1,7 +1,9 @@
 """The launched demo driven over HTTP with gradio_client: stylise, vote, read the vote back."""
 import io
 import json
+import re
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
@@ -69,12 +71,12 @@ def test_a_repeated_comparison_and_a_same_method_comparison_cannot_be_voted_on(s
 
 def test_a_battle_names_no_method_before_the_vote_and_takes_one_vote(server):
     client = Client(server.url, verbose=False)
-    first, second, status, reveal = client.predict(handle_file(CONTENT), handle_file(STYLE), api_name="/battle")
+    *_, first, second, status, reveal, _ = client.predict(handle_file(CONTENT), handle_file(STYLE), api_name="/battle")
     names = [m.name for m in METHODS.values()] + [m.label for m in METHODS.values()]
     shown = json.dumps([first, second, status, reveal])
     assert first["label"] == "Model A" and second["label"] == "Model B"
     assert not [n for n in names if n in shown]
-    *_, reveal = client.predict(api_name="/battle_vote_left")
+    reveal = client.predict(api_name="/battle_vote_left")[3]
     assert "Model A** was" in reveal
     with pytest.raises(Exception, match="Start a battle"):
         client.predict(api_name="/battle_vote_right")
@@ -82,6 +84,51 @@ def test_a_battle_names_no_method_before_the_vote_and_takes_one_vote(server):
         battles = store.battles()
     assert len(battles) == 1 and battles["left_method"][0] != battles["right_method"][0]
     assert [n for n in names if n in reveal] and battles["choice"].tolist() == ["left"]
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def revealed_methods(reveal):
+    """The method names the reveal gives for Model A and Model B."""
+    by_label = {m.label: name for name, m in METHODS.items()}
+    return [by_label[label] for label in re.findall(r"\*\*Model [AB]\*\* was \*\*(.+?)\*\*", reveal)]
+
+
+def test_the_stored_battle_is_the_one_the_visitor_saw_and_chose(server):
+    """What the visitor saw: for each side, the picture the client got, which is the model's stored output with
+    each channel moved by at most 1 (demo.battle.disguised), and the method the reveal names for that side.
+    The stored row must give each side that method and that output (and not the other side's: the two outputs
+    differ by more than 1 somewhere), and the choice sent (test_battles.py: the leaderboard follows it). A
+    battle dropped by Regenerate, then two voted battles on the same images (the second from New round:
+    another pair), one vote for A, one for B."""
+    client = Client(server.url, verbose=False)
+    photo = server.data / "held-out-photo.png"  # a picture no other test of the module battles on
+    Image.open(CONTENT).convert("RGB").transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo)
+    seen, pairs = [], []
+    with Store(server.data / "arena.db") as store:
+        stored_before = len(store.battles())
+    client.predict(handle_file(photo), handle_file(STYLE), api_name="/battle")  # dropped unvoted by Regenerate:
+    for choice, event in (("left", "/battle_regenerate"), ("right", "/battle_new_round")):
+        *_, a, b, status, _, _ = client.predict(handle_file(photo), handle_file(STYLE), api_name=event)
+        assert "Which picture is better?" in status
+        reveal = client.predict(api_name=f"/battle_vote_{choice}")[3]
+        methods = revealed_methods(reveal)
+        assert len(methods) == 2
+        seen.append((choice, methods, [pixels(a["value"]), pixels(b["value"])]))
+        pairs.append(set(methods))
+    assert pairs[0] != pairs[1]  # New round: another pair of models
+    with Store(server.data / "arena.db") as store:
+        rows = store.battles().iloc[stored_before:]
+        assert len(rows) == 2  # none for the battle Regenerate dropped
+        for row, (choice, methods, shown) in zip(rows.itertuples(), seen):
+            assert (row.left_method, row.right_method, row.choice) == (*methods, choice)
+            stored = [pixels(server.data / "images" / sha[:2] / f"{sha}.png") for sha in (row.left_sha256, row.right_sha256)]
+            for side in (0, 1):
+                assert shown[side].shape == stored[side].shape
+                assert np.abs(shown[side] - stored[side]).max() <= 1, "the stored output is not the one shown"
+                assert np.abs(shown[side] - stored[1 - side]).max() > 1, "the other side's output matches as well"
 
 
 def test_metrics_panel_scores_the_current_comparison(server):
