@@ -408,13 +408,13 @@ def bt_intervals(per_person, n_boot=2000, seed=0, level=0.95):
     (strength, low, high), each (..., M): strength from the summed wins; the interval strength +- t(P - 1)
     x sd x sqrt(P / (P - 1)), sd over n_boot resamples of participants (numpy seed `seed`; a t quantile
     and the inflation keep coverage at few participants, where percentile intervals are too narrow),
-    clipped to [0, 1]; NaN with fewer than MIN_PARTICIPANTS participants."""
+    clipped to [0, 1]; NaN with fewer than MIN_PARTICIPANTS participants, or n_boot 0 (the strengths only)."""
     per_person = np.asarray(per_person, dtype=float)
     n_people = per_person.shape[-3]
     wins = per_person.sum(axis=-3)
     compared = (wins + np.swapaxes(wins, -1, -2)) > 0
     strength = bradley_terry(wins, compared=compared)
-    if n_people < MIN_PARTICIPANTS:
+    if n_people < MIN_PARTICIPANTS or n_boot == 0:
         nothing = np.full(strength.shape, np.nan)
         return strength, nothing, nothing
     draws = participant_draws(n_people, n_boot, np.random.default_rng(seed)).astype(float)  # (B, P)
@@ -574,23 +574,29 @@ def battle_votes(battles):
     return v
 
 
-def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
-    """From the Battle tab's votes: {"strengths": bt_strengths with each method's vote count (ties and
-    both_bad included), "matrix": the decisive win rate of each row method against each column method
-    (NaN: never decided), "pairs": pair_win_rates' counts and intervals}. Visitors are the participants
-    (intervals NaN with fewer than MIN_PARTICIPANTS of them). AnalysisError when no two methods have a
-    decisive vote between them."""
+def battle_strengths(battles, n_boot=1000, seed=0, level=0.95):
+    """From the Battle tab's votes: bt_strengths (n_boot 0: no intervals) with each method's vote count
+    (votes, ties and both_bad included)."""
     votes = battle_votes(battles)
     strengths = bt_strengths(votes, n_boot, seed, level)
     played = pd.concat([votes["left_method"], votes["right_method"]]).value_counts()
     strengths["votes"] = strengths["method"].map(played).astype(int)
-    pairs = pair_win_rates(votes, seed=seed, level=level)
-    methods = list(strengths["method"])
-    matrix = pd.DataFrame(np.nan, index=methods, columns=methods)
-    for row in pairs.itertuples():
-        if row.n_decisive:
-            matrix.loc[row.method_a, row.method_b] = row.a_wins / row.n_decisive
-            matrix.loc[row.method_b, row.method_a] = row.b_wins / row.n_decisive
+    return strengths
+
+
+def interval_ranks(low, high):
+    """The rank of each of N intervals (arrays (N,)): 1 + the number of intervals lying entirely above it
+    (low above its high); overlapping intervals share ranks, as in Chatbot Arena."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return 1 + (low[None, :] > high[:, None]).sum(axis=1)
+
+
+def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
+    """From the Battle tab's votes: {"strengths": battle_strengths, "pairs": pair_win_rates' counts and
+    intervals}. Visitors are the participants (intervals NaN with fewer than MIN_PARTICIPANTS of them).
+    AnalysisError when no two methods have a decisive vote between them."""
+    strengths = battle_strengths(battles, n_boot, seed, level)
+    pairs = pair_win_rates(battle_votes(battles), seed=seed, level=level)
     columns = ["method_a", "method_b", "n_participants", "n_votes", "a_wins", "b_wins", "ties", "both_bad",
                "a_win_rate", "n_people", "ci_low", "ci_high"]
-    return {"strengths": strengths, "matrix": matrix, "pairs": pairs[columns]}
+    return {"strengths": strengths, "pairs": pairs[columns]}

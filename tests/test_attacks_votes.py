@@ -31,7 +31,7 @@ from demo.pseudonyms import DailyPseudonyms
 from demo.signing import Signer
 from model.methods import METHODS
 from study.analysis import leaderboard
-from study.counting import ALPHA, anomalous_sources, counted
+from study.counting import ALPHA, anomalous_sources, counted, counted_since
 from study.store import Store, load_votes
 
 from .test_attacks import completed, dependency, join, png_bytes, upload
@@ -103,10 +103,34 @@ def test_counting_leaves_out_gallery_votes_votes_over_the_cap_and_anomalous_sour
             battle_row(store, i, "honest-1", "left", content=f"c{i}")
         battle_row(store, 78, "honest-0", "left", content="gallery-photo")  # both gallery pictures
         battle_row(store, 79, None, "left", visitor="old")  # from before sources were kept
-        votes, tally = counted(store.battles(), {"gallery-photo", "s"}, per_day=2)
+        result = counted(store.battles(), {"gallery-photo", "s"}, per_day=2)
+    votes, tally = result.votes, result.tally
     assert tally == {"stored": 80, "sources": 42, "gallery": 1, "anomalous": 35, "anomalous_sources": 1, "over_cap": 2,
                      "counted": 42}
     assert "rigger" not in set(votes["voter"]) and votes["voter"].str.startswith("visitor:").sum() == 1
+
+
+def test_votes_counted_as_they_arrive_are_counted_as_a_full_count_counts_them(tmp_path):
+    """counted_since (a page view) on the votes after those of a full count gives the full count's statuses
+    and tally, with the sources it flagged; a new source's flood counts only up to the cap until the next."""
+    with Store(tmp_path / "a.db") as store:
+        for i in range(40):
+            battle_row(store, i, f"honest-{i}", "left" if i % 5 else "right")
+        for i in range(40, 75):
+            battle_row(store, i, "rigger", "right")
+        for i in range(75, 78):  # the rigger again, and an honest source over the cap, after the full count
+            battle_row(store, i, "rigger" if i == 75 else "honest-1", "left", content=f"c{i}")
+        battle_row(store, 78, "honest-0", "left", content="gallery-photo")
+        everything = counted(store.battles(), {"gallery-photo", "s"}, per_day=2)
+        first = counted(store.battles().query("id <= 75"), {"gallery-photo", "s"}, per_day=2)
+        assert first.flagged == everything.flagged == {"rigger"} and first.last_id == 75
+        since = counted_since(first, store.battles(after=75), {"gallery-photo", "s"}, per_day=2)
+        assert since.status.sort_index().equals(everything.status.sort_index()) and since.tally == everything.tally
+        assert since.last_id == 79 and since.votes["id"].tolist() == everything.votes["id"].tolist()
+        for i in range(80, 90):
+            battle_row(store, i, "flood", "right", content=f"c{i}")
+        flooded = counted_since(since, store.battles(after=79), {"gallery-photo", "s"}, per_day=2)
+    assert flooded.status.loc[80:].value_counts().to_dict() == {"over_cap": 8, "counted": 2}
 
 
 def test_an_address_gets_a_new_pseudonym_every_day_and_in_every_process():

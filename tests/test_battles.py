@@ -4,7 +4,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from study.analysis import AnalysisError, leaderboard
+from study.analysis import AnalysisError, interval_ranks, leaderboard
 from study.schema import SCHEMA_VERSION
 from study.store import Store, VoteRejected, schema_version
 
@@ -63,10 +63,15 @@ def test_leaderboard_ranks_by_bradley_terry_over_visitors(tmp_path):
     assert ranks["method"].tolist() == ["a2k_free", "all2all_free", "adain"]
     assert (ranks["ci_low"] <= ranks["strength"]).all() and (ranks["strength"] <= ranks["ci_high"]).all()
     assert ranks["votes"].tolist() == [72, 72, 72]
-    matrix = board["matrix"]
-    assert matrix.loc["a2k_free", "adain"] > 0.5 and np.isnan(matrix.loc["adain", "adain"])
-    assert matrix.loc["a2k_free", "adain"] + matrix.loc["adain", "a2k_free"] == pytest.approx(1)
-    assert board["pairs"]["n_votes"].sum() == 108
+    pairs = board["pairs"].set_index(["method_a", "method_b"])
+    assert pairs.loc[("a2k_free", "adain"), "a_win_rate"] > 0.5 > pairs.loc[("adain", "all2all_free"), "a_win_rate"]
+    assert pairs["n_votes"].sum() == 108
+
+
+def test_ranks_count_the_intervals_entirely_above():
+    """Ranks respect overlap: 1 + the number of intervals lying wholly above (equal ends overlap)."""
+    low, high = [0.5, 0.45, 0.2, 0.1, 0.0], [0.6, 0.55, 0.5, 0.2, 0.1]
+    assert interval_ranks(low, high).tolist() == [1, 1, 1, 3, 4]
 
 
 def test_leaderboard_needs_decisive_votes(tmp_path):
