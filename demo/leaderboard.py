@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 import gradio as gr
 import pandas as pd
 
-from study.analysis import MIN_PARTICIPANTS, AnalysisError, battle_strengths, interval_ranks, leaderboard
+from study.analysis import MIN_PARTICIPANTS, AnalysisError, battle_counts, battle_strengths, interval_ranks, leaderboard
 from study.counting import ALPHA, counted, counted_since
 
 from .gallery import gallery_paintings, gallery_sha256s
+from .security import PAGE_EVENT
 from .session import visitor
 
 REFRESH_S = 60.0
@@ -30,11 +31,12 @@ STARTING = "The votes are being counted: the leaderboard appears in a few second
 EMPTY = ("No battle votes yet. Play a battle on the Battle tab with your own photo or painting: the "
          "leaderboard starts with the first votes.")
 TABLE_CSS = """
-table { width: 100%; border-collapse: collapse; table-layout: auto; font-size: var(--text-md); }
+table { width: 100%; border-collapse: collapse; font-size: var(--text-md); }
 th, td { padding: 4px 6px; border-bottom: 1px solid var(--border-color-primary); text-align: left;
-         vertical-align: top; overflow-wrap: anywhere; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+         vertical-align: top; overflow-wrap: break-word; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
 small { color: var(--body-text-color-subdued); }
+@media (max-width: 600px) { table { font-size: var(--text-sm); } th, td { padding: 3px 3px; } }
 """
 HTML_TEMPLATE = "${value ? value.html : ''}"  # the value: {"html": the table, "rows": its cells, for API clients}
 
@@ -60,35 +62,50 @@ def table(rows, header, cells):
     return {"html": f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>", "rows": rows}
 
 
-def ranking(live, full, label):
-    """The ranking rows of a board, ranked first: live (battle_strengths of the votes counted now, no
-    intervals), full (battle_strengths with intervals at the last full count, or None). A model is ranked
-    when it had MIN_VOTES counted votes and an interval at the last full count; its rank is 1 + the number
-    of ranked models whose interval lies entirely above its own."""
-    known = full.set_index("method") if full is not None else pd.DataFrame(columns=["ci_low", "ci_high", "votes"])
-    s = live.drop(columns=["ci_low", "ci_high"]).join(known[["ci_low", "ci_high", "votes"]].rename(columns={"votes": "counted"}), on="method")
-    s["ranked"] = (s["counted"] >= MIN_VOTES) & s["ci_low"].notna()
+def established(votes):
+    """The methods with MIN_VOTES or more of `votes` (counted battle votes): those the strengths are fitted on."""
+    counts = battle_counts(votes)
+    return set(counts.loc[counts["votes"] >= MIN_VOTES, "method"])
+
+
+def among(votes, methods):
+    """The votes between two of `methods`."""
+    return votes[votes["left_method"].isin(methods) & votes["right_method"].isin(methods)]
+
+
+def ranking(counts, live, full, label):
+    """The ranking rows of a board, ranked models first. counts: battle_counts of the votes counted now;
+    live: their battle_strengths without intervals among the methods the last full count established (None:
+    no fit); full: that count's battle_strengths with intervals (None: no fit). A model is ranked when the last
+    full count gave it an interval; its rank is 1 + the number of ranked models whose interval lies entirely
+    above its own. The others are provisional (their strengths, if fitted, without a rank)."""
+    s = counts.set_index("method").join(columns(live, ["strength"])).join(columns(full, ["ci_low", "ci_high"]))
+    s["ranked"] = s["ci_low"].notna() & s["strength"].notna()
     s["rank"] = 0
     s.loc[s["ranked"], "rank"] = interval_ranks(s.loc[s["ranked"], "ci_low"], s.loc[s["ranked"], "ci_high"])
-    s = s.sort_values(["ranked", "rank", "strength"], ascending=[False, True, False])
+    s = s.reset_index().sort_values(["ranked", "rank", "strength", "votes"], ascending=[False, True, False, False])
     return [{"rank": int(r.rank) if r.ranked else "provisional", "model": label(r.method),
-             "strength": f"{r.strength:.3f}",
-             "95% interval": interval_text(r), "wins": int(r.wins), "losses": int(r.losses), "votes": int(r.votes)}
-            for r in s.itertuples()]
+             "strength": "–" if pd.isna(r.strength) else f"{r.strength:.3f}", "95% interval": interval_text(r),
+             "wins": int(r.wins), "losses": int(r.losses), "votes": int(r.votes)} for r in s.itertuples()]
+
+
+def columns(fit, names):
+    """The columns `names` of a battle_strengths table by method (empty when there is no fit)."""
+    return fit.set_index("method")[names] if fit is not None else pd.DataFrame(columns=names, dtype=float)
 
 
 def interval_text(row):
-    """A ranking row's interval, or why it has none: too few votes now, not yet counted in full, too few sources."""
+    """A ranking row's interval, or why it has none: too few votes, not yet counted in full, too few sources."""
     if row.votes < MIN_VOTES:
-        return f"withheld: under {MIN_VOTES} votes"
-    if not row.counted >= MIN_VOTES:
-        return f"at the next full count (every {REFRESH_S:.0f} s)"
+        return f"provisional: {row.votes} of {MIN_VOTES} votes"
+    if pd.isna(row.strength):
+        return f"ranked at the next full count (every {REFRESH_S:.0f} s)"
     return interval(row.ci_low, row.ci_high)
 
 
 def ranking_table(rows):
     def cells(r):
-        rank = html.escape(str(r["rank"]))
+        rank = "–" if r["rank"] == "provisional" else str(r["rank"])
         return [f"<td class='n'>{rank}</td>", f"<td>{html.escape(r['model'])}</td>",
                 f"<td class='n'>{r['strength']}<br><small>{html.escape(r['95% interval'])}</small></td>",
                 f"<td class='n'>{r['wins']} – {r['losses']}</td>", f"<td class='n'>{r['votes']}</td>"]
@@ -118,8 +135,8 @@ class Leaderboard:
         self.store, self.label, self.per_day, self.n_boot = store, label, per_day, n_boot
         self.lock = threading.Lock()  # guards the counting, the full count's tables and the live fits
         self.counting = None  # study.counting.Counted, up to the last vote seen
-        self.full = None  # {"strengths": {board: battle_strengths or None}, "pairs": ..., "at": time}
-        self.live = {}  # board -> battle_strengths without intervals, of the votes counted now (None: too few)
+        self.full = None  # {"boards": {board: {"methods": established, "fit": battle_strengths}}, "pairs", "at"}
+        self.live = {}  # board -> (battle_counts, battle_strengths without intervals) of the votes counted now
         self.gallery, self.paintings = set(), {}
         threading.Thread(target=self._loop, args=(size_cap, interval_s), name="leaderboard", daemon=True).start()
 
@@ -135,23 +152,33 @@ class Leaderboard:
     def board_votes(self, votes, board):
         return votes if board == ALL else votes[votes["style_sha256"] == board]
 
-    def strengths(self, votes, n_boot):
+    def fit(self, votes, methods, n_boot):
+        """battle_strengths of the votes between `methods`, None when they do not link two methods."""
         try:
-            return battle_strengths(votes, n_boot)
+            return battle_strengths(among(votes, methods), n_boot)
         except AnalysisError:
             return None
 
     def count_all(self):
-        """Every rule over every vote, the intervals of every board and the pair tests of all votes."""
+        """Every rule over every vote; for each board the methods established and their strengths with
+        intervals; the pair tests of all counted votes."""
         counting = counted(self.store.battles(), self.gallery, self.per_day)
         votes = counting.votes
-        boards = [ALL, *sorted(set(votes["style_sha256"]) & set(self.paintings))]
-        full = {"strengths": {b: self.strengths(self.board_votes(votes, b), self.n_boot) for b in boards},
-                "pairs": None, "at": datetime.now(UTC)}
-        if full["strengths"][ALL] is not None:
-            full["pairs"] = leaderboard(votes, self.n_boot)["pairs"]
+        boards = {}
+        for board in [ALL, *sorted(set(votes["style_sha256"]) & set(self.paintings))]:
+            on_board = self.board_votes(votes, board)
+            methods = established(on_board)
+            boards[board] = {"methods": methods, "fit": self.fit(on_board, methods, self.n_boot)}
+        pairs = self.pair_tests(votes)
         with self.lock:
-            self.counting, self.full, self.live = counting, full, {}
+            self.counting, self.full, self.live = counting, {"boards": boards, "pairs": pairs, "at": datetime.now(UTC)}, {}
+
+    def pair_tests(self, votes):
+        """The pairs table of leaderboard(votes), None without a decisive vote."""
+        try:
+            return leaderboard(votes, self.n_boot)["pairs"]
+        except AnalysisError:
+            return None
 
     def view(self, board, session):
         """(summary markdown, ranking table, pairs table, the board choices, the board shown: `board`, or all
@@ -165,13 +192,15 @@ class Leaderboard:
             counting, full = self.counting, self.full
             choices = self.choices(counting.votes)
             board = board if board in {value for _, value in choices} else ALL
+            known = full["boards"].get(board, {"methods": set(), "fit": None})
             if board not in self.live:
-                self.live[board] = self.strengths(self.board_votes(counting.votes, board), 0)
-            live = self.live[board]
+                on_board = self.board_votes(counting.votes, board)
+                self.live[board] = (battle_counts(on_board), self.fit(on_board, known["methods"], 0))
+            counts, live = self.live[board]
         summary = self.summary(counting, full, board, live is not None) + self.mine(counting, session)
-        if live is None:
+        if counts.empty:
             return summary, None, None, choices, board
-        rows = ranking(live, full["strengths"].get(board), self.label)
+        rows = ranking(counts, live, known["fit"], self.label)
         pairs = pairs_table(full["pairs"], self.label) if board == ALL and full["pairs"] is not None else None
         return summary, ranking_table(rows), pairs, choices, board
 
@@ -194,7 +223,8 @@ class Leaderboard:
         if not t["counted"]:
             text += " No vote is counted yet: the ranking starts with the first vote on your own photo or painting."
         elif not fitted:
-            text += " Not enough counted votes yet: the ranking needs decisive votes (A or B) linking the models."
+            text += (f" No ranking yet: it needs two models with {MIN_VOTES} counted votes each and decisive votes "
+                     "(A or B) between them; until then every model is provisional.")
         else:
             text += (f" Strengths, wins and votes include every vote up to now; intervals and ranks as of "
                      f"{full['at']:%H:%M:%S} UTC (recomputed every {REFRESH_S:.0f} s).")
@@ -217,7 +247,14 @@ class Leaderboard:
 def build_leaderboard_tab(board, session):
     """Lays out the tab; returns the event listeners' function, inputs and outputs, for the tab's select
     event (the board choice changes them too)."""
+    choice = gr.Dropdown([(ALL_LABEL, ALL)], value=ALL, label="Board", elem_id="leaderboard-board")
+    summary = gr.Markdown(elem_id="leaderboard-summary")
+    ranked = gr.HTML(None, html_template=HTML_TEMPLATE, css_template=TABLE_CSS, js_on_load=None,
+                     elem_id="leaderboard-ranking")
+    pairs = gr.HTML(None, html_template=HTML_TEMPLATE, css_template=TABLE_CSS, js_on_load=None,
+                    elem_id="leaderboard-pairs")
     gr.Markdown(
+        "### How the votes are counted and ranked\n"
         "Blind battle votes only (the Compare tab's votes, with names visible, are kept apart), and of those "
         "only the votes that one client cannot fake in bulk. A vote's **source** is the network address it came "
         "from on one UTC day. Counted: none on two **gallery pictures** (a gallery photo with a gallery painting: "
@@ -231,17 +268,11 @@ def build_leaderboard_tab(board, session):
         "interval; until then it is listed as **provisional**. Its rank is 1 + the number of ranked models "
         "whose interval lies entirely above its own, so models whose intervals overlap share a rank. "
         "**Per painting**: the counted votes whose painting is that gallery painting (with your own photo).")
-    choice = gr.Dropdown([(ALL_LABEL, ALL)], value=ALL, label="Board", elem_id="leaderboard-board")
-    summary = gr.Markdown(elem_id="leaderboard-summary")
-    ranked = gr.HTML(None, html_template=HTML_TEMPLATE, css_template=TABLE_CSS, js_on_load=None,
-                     elem_id="leaderboard-ranking")
-    pairs = gr.HTML(None, html_template=HTML_TEMPLATE, css_template=TABLE_CSS, js_on_load=None,
-                    elem_id="leaderboard-pairs")
 
     def show(which, state):
         text, rows, pair_rows, choices, shown = board.view(which, state)
         return text, rows, pair_rows, gr.Dropdown(choices=choices, value=shown)
 
     outputs = [summary, ranked, pairs, choice]
-    choice.input(show, [choice, session], outputs, api_name="leaderboard_board")
+    choice.input(show, [choice, session], outputs, api_name="leaderboard_board", **PAGE_EVENT)
     return show, [choice, session], outputs

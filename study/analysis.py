@@ -574,13 +574,23 @@ def battle_votes(battles):
     return v
 
 
+def battle_counts(battles):
+    """From the Battle tab's votes: one row per method, most votes first: wins and losses (decisive votes)
+    and votes (ties and both_bad included)."""
+    v = battle_votes(battles)
+    decisive = v[v["winner"].notna()]
+    loser = np.where(decisive["choice"] == "left", decisive["right_method"], decisive["left_method"])
+    counts = pd.DataFrame({"votes": pd.concat([v["left_method"], v["right_method"]]).value_counts(),
+                           "wins": decisive["winner"].value_counts(), "losses": pd.Series(loser).value_counts()})
+    counts = counts.fillna(0).astype(int).rename_axis("method").reset_index()
+    return counts.sort_values(["votes", "method"], ascending=[False, True], ignore_index=True)
+
+
 def battle_strengths(battles, n_boot=1000, seed=0, level=0.95):
     """From the Battle tab's votes: bt_strengths (n_boot 0: no intervals) with each method's vote count
     (votes, ties and both_bad included)."""
-    votes = battle_votes(battles)
-    strengths = bt_strengths(votes, n_boot, seed, level)
-    played = pd.concat([votes["left_method"], votes["right_method"]]).value_counts()
-    strengths["votes"] = strengths["method"].map(played).astype(int)
+    strengths = bt_strengths(battle_votes(battles), n_boot, seed, level)
+    strengths["votes"] = strengths["method"].map(battle_counts(battles).set_index("method")["votes"])
     return strengths
 
 
