@@ -136,11 +136,11 @@ def build_explorer_tab(arena, sources):
     example = [at_size(read_input(path)) for path in pair_paths()[0]]  # shown until a tab chooses images
     gr.Markdown(CAPTION)
     with gr.Row():
-        content_view = gr.Image(example[0], label="Photo (click a point)", type="pil", interactive=False,
-                                height=360, elem_id="explorer-content")
+        content_view = gr.Image(example[0], label="Photo (click a point)", type="pil", format="png",
+                                interactive=False, height=360, elem_id="explorer-content")
         # an input of the explorer's event: read as an upload is (size limits), whatever a client sends
-        style_view = ImageUpload(example[1], label="Painting", type="pil", image_mode=None, interactive=False,
-                                 height=360)
+        style_view = ImageUpload(example[1], label="Painting", type="pil", format="png", image_mode=None,
+                                 interactive=False, height=360)
     gr.HTML(None, js_on_load=f"const MESSAGE = {MISSED!r};{MISSED_JS}", elem_id="explorer-missed")
     gr.HTML(legend_html(), js_on_load=None, elem_id="explorer-legend")
     with gr.Row():

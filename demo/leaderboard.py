@@ -197,7 +197,7 @@ class Leaderboard:
                 on_board = self.board_votes(counting.votes, board)
                 self.live[board] = (battle_counts(on_board), self.fit(on_board, known["methods"], 0))
             counts, live = self.live[board]
-        summary = self.summary(counting, full, board, live is not None) + self.mine(counting, session)
+        summary = self.summary(counting, full, board, counts, live is not None) + self.mine(counting, session)
         if counts.empty:
             return summary, None, None, choices, board
         rows = ranking(counts, live, known["fit"], self.label)
@@ -210,7 +210,8 @@ class Leaderboard:
         return [(ALL_LABEL, ALL)] + [(f"{title} ({n[sha]} votes)", sha)
                                            for sha, title in self.paintings.items() if sha in n.index]
 
-    def summary(self, counting, full, board, fitted):
+    def summary(self, counting, full, board, counts, fitted):
+        """The board's counts and state in words. counts: its battle_counts now; fitted: whether it has strengths."""
         t = counting.tally
         if not t["stored"]:
             return EMPTY
@@ -222,6 +223,9 @@ class Leaderboard:
             text += f" This board: the {len(self.board_votes(counting.votes, board))} counted votes on {self.paintings[board]}."
         if not t["counted"]:
             text += " No vote is counted yet: the ranking starts with the first vote on your own photo or painting."
+        elif not fitted and (counts["votes"] >= MIN_VOTES).sum() >= 2:
+            text += (f" The models with {MIN_VOTES} counted votes are ranked at the next full count (every "
+                     f"{REFRESH_S:.0f} s); until then every model is provisional.")
         elif not fitted:
             text += (f" No ranking yet: it needs two models with {MIN_VOTES} counted votes each and decisive votes "
                      "(A or B) between them; until then every model is provisional.")
