@@ -29,11 +29,13 @@ EXPECTED_RANKING = ["AdaIN", "all-to-all (training-free)", "A2K (training-free)"
 # the leaderboard's summary is there, not a progress timer ("0.7s") in its place
 SHOWN = "(() => { const t = document.querySelector('#leaderboard-summary').innerText.trim(); " \
         "return t.length > 20 && !/processing|\\d\\.\\ds/.test(t); })()"
-# elements that scroll sideways, and the page itself: none may on a phone
+# what scrolls sideways (the page, or an element with overflow-x auto or scroll), or shows past the viewport's
+# right edge (clipped content): none may on a phone
 SIDEWAYS = """() => [document.documentElement, ...document.querySelectorAll('body *')].filter(e => {
-  const x = getComputedStyle(e).overflowX;
-  return (e === document.documentElement || x === 'auto' || x === 'scroll') && e.offsetParent !== null
-         && e.scrollWidth > e.clientWidth + 1;
+  if (e !== document.documentElement && e.offsetParent === null) return false;
+  const x = getComputedStyle(e).overflowX, box = e.getBoundingClientRect();
+  const scrolls = (e === document.documentElement || x === 'auto' || x === 'scroll') && e.scrollWidth > e.clientWidth + 1;
+  return scrolls || (box.width > 0 && box.right > window.innerWidth + 1);
 }).map(e => e.id || e.className || e.tagName)"""
 
 
