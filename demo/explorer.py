@@ -140,7 +140,7 @@ def build_explorer_tab(arena, sources):
                                 interactive=False, height=360, elem_id="explorer-content")
         # an input of the explorer's event: read as an upload is (size limits), whatever a client sends
         style_view = ImageUpload(example[1], label="Painting", type="pil", format="png", image_mode=None,
-                                 interactive=False, height=360)
+                                 interactive=False, height=360, elem_id="explorer-painting")
     gr.HTML(None, js_on_load=f"const MESSAGE = {MISSED!r};{MISSED_JS}", elem_id="explorer-missed")
     gr.HTML(legend_html(), js_on_load=None, elem_id="explorer-legend")
     with gr.Row():
