@@ -15,7 +15,16 @@ from datetime import UTC, datetime
 import gradio as gr
 import pandas as pd
 
-from study.analysis import MIN_PARTICIPANTS, AnalysisError, battle_counts, battle_strengths, interval_ranks, leaderboard
+from study.analysis import (
+    MIN_PARTICIPANTS,
+    AnalysisError,
+    battle_counts,
+    battle_strengths,
+    interval_ranks,
+    leaderboard,
+    tally_strengths,
+    vote_tally,
+)
 from study.counting import ALPHA, counted, counted_since
 
 from .gallery import gallery_paintings, gallery_sha256s
@@ -62,15 +71,22 @@ def table(rows, header, cells):
     return {"html": f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>", "rows": rows}
 
 
-def established(votes):
-    """The methods with MIN_VOTES or more of `votes` (counted battle votes): those the strengths are fitted on."""
-    counts = battle_counts(votes)
+def established(tally):
+    """The methods with MIN_VOTES or more votes in `tally` (a vote_tally of counted votes): those the strengths
+    are fitted on."""
+    counts = battle_counts(tally)
     return set(counts.loc[counts["votes"] >= MIN_VOTES, "method"])
 
 
-def among(votes, methods):
+def votes_among(votes, methods):
     """The votes between two of `methods`."""
     return votes[votes["left_method"].isin(methods) & votes["right_method"].isin(methods)]
+
+
+def tally_among(tally, methods):
+    """The vote_tally of the votes between two of `methods`."""
+    return tally[tally.index.get_level_values("left_method").isin(methods)
+                 & tally.index.get_level_values("right_method").isin(methods)]
 
 
 def ranking(counts, live, full, label):
@@ -136,7 +152,8 @@ class Leaderboard:
         self.lock = threading.Lock()  # guards the counting, the full count's tables and the live fits
         self.counting = None  # study.counting.Counted, up to the last vote seen
         self.full = None  # {"boards": {board: {"methods": established, "fit": battle_strengths}}, "pairs", "at"}
-        self.live = {}  # board -> (battle_counts, battle_strengths without intervals) of the votes counted now
+        self.tallies = {}  # board -> vote_tally of the votes counted now
+        self.live = {}  # board -> (battle_counts, tally_strengths or None) of the votes counted now
         self.gallery, self.paintings = set(), {}
         threading.Thread(target=self._loop, args=(size_cap, interval_s), name="leaderboard", daemon=True).start()
 
@@ -149,13 +166,18 @@ class Leaderboard:
                 print(f"leaderboard: {exc!r}", file=sys.stderr, flush=True)
             time.sleep(interval_s)
 
-    def board_votes(self, votes, board):
-        return votes if board == ALL else votes[votes["style_sha256"] == board]
+    def tallies_of(self, votes):
+        """{board: vote_tally} of counted `votes`: all of them, and those on each gallery painting."""
+        tallies = {ALL: vote_tally(votes)}
+        on_paintings = votes[votes["style_sha256"].isin(list(self.paintings))]
+        tallies.update({sha: vote_tally(v) for sha, v in on_paintings.groupby("style_sha256")})
+        return tallies
 
-    def fit(self, votes, methods, n_boot):
-        """battle_strengths of the votes between `methods`, None when they do not link two methods."""
+    @staticmethod
+    def fitted(fit, *args):
+        """fit(*args), None when the votes do not link two methods (AnalysisError)."""
         try:
-            return battle_strengths(among(votes, methods), n_boot)
+            return fit(*args)
         except AnalysisError:
             return None
 
@@ -163,22 +185,15 @@ class Leaderboard:
         """Every rule over every vote; for each board the methods established and their strengths with
         intervals; the pair tests of all counted votes."""
         counting = counted(self.store.battles(), self.gallery, self.per_day)
-        votes = counting.votes
-        boards = {}
-        for board in [ALL, *sorted(set(votes["style_sha256"]) & set(self.paintings))]:
-            on_board = self.board_votes(votes, board)
-            methods = established(on_board)
-            boards[board] = {"methods": methods, "fit": self.fit(on_board, methods, self.n_boot)}
-        pairs = self.pair_tests(votes)
+        votes, tallies, boards = counting.votes, self.tallies_of(counting.votes), {}
+        for board, tally in tallies.items():
+            methods = established(tally)
+            on_board = votes_among(votes if board == ALL else votes[votes["style_sha256"] == board], methods)
+            boards[board] = {"methods": methods, "fit": self.fitted(battle_strengths, on_board, self.n_boot)}
+        board = self.fitted(leaderboard, votes, self.n_boot)
+        full = {"boards": boards, "pairs": board and board["pairs"], "at": datetime.now(UTC)}
         with self.lock:
-            self.counting, self.full, self.live = counting, {"boards": boards, "pairs": pairs, "at": datetime.now(UTC)}, {}
-
-    def pair_tests(self, votes):
-        """The pairs table of leaderboard(votes), None without a decisive vote."""
-        try:
-            return leaderboard(votes, self.n_boot)["pairs"]
-        except AnalysisError:
-            return None
+            self.counting, self.tallies, self.full, self.live = counting, tallies, full, {}
 
     def view(self, board, session):
         """(summary markdown, ranking table, pairs table, the board choices, the board shown: `board`, or all
@@ -188,14 +203,15 @@ class Leaderboard:
                 return STARTING, None, None, [(ALL_LABEL, ALL)], ALL
             new = self.store.battles(after=self.counting.last_id)
             if len(new):
-                self.counting, self.live = counted_since(self.counting, new, self.gallery, self.per_day), {}
+                self.count_since(new)
             counting, full = self.counting, self.full
-            choices = self.choices(counting.votes)
+            choices = self.choices()
             board = board if board in {value for _, value in choices} else ALL
             known = full["boards"].get(board, {"methods": set(), "fit": None})
             if board not in self.live:
-                on_board = self.board_votes(counting.votes, board)
-                self.live[board] = (battle_counts(on_board), self.fit(on_board, known["methods"], 0))
+                tally = self.tallies[board]
+                self.live[board] = (battle_counts(tally),
+                                    self.fitted(tally_strengths, tally_among(tally, known["methods"])))
             counts, live = self.live[board]
         summary = self.summary(counting, full, board, counts, live is not None) + self.mine(counting, session)
         if counts.empty:
@@ -204,11 +220,19 @@ class Leaderboard:
         pairs = pairs_table(full["pairs"], self.label) if board == ALL and full["pairs"] is not None else None
         return summary, ranking_table(rows), pairs, choices, board
 
-    def choices(self, votes):
+    def count_since(self, new):
+        """Counts the votes `new` (stored after the last seen) into the counting and the boards' tallies."""
+        before = len(self.counting.votes)
+        self.counting = counted_since(self.counting, new, self.gallery, self.per_day)
+        for board, tally in self.tallies_of(self.counting.votes.iloc[before:]).items():
+            self.tallies[board] = tally.add(self.tallies[board], fill_value=0).astype(int) \
+                if board in self.tallies else tally
+        self.live = {}
+
+    def choices(self):
         """The boards to choose from: all counted votes, and each gallery painting with counted votes."""
-        n = votes["style_sha256"].value_counts()
-        return [(ALL_LABEL, ALL)] + [(f"{title} ({n[sha]} votes)", sha)
-                                           for sha, title in self.paintings.items() if sha in n.index]
+        return [(ALL_LABEL, ALL)] + [(f"{title} ({int(self.tallies[sha].sum())} votes)", sha)
+                                     for sha, title in self.paintings.items() if sha in self.tallies]
 
     def summary(self, counting, full, board, counts, fitted):
         """The board's counts and state in words. counts: its battle_counts now; fitted: whether it has strengths."""
@@ -220,7 +244,7 @@ class Leaderboard:
                 f"{t['anomalous']} from anomalous sources ({t['anomalous_sources']}), {t['over_cap']} beyond "
                 f"{self.per_day} a day from one source.")
         if board != ALL:
-            text += f" This board: the {len(self.board_votes(counting.votes, board))} counted votes on {self.paintings[board]}."
+            text += f" This board: the {counts['votes'].sum() // 2} counted votes on {self.paintings[board]}."
         if not t["counted"]:
             text += " No vote is counted yet: the ranking starts with the first vote on your own photo or painting."
         elif not fitted and (counts["votes"] >= MIN_VOTES).sum() >= 2:

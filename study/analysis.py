@@ -423,6 +423,14 @@ def bt_intervals(per_person, n_boot=2000, seed=0, level=0.95):
     return strength, np.clip(strength - half, 0, 1), np.clip(strength + half, 0, 1)
 
 
+def check_linked(wins):
+    """AnalysisError unless the (M, M) wins link every method to the others (directly or through others)."""
+    n_groups, _ = connected_components((wins + wins.T) > 0, directed=False)
+    if n_groups > 1:
+        raise AnalysisError("some methods were never compared with the others, even indirectly: "
+                            "their strengths cannot be put on one scale")
+
+
 def bt_strengths(votes, n_boot=2000, seed=0, level=0.95):
     """One row per method, strongest first: strength (Bradley-Terry, summing to 1 over methods), its
     participant-clustered interval (ci_low, ci_high; see bt_intervals), and decisive wins and losses."""
@@ -438,10 +446,7 @@ def bt_strengths(votes, n_boot=2000, seed=0, level=0.95):
     per_person = np.zeros((len(people), len(methods), len(methods)))  # (P, M, M) wins
     np.add.at(per_person, (person, [index[m] for m in winner], [index[m] for m in loser]), 1)
     wins = per_person.sum(axis=0)
-    n_groups, _ = connected_components((wins + wins.T) > 0, directed=False)
-    if n_groups > 1:
-        raise AnalysisError("some methods were never compared with the others, even indirectly: "
-                            "their strengths cannot be put on one scale")
+    check_linked(wins)
     strength, low, high = bt_intervals(per_person, n_boot, seed, level)
     out = pd.DataFrame({"method": methods, "strength": strength, "ci_low": low, "ci_high": high,
                         "wins": wins.sum(axis=1).astype(int), "losses": wins.sum(axis=0).astype(int)})
@@ -574,23 +579,53 @@ def battle_votes(battles):
     return v
 
 
-def battle_counts(battles):
-    """From the Battle tab's votes: one row per method, most votes first: wins and losses (decisive votes)
-    and votes (ties and both_bad included)."""
-    v = battle_votes(battles)
-    decisive = v[v["winner"].notna()]
-    loser = np.where(decisive["choice"] == "left", decisive["right_method"], decisive["left_method"])
-    counts = pd.DataFrame({"votes": pd.concat([v["left_method"], v["right_method"]]).value_counts(),
-                           "wins": decisive["winner"].value_counts(), "losses": pd.Series(loser).value_counts()})
+def vote_tally(battles):
+    """The Battle tab's votes counted per left_method, right_method and choice (a Series): what battle_counts
+    and tally_strengths need; the tallies of two sets of votes add up (`a.add(b, fill_value=0)`)."""
+    return battles.groupby(["left_method", "right_method", "choice"]).size()
+
+
+def _decided(tally):
+    """(winner, loser, number of votes) arrays of the decisive rows of a vote_tally."""
+    t = tally.rename("n").reset_index()
+    t = t[t["choice"].isin(["left", "right"])]
+    left = (t["choice"] == "left").to_numpy()
+    return (np.where(left, t["left_method"], t["right_method"]), np.where(left, t["right_method"], t["left_method"]),
+            t["n"].to_numpy())
+
+
+def battle_counts(tally):
+    """From a vote_tally: one row per method, most votes first: wins and losses (decisive votes) and votes
+    (ties and both_bad included)."""
+    t = tally.rename("n").reset_index()
+    winner, loser, n = _decided(tally)
+    played = pd.concat([t.groupby("left_method")["n"].sum(), t.groupby("right_method")["n"].sum()])
+    counts = pd.DataFrame({"votes": played.groupby(level=0).sum(), "wins": pd.Series(n).groupby(winner).sum(),
+                           "losses": pd.Series(n).groupby(loser).sum()})
     counts = counts.fillna(0).astype(int).rename_axis("method").reset_index()
     return counts.sort_values(["votes", "method"], ascending=[False, True], ignore_index=True)
+
+
+def tally_strengths(tally):
+    """From a vote_tally: one row per method with a decisive vote, strongest first: its Bradley-Terry
+    strength (bt_strengths' point estimate, without an interval). AnalysisError as bt_strengths."""
+    winner, loser, n = _decided(tally)
+    methods = sorted(set(winner) | set(loser))
+    if len(methods) < 2:
+        raise AnalysisError("Bradley-Terry needs decisive votes between at least two methods")
+    index = {m: i for i, m in enumerate(methods)}
+    wins = np.zeros((len(methods), len(methods)))
+    np.add.at(wins, ([index[m] for m in winner], [index[m] for m in loser]), n)
+    check_linked(wins)
+    out = pd.DataFrame({"method": methods, "strength": bradley_terry(wins)})
+    return out.sort_values("strength", ascending=False, ignore_index=True)
 
 
 def battle_strengths(battles, n_boot=1000, seed=0, level=0.95):
     """From the Battle tab's votes: bt_strengths (n_boot 0: no intervals) with each method's vote count
     (votes, ties and both_bad included)."""
     strengths = bt_strengths(battle_votes(battles), n_boot, seed, level)
-    strengths["votes"] = strengths["method"].map(battle_counts(battles).set_index("method")["votes"])
+    strengths["votes"] = strengths["method"].map(battle_counts(vote_tally(battles)).set_index("method")["votes"])
     return strengths
 
 

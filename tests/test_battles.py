@@ -4,7 +4,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from study.analysis import AnalysisError, interval_ranks, leaderboard
+from study.analysis import AnalysisError, battle_counts, interval_ranks, leaderboard, tally_strengths, vote_tally
 from study.schema import SCHEMA_VERSION
 from study.store import Store, VoteRejected, schema_version
 
@@ -58,8 +58,16 @@ def test_leaderboard_ranks_by_bradley_terry_over_visitors(tmp_path):
                 for content in range(3):
                     first = rng.random() < strength[x] / (strength[x] + strength[y])
                     vote(store, f"v{visitor}", x, y, "left" if first else "right", content=f"c{content}")
-        board = leaderboard(store.battles(), n_boot=200)
+        battles = store.battles()
+        board = leaderboard(battles, n_boot=200)
     ranks = board["strengths"]
+    half = len(battles) // 2  # a page view's point strengths, from the tallies of two batches of votes added up
+    tally = vote_tally(battles[:half]).add(vote_tally(battles[half:]), fill_value=0)
+    points = tally_strengths(tally)
+    assert points["method"].tolist() == ranks["method"].tolist()
+    assert np.allclose(points["strength"], ranks["strength"], rtol=1e-8)
+    assert battle_counts(tally).set_index("method").loc[ranks["method"], ["wins", "losses", "votes"]].to_numpy().tolist() \
+        == ranks[["wins", "losses", "votes"]].to_numpy().tolist()
     assert ranks["method"].tolist() == ["a2k_free", "all2all_free", "adain"]
     assert (ranks["ci_low"] <= ranks["strength"]).all() and (ranks["strength"] <= ranks["ci_high"]).all()
     assert ranks["votes"].tolist() == [72, 72, 72]
