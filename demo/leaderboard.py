@@ -4,8 +4,9 @@ network address on one UTC day); one board of all counted votes and one per gall
 
 A background thread counts every vote and computes the intervals, ranks and pair tests at start, then
 every REFRESH_S seconds (bootstraps over sources). A page view counts the votes stored since at once
-(study.counting.counted_since: one read of the new rows) and refits the point strengths of the board it
-shows (no bootstrap), so a visitor's own vote shows on their next view whatever the number of visitors."""
+(study.counting.counted_since: one read of the new rows), adds them to each board's vote tally and refits
+the point strengths of the board it shows from its tally (an M x M fit, no bootstrap): a visitor's own
+vote shows on their next view, and what a vote costs does not grow with the number of viewers."""
 import html
 import sys
 import threading
@@ -190,8 +191,8 @@ class Leaderboard:
             methods = established(tally)
             on_board = votes_among(votes if board == ALL else votes[votes["style_sha256"] == board], methods)
             boards[board] = {"methods": methods, "fit": self.fitted(battle_strengths, on_board, self.n_boot)}
-        board = self.fitted(leaderboard, votes, self.n_boot)
-        full = {"boards": boards, "pairs": board and board["pairs"], "at": datetime.now(UTC)}
+        everything = self.fitted(leaderboard, votes, self.n_boot)
+        full = {"boards": boards, "pairs": everything and everything["pairs"], "at": datetime.now(UTC)}
         with self.lock:
             self.counting, self.tallies, self.full, self.live = counting, tallies, full, {}
 
