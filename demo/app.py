@@ -82,16 +82,16 @@ def build(arena, votes):
             gr.Markdown(INTRO)
             session = session_state(app, arena.store)
             board = Leaderboard(arena.store, arena.label, arena.settings.size_cap, arena.settings.counted_votes_per_day)
-            with gr.Tabs():
+            with gr.Tabs(overflow_behavior="wrap"):  # every tab in view on a phone, no "..." menu
                 with gr.Tab("Battle", elem_id="battle-tab"):
-                    build_battle_tab(arena, session)
+                    battle_inputs = build_battle_tab(arena, session)
                 with gr.Tab("Leaderboard", elem_id="leaderboard-tab") as leaderboard_tab:
-                    show_board, board_outputs = build_leaderboard_tab(board)
-                leaderboard_tab.select(show_board, None, board_outputs, api_name="leaderboard")
+                    show_board, board_inputs, board_outputs = build_leaderboard_tab(board, session)
+                leaderboard_tab.select(show_board, board_inputs, board_outputs, api_name="leaderboard")
                 with gr.Tab("Compare", elem_id="compare-tab"):
-                    content, style = build_compare_tab(arena, session)
+                    compare_inputs = build_compare_tab(arena, session)
                 with gr.Tab("Attention explorer"):
-                    build_explorer_tab(arena, content, style)
+                    build_explorer_tab(arena, [compare_inputs, battle_inputs])
             with gr.Accordion("Example image credits", open=False):
                 gr.Markdown(credits_markdown())
     if votes is not None:

@@ -114,7 +114,7 @@ def disguised(data):
 
 
 def build_battle_tab(arena, session):
-    """Lays out the tab inside the current Blocks and wires its events."""
+    """Lays out the tab inside the current Blocks and wires its events; returns its (photo, painting) inputs."""
     settings = arena.settings
     runnable = arena.runnable()
     limits = VoteLimits(settings.vote_interval_ms, settings.votes_per_minute)
@@ -306,3 +306,4 @@ def build_battle_tab(arena, session):
         def handler(current, state, request: gr.Request, choice=choice):
             return vote(choice, current, state, request.client.host if request.client else "")
         button.click(handler, [battle, session], shown, api_name=f"battle_vote_{choice}")
+    return content, style

@@ -27,7 +27,18 @@ def credits_markdown():
     return "\n".join(lines)
 
 
+def stored_sha256(path, size_cap):
+    """The sha256 under which the Battle and Compare tabs store the gallery picture at `path` (inputs larger
+    than `size_cap` px are stored downscaled, as demo.upload.shrink does)."""
+    return encoded(shrink(read_input(path), size_cap))[1]
+
+
 def gallery_sha256s(size_cap):
-    """The sha256s under which the Battle and Compare tabs store the gallery's pictures (inputs larger than
-    `size_cap` px are stored downscaled, as demo.upload.shrink does)."""
-    return {encoded(shrink(read_input(p), size_cap))[1] for kind in ("contents", "styles") for p in example_paths(kind)}
+    """The sha256s of the gallery's pictures as stored (see stored_sha256)."""
+    return {stored_sha256(p, size_cap) for kind in ("contents", "styles") for p in example_paths(kind)}
+
+
+def gallery_paintings(size_cap):
+    """{sha256 as stored (see stored_sha256): title} of the gallery's paintings."""
+    return {stored_sha256(EXAMPLES / row["file"], size_cap): row["title"] or Path(row["file"]).stem
+            for row in sources() if row["file"].startswith("styles/")}

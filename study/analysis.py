@@ -408,19 +408,27 @@ def bt_intervals(per_person, n_boot=2000, seed=0, level=0.95):
     (strength, low, high), each (..., M): strength from the summed wins; the interval strength +- t(P - 1)
     x sd x sqrt(P / (P - 1)), sd over n_boot resamples of participants (numpy seed `seed`; a t quantile
     and the inflation keep coverage at few participants, where percentile intervals are too narrow),
-    clipped to [0, 1]; NaN with fewer than MIN_PARTICIPANTS participants."""
+    clipped to [0, 1]; NaN with fewer than MIN_PARTICIPANTS participants, or n_boot 0 (the strengths only)."""
     per_person = np.asarray(per_person, dtype=float)
     n_people = per_person.shape[-3]
     wins = per_person.sum(axis=-3)
     compared = (wins + np.swapaxes(wins, -1, -2)) > 0
     strength = bradley_terry(wins, compared=compared)
-    if n_people < MIN_PARTICIPANTS:
+    if n_people < MIN_PARTICIPANTS or n_boot == 0:
         nothing = np.full(strength.shape, np.nan)
         return strength, nothing, nothing
     draws = participant_draws(n_people, n_boot, np.random.default_rng(seed)).astype(float)  # (B, P)
     boot = bradley_terry(np.einsum("bp,...pij->...bij", draws, per_person), compared=compared[..., None, :, :])
     half = t.ppf((1 + level) / 2, n_people - 1) * boot.std(axis=-2, ddof=1) * np.sqrt(n_people / (n_people - 1))
     return strength, np.clip(strength - half, 0, 1), np.clip(strength + half, 0, 1)
+
+
+def check_linked(wins):
+    """AnalysisError unless the (M, M) wins link every method to the others (directly or through others)."""
+    n_groups, _ = connected_components((wins + wins.T) > 0, directed=False)
+    if n_groups > 1:
+        raise AnalysisError("some methods were never compared with the others, even indirectly: "
+                            "their strengths cannot be put on one scale")
 
 
 def bt_strengths(votes, n_boot=2000, seed=0, level=0.95):
@@ -438,10 +446,7 @@ def bt_strengths(votes, n_boot=2000, seed=0, level=0.95):
     per_person = np.zeros((len(people), len(methods), len(methods)))  # (P, M, M) wins
     np.add.at(per_person, (person, [index[m] for m in winner], [index[m] for m in loser]), 1)
     wins = per_person.sum(axis=0)
-    n_groups, _ = connected_components((wins + wins.T) > 0, directed=False)
-    if n_groups > 1:
-        raise AnalysisError("some methods were never compared with the others, even indirectly: "
-                            "their strengths cannot be put on one scale")
+    check_linked(wins)
     strength, low, high = bt_intervals(per_person, n_boot, seed, level)
     out = pd.DataFrame({"method": methods, "strength": strength, "ci_low": low, "ci_high": high,
                         "wins": wins.sum(axis=1).astype(int), "losses": wins.sum(axis=0).astype(int)})
@@ -574,23 +579,69 @@ def battle_votes(battles):
     return v
 
 
+def vote_tally(battles):
+    """The Battle tab's votes counted per left_method, right_method and choice (a Series): what battle_counts
+    and tally_strengths need; the tallies of two sets of votes add up (`a.add(b, fill_value=0)`)."""
+    return battles.groupby(["left_method", "right_method", "choice"]).size()
+
+
+def _decided(tally):
+    """(winner, loser, number of votes) arrays of the decisive rows of a vote_tally."""
+    t = tally.rename("n").reset_index()
+    t = t[t["choice"].isin(["left", "right"])]
+    left = (t["choice"] == "left").to_numpy()
+    return (np.where(left, t["left_method"], t["right_method"]), np.where(left, t["right_method"], t["left_method"]),
+            t["n"].to_numpy())
+
+
+def battle_counts(tally):
+    """From a vote_tally: one row per method, most votes first: wins and losses (decisive votes) and votes
+    (ties and both_bad included)."""
+    t = tally.rename("n").reset_index()
+    winner, loser, n = _decided(tally)
+    played = pd.concat([t.groupby("left_method")["n"].sum(), t.groupby("right_method")["n"].sum()])
+    counts = pd.DataFrame({"votes": played.groupby(level=0).sum(), "wins": pd.Series(n).groupby(winner).sum(),
+                           "losses": pd.Series(n).groupby(loser).sum()})
+    counts = counts.fillna(0).astype(int).rename_axis("method").reset_index()
+    return counts.sort_values(["votes", "method"], ascending=[False, True], ignore_index=True)
+
+
+def tally_strengths(tally):
+    """From a vote_tally: one row per method with a decisive vote, strongest first: its Bradley-Terry
+    strength (bt_strengths' point estimate, without an interval). AnalysisError as bt_strengths."""
+    winner, loser, n = _decided(tally)
+    methods = sorted(set(winner) | set(loser))
+    if len(methods) < 2:
+        raise AnalysisError("Bradley-Terry needs decisive votes between at least two methods")
+    index = {m: i for i, m in enumerate(methods)}
+    wins = np.zeros((len(methods), len(methods)))
+    np.add.at(wins, ([index[m] for m in winner], [index[m] for m in loser]), n)
+    check_linked(wins)
+    out = pd.DataFrame({"method": methods, "strength": bradley_terry(wins)})
+    return out.sort_values("strength", ascending=False, ignore_index=True)
+
+
+def battle_strengths(battles, n_boot=1000, seed=0, level=0.95):
+    """From the Battle tab's votes: bt_strengths (n_boot 0: no intervals) with each method's vote count
+    (votes, ties and both_bad included)."""
+    strengths = bt_strengths(battle_votes(battles), n_boot, seed, level)
+    strengths["votes"] = strengths["method"].map(battle_counts(vote_tally(battles)).set_index("method")["votes"])
+    return strengths
+
+
+def interval_ranks(low, high):
+    """The rank of each of N intervals (arrays (N,)): 1 + the number of intervals lying entirely above it
+    (low above its high); overlapping intervals share ranks, as in Chatbot Arena."""
+    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    return 1 + (low[None, :] > high[:, None]).sum(axis=1)
+
+
 def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
-    """From the Battle tab's votes: {"strengths": bt_strengths with each method's vote count (ties and
-    both_bad included), "matrix": the decisive win rate of each row method against each column method
-    (NaN: never decided), "pairs": pair_win_rates' counts and intervals}. Visitors are the participants
-    (intervals NaN with fewer than MIN_PARTICIPANTS of them). AnalysisError when no two methods have a
-    decisive vote between them."""
-    votes = battle_votes(battles)
-    strengths = bt_strengths(votes, n_boot, seed, level)
-    played = pd.concat([votes["left_method"], votes["right_method"]]).value_counts()
-    strengths["votes"] = strengths["method"].map(played).astype(int)
-    pairs = pair_win_rates(votes, seed=seed, level=level)
-    methods = list(strengths["method"])
-    matrix = pd.DataFrame(np.nan, index=methods, columns=methods)
-    for row in pairs.itertuples():
-        if row.n_decisive:
-            matrix.loc[row.method_a, row.method_b] = row.a_wins / row.n_decisive
-            matrix.loc[row.method_b, row.method_a] = row.b_wins / row.n_decisive
+    """From the Battle tab's votes: {"strengths": battle_strengths, "pairs": pair_win_rates' counts and
+    intervals}. Visitors are the participants (intervals NaN with fewer than MIN_PARTICIPANTS of them).
+    AnalysisError when no two methods have a decisive vote between them."""
+    strengths = battle_strengths(battles, n_boot, seed, level)
+    pairs = pair_win_rates(battle_votes(battles), seed=seed, level=level)
     columns = ["method_a", "method_b", "n_participants", "n_votes", "a_wins", "b_wins", "ties", "both_bad",
                "a_win_rate", "n_people", "ci_low", "ci_high"]
-    return {"strengths": strengths, "matrix": matrix, "pairs": pairs[columns]}
+    return {"strengths": strengths, "pairs": pairs[columns]}

@@ -11,6 +11,9 @@ one); addresses do. In order:
    predict (`anomalous_sources`).
 3. Of the rest, a source's first `per_day` votes of each UTC day count; the others are kept, not counted.
 
+`counted` applies the rules to all votes (the leaderboard does so every minute); `counted_since` applies
+them at once to the votes stored since, with the sources flagged then (a vote shows on the board at once).
+
 The anomaly test is the score test of "this source moves method m's Bradley-Terry strength", the effect
 rigging is after. For each pair (m, o) the source voted on, q = P(m wins) from the other sources' decisive
 votes on that pair (Laplace-smoothed, (S + 1) / (N + 2)); over the source's k votes on it, W wins of m:
@@ -24,6 +27,8 @@ Sources are flagged one at a time, the most anomalous first, each time against t
 sources already flagged, while a p-value is below ALPHA. Chatbot Arena's alternative, a p-value per vote
 under the pair's history combined per voter, sees nothing in votes that always favour the model the crowd
 already prefers (each vote is then a likely one), which still moves that model's strength."""
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -68,23 +73,73 @@ def anomalous_sources(decisive, alpha=ALPHA):
         flagged[p.idxmin()] = float(p.min())
 
 
+STATUSES = ("counted", "gallery", "anomalous", "over_cap")  # what the counting made of a vote
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The counting of the battle votes up to id `last_id`: votes (those counted, with `voter` replaced by the
+    source so that intervals resample sources), status (Series, index: battle id, values: STATUSES), flagged
+    (the anomalous sources), sources and visitors (all seen)."""
+
+    votes: pd.DataFrame
+    status: pd.Series
+    flagged: frozenset
+    sources: frozenset
+    visitors: frozenset
+    last_id: int
+
+    @property
+    def tally(self):
+        """{"stored", "sources", "gallery", "anomalous", "anomalous_sources", "over_cap", "counted"}: counts."""
+        n = self.status.value_counts()
+        return {"stored": len(self.status), "sources": len(self.sources), "gallery": int(n.get("gallery", 0)),
+                "anomalous": int(n.get("anomalous", 0)), "anomalous_sources": len(self.flagged),
+                "over_cap": int(n.get("over_cap", 0)), "counted": int(n.get("counted", 0))}
+
+
+def _capped(b, on_gallery, anomalous, per_day, already=None):
+    """(the votes of `b` the cap lets through, each vote's status): a source's first `per_day` votes of each
+    UTC day count, after `already` (Series, index: (source, day)) counted before `b`."""
+    rest = b[~on_gallery & ~anomalous].sort_values("id")
+    keys = [rest["source"], rest["created_at"].dt.floor("D")]
+    position = rest.groupby(keys).cumcount()
+    if already is not None and len(rest):
+        position += already.reindex(pd.MultiIndex.from_arrays(keys)).fillna(0).astype(int).to_numpy()
+    within = position < per_day
+    status = pd.Series(np.select([on_gallery, anomalous], ["gallery", "anomalous"], "counted"), index=b["id"])
+    status.loc[rest.loc[~within, "id"].to_numpy()] = "over_cap"
+    return rest[within], status
+
+
 def counted(battles, gallery, per_day, alpha=ALPHA):
-    """(the votes of `battles` (Store.battles()) the leaderboard counts, with `voter` replaced by the source
-    so that intervals resample sources; the tally {"stored", "sources", "gallery", "anomalous",
-    "anomalous_sources", "over_cap", "counted"}). gallery: the sha256s of the gallery's pictures as stored."""
+    """The Counted votes of `battles` (Store.battles()): every rule of the module. gallery: the sha256s of
+    the gallery's pictures as stored."""
     b = battles.assign(source=sources(battles))
-    tally = {"stored": len(b), "sources": b["source"].nunique()}
     on_gallery = b["content_sha256"].isin(gallery) & b["style_sha256"].isin(gallery)
-    tally["gallery"] = int(on_gallery.sum())
-    b = b[~on_gallery]
-    decisive = b[b["choice"].isin(DECISIVE)]
+    decisive = b[~on_gallery & b["choice"].isin(DECISIVE)]
     winner = np.where(decisive["choice"] == "left", decisive["left_method"], decisive["right_method"])
     flagged = anomalous_sources(pd.DataFrame({
         "source": decisive["source"], "low": decisive["method_low"], "high": decisive["method_high"],
         "low_won": (winner == decisive["method_low"]).astype(int)}), alpha) if len(decisive) else {}
-    anomalous = b["source"].isin(list(flagged))
-    tally.update(anomalous=int(anomalous.sum()), anomalous_sources=len(flagged))
-    b = b[~anomalous].sort_values("id")
-    within = b.groupby([b["source"], b["created_at"].dt.floor("D")]).cumcount() < per_day
-    tally.update(over_cap=int((~within).sum()), counted=int(within.sum()))
-    return b[within].assign(voter=lambda d: d["source"]).drop(columns="source"), tally
+    anomalous = b["source"].isin(list(flagged)) & ~on_gallery
+    votes, status = _capped(b, on_gallery, anomalous, per_day)
+    return Counted(votes.assign(voter=votes["source"]).drop(columns="source"), status, frozenset(flagged),
+                   frozenset(b["source"]), frozenset(b["voter"]), int(b["id"].max()) if len(b) else 0)
+
+
+def counted_since(previous, new, gallery, per_day):
+    """`previous` (Counted) with the votes `new` (Store.battles(after=previous.last_id)) counted at once by the
+    same rules, with the sources `previous` flagged as anomalous: a new flood is tested by the next `counted`
+    (until then, the cap bounds what one source adds)."""
+    b = new.assign(source=sources(new))
+    on_gallery = b["content_sha256"].isin(gallery) & b["style_sha256"].isin(gallery)
+    anomalous = b["source"].isin(list(previous.flagged)) & ~on_gallery
+    old = previous.votes[previous.votes["voter"].isin(set(b["source"]))]
+    already = old.groupby([old["voter"], old["created_at"].dt.floor("D")]).size()
+    votes, status = _capped(b, on_gallery, anomalous, per_day, already)
+    votes = votes.assign(voter=votes["source"]).drop(columns="source")
+    return Counted(pd.concat([previous.votes, votes]) if len(votes) else previous.votes,
+                   pd.concat([previous.status, status]) if len(status) else previous.status, previous.flagged,
+                   previous.sources | frozenset(b["source"]), previous.visitors | frozenset(b["voter"]),
+                   int(b["id"].max()) if len(b) else previous.last_id)

@@ -518,14 +518,21 @@ class Store:
             raise VoteRejected("you have already voted on these two models for this photo and painting: "
                                "start a new battle") from exc
 
-    def battles(self):
-        """All battle votes, oldest first, as a DataFrame (one row per vote; voter is a salted hash, source a
-        pseudonym of the address, None for votes stored before schema version 7)."""
+    def battles(self, after=0):
+        """The battle votes with an id above `after` (default: all), oldest first, as a DataFrame (one row per
+        vote; voter is a salted hash, source a pseudonym of the address, None for votes stored before schema
+        version 7)."""
         with self._read() as conn:
-            rows = [dict(r) for r in conn.execute(select(battles).order_by(battles.c.id)).mappings()]
+            rows = [dict(r) for r in conn.execute(
+                select(battles).where(battles.c.id > after).order_by(battles.c.id)).mappings()]
         df = pd.DataFrame(rows, columns=list(battles.c.keys()))
         df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
         return df
+
+    def battle_ids(self, visitor):
+        """The ids of the battle votes of `visitor` (a browser's id)."""
+        with self._read() as conn:
+            return list(conn.scalars(select(battles.c.id).where(battles.c.voter == self.hash_id("visitor", visitor))))
 
     def voted_images(self):
         """The sha256 of every image a demo vote refers to (photo, painting and both results, of the

@@ -5,7 +5,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from study.analysis import AnalysisError, leaderboard
+from study.analysis import AnalysisError, battle_counts, interval_ranks, leaderboard, tally_strengths, vote_tally
 from study.counting import counted
 from study.schema import SCHEMA_VERSION
 from study.store import Store, VoteRejected, schema_version
@@ -60,15 +60,28 @@ def test_leaderboard_ranks_by_bradley_terry_over_visitors(tmp_path):
                 for content in range(3):
                     first = rng.random() < strength[x] / (strength[x] + strength[y])
                     vote(store, f"v{visitor}", x, y, "left" if first else "right", content=f"c{content}")
-        board = leaderboard(store.battles(), n_boot=200)
+        battles = store.battles()
+        board = leaderboard(battles, n_boot=200)
     ranks = board["strengths"]
+    half = len(battles) // 2  # a page view's point strengths, from the tallies of two batches of votes added up
+    tally = vote_tally(battles[:half]).add(vote_tally(battles[half:]), fill_value=0)
+    points = tally_strengths(tally)
+    assert points["method"].tolist() == ranks["method"].tolist()
+    assert np.allclose(points["strength"], ranks["strength"], rtol=1e-8)
+    assert battle_counts(tally).set_index("method").loc[ranks["method"], ["wins", "losses", "votes"]].to_numpy().tolist() \
+        == ranks[["wins", "losses", "votes"]].to_numpy().tolist()
     assert ranks["method"].tolist() == ["a2k_free", "all2all_free", "adain"]
     assert (ranks["ci_low"] <= ranks["strength"]).all() and (ranks["strength"] <= ranks["ci_high"]).all()
     assert ranks["votes"].tolist() == [72, 72, 72]
-    matrix = board["matrix"]
-    assert matrix.loc["a2k_free", "adain"] > 0.5 and np.isnan(matrix.loc["adain", "adain"])
-    assert matrix.loc["a2k_free", "adain"] + matrix.loc["adain", "a2k_free"] == pytest.approx(1)
-    assert board["pairs"]["n_votes"].sum() == 108
+    pairs = board["pairs"].set_index(["method_a", "method_b"])
+    assert pairs.loc[("a2k_free", "adain"), "a_win_rate"] > 0.5 > pairs.loc[("adain", "all2all_free"), "a_win_rate"]
+    assert pairs["n_votes"].sum() == 108
+
+
+def test_ranks_count_the_intervals_entirely_above():
+    """Ranks respect overlap: 1 + the number of intervals lying wholly above (equal ends overlap)."""
+    low, high = [0.5, 0.45, 0.2, 0.1, 0.0], [0.6, 0.55, 0.5, 0.2, 0.1]
+    assert interval_ranks(low, high).tolist() == [1, 1, 1, 3, 4]
 
 
 def test_leaderboard_needs_decisive_votes(tmp_path):
@@ -92,8 +105,8 @@ def test_the_leaderboard_moves_the_chosen_side_up(tmp_path):
                     left, right = (winner, loser) if choice == "left" else (loser, winner)
                     store.record_battle(f"{source}-{left}-{right}", f"v{source}", f"source-{source}", f"c-{choice}", "ss",
                                         left, right, "o1", "o2", choice)
-        votes, tally = counted(store.battles(), gallery=set(), per_day=50)
-    assert tally["counted"] == 36
-    ranks = leaderboard(votes, n_boot=50)["strengths"]
+        counting = counted(store.battles(), gallery=set(), per_day=50)
+    assert counting.tally["counted"] == 36
+    ranks = leaderboard(counting.votes, n_boot=50)["strengths"]
     assert ranks["method"].tolist() == order
     assert ranks["wins"].tolist() == [24, 12, 0] and ranks["losses"].tolist() == [0, 12, 24]

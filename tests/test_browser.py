@@ -56,7 +56,7 @@ def test_compare_from_gallery_and_vote(page):
 
 
 def explore(page, clicks):
-    """Pick the cat and the Great Wave, open the explorer and click at each (fx, fy) fraction of the
+    """Pick the cat and the Great Wave in Compare, open the explorer and click at each (fx, fy) fraction of the
     photo in turn; returns the last click's position text and its three maps as pixel arrays."""
     page.get_by_role("tab", name="Compare").click()
     page.get_by_text("Example photos", exact=True).wait_for(timeout=60_000)
@@ -68,6 +68,8 @@ def explore(page, clicks):
     page.get_by_role("tab", name="Attention explorer").click()
     content = page.locator("#explorer-content img")
     content.wait_for()
+    page.wait_for_function("(() => { const i = document.querySelector('#explorer-painting img'); "  # the wave, not
+                           "return !!i && i.naturalWidth > i.naturalHeight; })()")  # the example's upright painting
     position = re.compile(r"Position \(\d+, \d+\) px")
     shown = None
     for fx, fy in clicks:
