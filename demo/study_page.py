@@ -24,7 +24,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from study.prepare import register
+from study.prepare import FEEDBACK_QUESTION, register
+from study.questions import parse
 from study.store import IDENTITY_KEY, STUDY_NAME, StudyError
 
 from .limits import ARRIVALS_PER_HOUR, EnrolLimits, HourlyLimit
@@ -80,7 +81,10 @@ def register_sample(store):
         pass
     consent = (SAMPLE / "consent.md").read_text(encoding="utf-8")
     try:
-        store.create_study(spec["name"], consent, spec["n_trials"], spec["catch_rate"], SAMPLE / "images")
+        store.create_study(spec["name"], consent, spec["n_trials"], spec["catch_rate"], SAMPLE / "images",
+                           questions=parse(spec["questions"]), practice_trials=spec["practice_trials"],
+                           attention_rate=spec["attention_rate"], feedback_question=FEEDBACK_QUESTION,
+                           debrief=(SAMPLE / "debrief.md").read_text(encoding="utf-8"))
         _, missing = register(store, spec["name"], contents, styles, spec["methods"], SAMPLE / "images", spec["size"])
     except StudyError as exc:  # e.g. another study of that name: the app runs on without the sample
         print(f"warning: the sample study is not registered: {exc}", file=sys.stderr)
