@@ -28,9 +28,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.routing import Route
 
+from study.prepare import reference_path
+
 from .storage import atomic_write
 
 ROUTE = "study-image"
+REFERENCE_ROUTE = "study-reference"
 NAME = re.compile(r"[0-9a-f]{40}")
 PAD_CHUNK = b"stPd"  # ancillary (s), private (t), reserved bit clear (P), safe to copy (d): decoders skip it
 BLOCK = 4096  # padded sizes are multiples of this
@@ -69,6 +72,8 @@ class StudyImages:
         self._data_bytes = 0
         self._lock = threading.Lock()
         self._preparing = threading.Lock()  # one study prepared at a time, once
+        self._references = {}  # study -> (images folder, {stimulus sha256: stimulus dict}), for reference_url
+        self._reference_sizes = {}  # reference file -> (width, height)
 
     def _mac(self, label, data):
         return hmac.new(self._key, label + b"\0" + data, hashlib.sha256).digest()
@@ -161,3 +166,59 @@ class StudyImages:
             return Response(data, media_type="image/png",
                             headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
         return Route(f"/{ROUTE}/{{name}}", serve, methods=["GET", "HEAD"])
+
+    # ---- reference pictures: the content photo and style painting of a trial (until the light-images merge) ----
+
+    def reference_url(self, study, participant, stimulus_id, kind):
+        """(relative URL, width, height) of the content photo (kind "content") or style painting ("style") of
+        the study's stimulus `stimulus_id` (its output sha256, as `url` takes it): one address per participant
+        and picture (the browser caches it across trials), sealing the study's first stimulus with that
+        picture as `url` seals a stimulus; the file is study.prepare.reference_path's."""
+        _, stimuli = self._stimuli(study)
+        picture = stimuli[stimulus_id][f"{kind}_sha256"]
+        first = min(s["id"] for s in stimuli.values() if s[f"{kind}_sha256"] == picture)
+        nonce = self._mac(b"nonce", f"{participant}\0{kind}\0{picture}".encode())[:6]
+        sealed = self._xor(nonce, struct.pack(">Q", 2 * first + (kind == "style")))
+        name = (nonce + sealed + self._mac(b"reference", nonce + sealed)[:6]).hex()
+        path = self._reference(study, stimulus_id, kind)
+        if path not in self._reference_sizes:
+            with Image.open(path) as image:
+                self._reference_sizes[path] = image.size
+        return (f"{REFERENCE_ROUTE}/{name}.jpg", *self._reference_sizes[path])
+
+    def _stimuli(self, study):
+        """(images folder, {stimulus output sha256: stimulus dict}) of the study, read once."""
+        found = self._references.get(study)
+        if found is None:
+            found = self._references[study] = (self.store.study(study)["images_dir"],
+                                               {s["output_sha256"]: s for s in self.store.stimuli(study)})
+        return found
+
+    def _reference(self, study, stimulus_id, kind):
+        images_dir, stimuli = self._stimuli(study)
+        return reference_path(images_dir, stimuli[stimulus_id][f"{kind}_sha256"])
+
+    def reference_route(self):
+        """The starlette route serving study-reference/<name>.jpg (404 for any other name)."""
+        def load(name):
+            raw = bytes.fromhex(name)
+            nonce, sealed, tag = raw[:6], raw[6:14], raw[14:]
+            if not hmac.compare_digest(tag, self._mac(b"reference", nonce + sealed)[:6]):
+                return None
+            (sealed_id,) = struct.unpack(">Q", self._xor(nonce, sealed))
+            study = self.store.stimulus_study(sealed_id // 2)
+            if study is None:
+                return None
+            stimulus = next(sha for sha, s in self._stimuli(study)[1].items() if s["id"] == sealed_id // 2)
+            path = self._reference(study, stimulus, ("content", "style")[sealed_id % 2])
+            return path.read_bytes() if path.is_file() else None
+
+        async def serve(request):
+            name = request.path_params["name"]
+            ok = NAME.fullmatch(name[:-4]) and name.endswith(".jpg")
+            data = await run_in_threadpool(load, name[:-4]) if ok else None
+            if data is None:
+                return Response("no such image", status_code=404)
+            return Response(data, media_type="image/jpeg",
+                            headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+        return Route(f"/{REFERENCE_ROUTE}/{{name}}", serve, methods=["GET", "HEAD"])

@@ -144,7 +144,7 @@ def test_queued_events_refuse_direct_calls_and_the_study_events_answer(server):
         for dep in queued:
             response = direct(http, dep, [None] * len(dep["inputs"]), secrets.token_hex(8))
             assert response.status_code == 404 and "join the queue" in response.text, (dep["api_name"], response.text)
-        opened = direct(http, dependency(server, "study_open"), [{}], secrets.token_hex(8))
+        opened = direct(http, dependency(server, "study_open"), [{}, None], secrets.token_hex(8))
         assert opened.status_code == 200 and dict(zip(SCREEN, opened.json()["data"]))["consent"]
 
 

@@ -46,7 +46,7 @@ def screen(values):
 
 def enrol(client):
     """Consent and start: (the participant token, the first trial's screen)."""
-    client.predict({}, api_name="/study_open")
+    client.predict({}, None, api_name="/study_open")
     *_, saved = client.predict({}, api_name="/study_agree")
     return saved["sample"]["participant"], screen(client.predict(api_name="/study_start"))
 
@@ -139,7 +139,7 @@ def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F81
                 assert status == 200, answer
         assert "completion code" in answer["done"]
         again = connect(server, address, **raw)  # the same PROLIFIC_PID in another browser: the code at once
-        assert "completion code" in screen(again.predict({}, api_name="/study_open"))["done"]
+        assert "completion code" in screen(again.predict({}, None, api_name="/study_open"))["done"]
         admin = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "results"}})
         with pytest.raises(Exception, match="results view is disabled"):
             admin.predict("", "sample", 0, api_name="/results")

@@ -37,6 +37,7 @@ SMALL = "small"  # a second study, with a Prolific completion code
 SMALL_CODE = "C0MPL3TE"
 LEAKS = ("a2k_free", "all2all_free", "A2K (", "all-to-all", "training-free", "catch")
 IMAGE_URL = re.compile(r"study-image/[0-9a-f]{40}\.png")
+REFERENCE_URL = re.compile(r"study-reference/[0-9a-f]{40}\.jpg")
 PID = "5f0c1d2e3a4b5c6d7e8f9a0b"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
@@ -79,19 +80,25 @@ def answered(answer):
 
 
 def open_page(client, saved=None):
-    return screen(client.predict(saved or {}, api_name="/study_open"))
+    return screen(client.predict(saved or {}, None, api_name="/study_open"))
 
 
 def arrive(client, saved=None, event="/study_open"):
     """A page load (or, event="/study_decline", "I do not agree") -> (its screen, what the browser keeps then)."""
-    *values, kept = client.predict(saved or {}, api_name=event)
+    *values, kept = client.predict(saved or {}, *[None] * (event == "/study_open"), api_name=event)
     return screen(values), kept
 
 
 def enrol(client, saved=None):
-    """Consent and instructions; returns (what the browser keeps, the first trial's screen)."""
+    """Consent, instructions and the practice trials (answered "tie"); returns (what the browser keeps, the
+    first counted trial's screen)."""
     *_, saved = client.predict(saved or {}, api_name="/study_agree")
-    return saved, screen(client.predict(api_name="/study_start"))
+    s = screen(client.predict(api_name="/study_start"))
+    while s["view"] and s["view"]["practice"]:
+        status, answer = post_vote(client.src, s["view"]["ticket"], "tie", 500)
+        assert status == 200, answer
+        s = answered(answer)
+    return saved, s
 
 
 def vote(server, s, choice, client_ms=500):
@@ -109,10 +116,11 @@ def assert_blind(server, s):
     """Nothing in a screen names a method: not the text, not the image addresses, not the files' metadata."""
     assert not any(leak in json.dumps(s) for leak in LEAKS), s
     if s["view"]:
-        for url in (s["view"]["left"], s["view"]["right"], *s["view"]["next"]):
-            assert IMAGE_URL.fullmatch(url)
+        references = [s["view"][kind][0] for kind in ("content", "style") if s["view"][kind]]
+        for url in (s["view"]["left"], s["view"]["right"], *references, *s["view"]["next"]):
+            assert IMAGE_URL.fullmatch(url) or REFERENCE_URL.fullmatch(url)
             with Image.open(io.BytesIO(fetch(server, url))) as im:
-                assert im.format == "PNG" and not any(isinstance(v, str) for v in im.info.values())
+                assert im.format in ("PNG", "JPEG") and not any(isinstance(v, str) for v in im.info.values())
 
 
 def test_full_session_then_completion_code(server):
@@ -131,7 +139,7 @@ def test_full_session_then_completion_code(server):
     with store(server) as db:
         code = db.completion_code(participant)
         votes = load_votes(db, "sample")
-    assert f"completion code is <b>{code}</b>" in s["done"] and "prolific" not in s["done"].lower()
+    assert f"completion code is <b>{code}</b>" in s["done"] and "prolific-return" not in s["done"]
     assert s["view"] is None
     assert votes["choice"].tolist()[-N_TRIALS:] == choices[:N_TRIALS]
     mine = votes.tail(N_TRIALS)
@@ -178,7 +186,7 @@ def test_any_worker_on_the_database_takes_a_vote_for_the_next_trial_only(server,
         assert status == 200 and answer["trial"]["progress"] == f"Trial 3 of {N_TRIALS}"
         assert not answer["trial"]["notice"]
         mine = load_votes(db, "sample").tail(2)
-        assert db.progress(participant)["done"] == 2 and mine["choice"].tolist() == ["left", "tie"]
+        assert db.progress(participant)["done"] == 3 and mine["choice"].tolist() == ["left", "tie"]  # + practice
         assert mine["server_time_ms"].iloc[1] >= 200 and mine["response_time_ms"].iloc[1] == 5
     with Store(tmp_path / "another.db") as another:
         foreign = StudyVotes(another, StudyImages(another, tmp_path / "other"), VoteLimits(0, 0))
@@ -188,7 +196,7 @@ def test_any_worker_on_the_database_takes_a_vote_for_the_next_trial_only(server,
     for bad in (ticket, changed, "", "x.y"):
         assert post_vote(server.url, bad, "left") == (400, {"error": BAD_REQUEST})
     with store(server) as db:
-        assert db.progress(participant)["done"] == 2
+        assert db.progress(participant)["done"] == 3
 
 
 def test_a_vote_of_a_participant_the_database_does_not_know_asks_for_a_reload(server, tmp_path):
@@ -496,6 +504,9 @@ def test_browser_consents_votes_and_resumes_after_reload(server):
         page.goto(server.url + "study")
         page.get_by_role("button", name="I agree").click(timeout=60_000)
         page.get_by_role("button", name="Start").click()
+        page.get_by_text("Practice trial 1 of 1").wait_for()
+        page.locator("#study-trial [data-state=ready]").wait_for()
+        page.get_by_role("button", name="Tie").click()
         page.get_by_text(f"Trial 1 of {N_TRIALS}").wait_for()
         page.get_by_role("button", name="Left is better").click()
         page.get_by_text(f"Trial 2 of {N_TRIALS}").wait_for()
