@@ -272,7 +272,7 @@ async def load_page(p, page, http, session, params):
         raise Dropped(repr(exc)) from exc
     if document.status_code != 200:
         raise Dropped(f"the page answered {document.status_code}")
-    *shown, p.saved = await page.event(http, session, params, "study_open", p.saved, None)  # the link marked opened (no screen measured)
+    *shown, p.saved = await page.event(http, session, params, "study_open", p.saved, None)  # opened; no screen measure
     s = dict(zip(SCREEN, shown))
     if s["consent"]:
         *_, p.saved = await page.event(http, session, params, "study_agree", None, p.saved)
