@@ -1,6 +1,7 @@
 """The study page (/study), its vote route (/study-vote) and the results page (/results) of the launched
 app, over HTTP with gradio_client and plain POSTs, and once in a real headless Chromium. The client sends
 the page's URL parameters with every request, as the browser's Gradio client does (httpx params)."""
+import html
 import io
 import json
 import re
@@ -19,6 +20,7 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
 from bench.server import ROOT, App, post_vote
+from demo.choices import CHOICE_LABELS
 from demo.limits import ARRIVALS_PER_HOUR, VoteLimits
 from demo.results_page import check_password
 from demo.security import Lockout
@@ -27,7 +29,7 @@ from demo.study_page import SAMPLE, SCREEN, register_sample
 from demo.study_vote import ANSWERED, BAD_REQUEST, UNKNOWN, StudyVotes
 from study.analysis import Rules, participant_flow, participant_table
 from study.prepare import register
-from study.schema import arrival_counts, arrivals, participants, studies
+from study.schema import arrival_counts, arrivals, participants, studies, trials
 from study.store import Store, load_arrivals, load_participants, load_votes
 
 PASSWORD = "correct horse battery staple"
@@ -422,19 +424,120 @@ def test_results_need_the_admin_password(server):
             admin.predict(wrong, "sample", 0, api_name="/results")
     with pytest.raises(Exception, match="no study named 'nope'"):
         admin.predict(PASSWORD, "nope", 0, api_name="/results")
-    client = connect(server)  # decisive votes to analyse: 3 trials hold at most 2 catch trials
+    client = connect(server)  # decisive votes to analyse: 4 trials hold at most 2 catch trials and 1 check
     open_page(client)
     _, s = enrol(client)
-    for _ in range(3):
-        s = vote(server, s, "left")
-    summary, strengths, pairs, position, catch, csv = admin.predict(PASSWORD, "sample", 10, api_name="/results")
+    for _ in range(4):
+        s = vote(server, s, instructed(s) or "left")
+    summary, strengths, pairs, position, catch, feedback, csv = admin.predict(PASSWORD, "sample", 10,
+                                                                             api_name="/results")
     with store(server) as db:
         votes = load_votes(db, "sample")
-    assert "participants" in summary and f"{len(votes)} votes" in summary
+    assert "participants" in summary and f"{len(votes)} votes" in summary and "per question (" in summary
+    assert "Debrief shown at the end:" in summary
     assert set(pd.DataFrame(strengths["data"], columns=strengths["headers"])["method"]) == set(SPEC["methods"])
-    assert {"a_win_rate", "ci_low", "ci_high"} <= set(pairs["headers"])
-    assert "p_left" in position["headers"] and "n_catch_failed" in catch["headers"]
+    assert {"question", "a_win_rate", "ci_low", "ci_high"} <= set(pairs["headers"])
+    assert "p_left" in position["headers"] and {"n_catch_failed", "n_attention_failed"} <= set(catch["headers"])
+    assert feedback["headers"] == ["participant", "feedback"]
     assert len(pd.read_csv(csv)) == len(votes)
+
+
+def instructed(s):
+    """The button an attention check's question names (None on other trials)."""
+    question = s["view"]["question"] if s["view"] else ""
+    return next((c for c, label in CHOICE_LABELS.items() if question.endswith(f"click the {label} button.")), None)
+
+
+def test_each_trial_asks_its_question_beside_its_references_and_the_end_takes_feedback(server):
+    """The sample study: a practice trial first, then each trial's question (the study's two, or an attention
+    check's instruction), the content photo and style painting of the pair's stimuli; every stored vote
+    carries the question shown. At the end, the debrief and the feedback form: its text is stored (bounded),
+    a forged ticket or an over-long text is refused, and /results shows it."""
+    client = connect(server)
+    open_page(client)
+    *_, saved = client.predict({}, api_name="/study_agree")
+    s = screen(client.predict(api_name="/study_start"))
+    with store(server) as db:
+        settings, by_sha = db.study("sample"), {x["output_sha256"]: x for x in db.stimuli("sample")}
+    wording = dict(settings["questions"])
+    shown = {}
+    while s["view"]:
+        view = s["view"]
+        shown[view["trial"]] = view["question"]
+        assert view["progress"].startswith("Practice trial 1 of 1" if len(shown) == 1 else "Trial ")
+        assert f'<p class="question">{html.escape(view["question"])}</p>' in view["html"]
+        for kind in ("content", "style"):
+            with Image.open(io.BytesIO(fetch(server, view[kind][0]))) as reference:
+                assert reference.size == tuple(view[kind][1:])
+        s = vote(server, s, instructed(s) or "left")
+    with store(server) as db, db.engine.connect() as conn:
+        rows = conn.execute(select(trials.c.token, trials.c.question, trials.c.practice, trials.c.instructed,
+                                   trials.c.left_stimulus_id).where(trials.c.token.in_(shown))).all()
+        ids = {x["id"]: x for x in by_sha.values()}
+    assert len(rows) == 11 and sum(r.practice for r in rows) == 1 and sum(bool(r.instructed) for r in rows) == 1
+    for token, question, _, instructed_choice, _ in rows:
+        expected = f"click the {CHOICE_LABELS[instructed_choice]} button." if instructed_choice else wording[question]
+        assert shown[token].endswith(expected)
+    assert {r.question for r in rows if not r.practice} == {"overall", "style"}
+    assert len({ids[r.left_stimulus_id]["content_sha256"] for r in rows}) >= 2  # references follow the pair
+    done = s["done"]
+    assert "About this study" in done and 'class="feedback"' in done
+    ticket = re.search(r'data-ticket="([^"]+)"', done).group(1)
+    participant = saved["sample"]["participant"]
+
+    def send(body):
+        request = urllib.request.Request(server.url + "study-feedback", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+    assert send({"ticket": ticket, "text": "x" * 2001})[0] == 400
+    assert send({"ticket": ticket[:-2] + "AA", "text": "forged"}) == (400, {"error": BAD_REQUEST})
+    status, answer = send({"ticket": ticket, "text": "The style question was hard."})
+    assert status == 200 and "saved" in answer["ok"]
+    with store(server) as db:
+        people = load_participants(db, "sample")
+        assert people.loc[people["feedback"].notna(), "feedback"].tolist()[-1] == "The style question was hard."
+        assert db.progress(participant)["done"] == 11
+    admin = connect(server, page="results")
+    *_, feedback, _ = admin.predict(PASSWORD, "sample", 10, api_name="/results")
+    assert ["The style question was hard."] in [row[1:] for row in feedback["data"]]
+
+
+def test_a_screen_too_small_is_asked_to_grow_then_screened_out_once_with_its_code(server):
+    """Before consent: a 320 x 480 window is asked to grow; measured again at 390 x 844 (the phone layout's
+    images are 262 px wide) it gets the consent; another browser still at 320 x 480 is screened out with the
+    study's screen-out code and counted once in the flow, across reloads. The participant keeps its screen."""
+    with store(server) as db:
+        db.create_study("screened", "Agree?", n_trials=2, catch_rate=0, images_dir=SAMPLE / "images",
+                        screen_out_code="SMALL123")
+        register(db, "screened", [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
+                 SAMPLE / "images", SPEC["size"])
+    small, phone = {"width": 320, "height": 480, "ratio": 2}, {"width": 390, "height": 844, "ratio": 3}
+    link = {"study": "screened", "PROLIFIC_PID": PID}
+    client = connect(server, **link)
+    *values, kept = client.predict({}, small, api_name="/study_open")
+    s = screen(values)
+    assert "too small" in s["message"] and "**Check again**" in s["message"] and not s["consent"]
+    *values, kept = client.predict(kept, phone, api_name="/study_recheck")
+    assert screen(values)["consent"] == "Agree?"
+    *_, saved = client.predict(kept, api_name="/study_agree")
+    other = connect(server, **{**link, "PROLIFIC_PID": PID[::-1]})
+    *_, kept = other.predict({}, small, api_name="/study_open")
+    *values, screened = other.predict(kept, small, api_name="/study_recheck")
+    assert "needs a larger screen" in screen(values)["done"] and "cc=SMALL123" in screen(values)["done"]
+    *values, _ = other.predict(screened, {"width": 1400, "height": 900, "ratio": 1}, api_name="/study_open")
+    assert "needs a larger screen" in screen(values)["done"]  # a reload: the same screen, nothing counted again
+    other.predict(screened, small, api_name="/study_recheck")
+    with store(server) as db:
+        arrived, people = load_arrivals(db, "screened"), load_participants(db, "screened")
+    assert (arrived.opened, arrived.screened_out) == (2, 1)
+    assert arrived.screened_keys == {db.hash_id("PROLIFIC_PID", PID[::-1])}
+    assert people[["viewport_width", "viewport_height", "pixel_ratio", "device"]].values.tolist() == \
+        [[390, 844, 3.0, "desktop"]]  # the client's User-Agent names no phone
+    assert saved["screened"]["participant"]
 
 
 def test_results_are_disabled_without_a_password():
