@@ -19,7 +19,6 @@ The browser state also marks each link (study and Prolific id) opened, then decl
 the first load of a link in a browser records an opening, its "I do not agree" a decline (Store.record_arrival:
 the time and, from a Prolific link, the PROLIFIC_PID's salted hash), a screen still too small a screen-out
 (Store.record_screen_out), each once per browser; a reload after either shows its screen again."""
-import html
 import json
 import re
 import sys
@@ -35,7 +34,7 @@ from .limits import ARRIVALS_PER_HOUR, EnrolLimits, HourlyLimit
 from .security import PAGE_EVENT, peer
 from .study_screen import MEASURE, read_screen, screened_out_html, shortfall, too_small_text
 from .study_trial import TRIAL_CSS, TRIAL_JS
-from .study_vote import prolific_link
+from .study_vote import way_back
 
 # the study endpoints' outputs, in order, as API clients (bench/load.py, tests) read them
 SCREEN = ("message", "title", "consent", "trial", "done")
@@ -154,12 +153,7 @@ def declined_html(no_consent_code, prolific):
     text = ("<h2>You did not agree to take part</h2><p>None of your answers were recorded, only that you "
             "declined, and when. You can close this page.</p><p>Clicked by mistake? Open the study's link in a "
             "private window to see the consent form again.</p>")
-    if prolific and no_consent_code:
-        text += prolific_link(no_consent_code, "Return to Prolific") + \
-            f"<p>(or enter the code <b>{html.escape(no_consent_code)}</b> there).</p>"
-    elif prolific:
-        text += "<p>On Prolific, return the study (\"I don't want to take part\").</p>"
-    return text
+    return text + way_back(no_consent_code, prolific)
 
 
 def build_study_page(arena, app, votes):

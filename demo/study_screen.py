@@ -6,13 +6,12 @@ study's min_image_px there (demo.study_trial.image_px). A screen too small is as
 the window once; still too small, the participant is sent back (to Prolific with the study's screen-out
 code) and counted (Store.record_screen_out). A client that sends no measure (an API client) is not
 checked, and its screen is stored as unknown."""
-import html
 import re
 
 from study.schema import DEVICES
 
 from .study_trial import image_px
-from .study_vote import prolific_link
+from .study_vote import way_back
 
 # the study page's events that measure: their last input (a hidden gr.JSON) becomes the viewport
 MEASURE = ("(...inputs) => [...inputs.slice(0, -1), "
@@ -80,9 +79,4 @@ def screened_out_html(screen_out_code, prolific):
             "large enough, so the study cannot start here. None of your answers were recorded, only your "
             "screen's size and your browser's type. You can close this page, or open the study's link on a "
             "larger screen.</p>")
-    if prolific and screen_out_code:
-        text += prolific_link(screen_out_code, "Return to Prolific") + \
-            f"<p>(or enter the code <b>{html.escape(screen_out_code)}</b> there).</p>"
-    elif prolific:
-        text += "<p>On Prolific, return the study (\"I don't want to take part\").</p>"
-    return text
+    return text + way_back(screen_out_code, prolific)

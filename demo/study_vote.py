@@ -49,6 +49,14 @@ def prolific_link(code, text):
     return f'<p><a href="{html.escape(url)}" class="prolific-return">{text}</a></p>'
 
 
+def way_back(code, prolific):
+    """The way back to Prolific of a participant who leaves before the trials: the link with `code` (or the
+    advice to return the study without one); nothing off Prolific."""
+    if prolific and code:
+        return prolific_link(code, "Return to Prolific") + f"<p>(or enter the code <b>{html.escape(code)}</b> there).</p>"
+    return "<p>On Prolific, return the study (\"I don't want to take part\").</p>" if prolific else ""
+
+
 def paragraphs(text):
     """Plain text (blank lines between paragraphs) as escaped HTML paragraphs."""
     return "".join(f"<p>{html.escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
