@@ -16,7 +16,7 @@ from demo.choices import CHOICE_LABELS
 from demo.limits import TOO_MANY
 from demo.study_trial import instruction
 from study.prepare import reference_path, register
-from study.schema import stimuli, trials, votes
+from study.schema import participants, stimuli, trials, votes
 from study.store import Store, load_arrivals, load_votes
 
 playwright = pytest.importorskip("playwright.sync_api")
@@ -191,6 +191,10 @@ def test_layout_shortcuts_and_screenshots(server, browser, size):
     page.locator(READY).wait_for(timeout=60_000)
     assert page.locator("input:visible, textarea:visible").count() == 0  # no token field, nothing to type in
     assert page.evaluate("window.scrollY") == 0
+    assert page.evaluate("document.documentElement.scrollHeight") <= viewport["height"]  # one screen, no scrolling
+    widths = [page.locator(f"img[data-side={name}]").bounding_box()["width"] for name in ("left", "right")]
+    assert min(widths) >= 256, widths  # the sample study's min_image_px
+    assert page.locator("img[data-reference]").count() == 2 and page.get_by_text("Painting").is_visible()
     sides = page.locator(".pair .side")
     for i, name in enumerate(("left", "right")):
         image = sides.nth(i).locator("img").bounding_box()
@@ -362,6 +366,12 @@ def test_the_sample_study_at_400_kbits_on_phone_and_desktop(server, browser, siz
             .join(votes, votes.c.trial_id == trials.c.id).join(left, left.c.id == trials.c.left_stimulus_id)
             .join(right, right.c.id == trials.c.right_stimulus_id)
             .where(trials.c.token.in_([c["trial"] for c in clicks])))}
+        screen = conn.execute(select(participants.c.viewport_width, participants.c.viewport_height,
+                                     participants.c.pixel_ratio, participants.c.browser, participants.c.device)
+                              .join(trials, trials.c.participant_id == participants.c.id)
+                              .where(trials.c.token == clicks[0]["trial"])).one()
+    assert screen[:3] == (SIZES[size]["width"], SIZES[size]["height"], 1.0)  # the screen check's record
+    assert screen.browser.startswith("Chrome ") and screen.device == "desktop"  # headless Chromium's User-Agent
     folder = Path(settings["images_dir"])
     wording = dict(settings["questions"])
     assert len(clicks) == len(rows) == 11  # one vote per trial, each the click on screen
