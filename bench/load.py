@@ -53,7 +53,7 @@ from .cluster import Cluster
 from .server import ROOT, App
 
 STUDY = "sample"
-TRIALS = 10  # per participant in the sample study
+TRIALS = 11  # per participant in the sample study: a practice trial, then 10 counted ones
 REQUEST_TIMEOUT_S = 120  # one request, queue wait included
 MAX_RECONNECTS = 5  # per participant
 REALISTIC_THINK_S = (2.0, 6.0)  # how long a participant looks at a trial before voting (uniform)
