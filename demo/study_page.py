@@ -58,7 +58,6 @@ PAGE_HEAD = ("<style>footer { display: none !important; } "
 PAGE_JS = "const set = () => { if (props.value) document.title = props.value; }; watch('value', set); set();"
 
 
-
 def instructions(settings):
     """The instructions (Markdown) for the study's settings (Store.study): its references, practice and checks."""
     references = (", and in small, the photo and the painting they started from"

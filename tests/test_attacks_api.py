@@ -319,8 +319,8 @@ def test_the_pages_work_under_the_content_security_policy(server):
             page.get_by_role("button", name="I agree").click()
             page.get_by_role("button", name="Start").click()
             page.locator("#study-trial [data-state=ready]").wait_for(timeout=30_000)
-            page.get_by_role("button", name="Left is better").click()
-            page.get_by_text("Trial 2 of").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Left is better").click()  # the practice trial
+            page.get_by_text("Trial 1 of").wait_for(timeout=30_000)
             assert page.evaluate("() => window.violations") == []
             page.goto(server.url + "results")
             page.get_by_label("Admin password").fill(PASSWORD)
