@@ -312,11 +312,13 @@ def test_the_flow_starts_at_opened_the_link(server):
     with store(server) as db:
         votes, people = load_votes(db, "flowing"), load_participants(db, "flowing")
         flow, sentence = participant_flow(participant_table(votes, people), votes, Rules(), load_arrivals(db, "flowing"))
-    assert flow["stage"].tolist()[:4] == ["opened the link", "declined consent", "neither declined nor enrolled",
-                                          "enrolled (consented, trials assigned)"]
-    assert flow["remaining"].tolist() == [3, 2, 1, 1, 1, 1, 1, 1, 1] and flow["excluded"].tolist()[1:3] == [1, 1]
-    assert sentence.startswith("The study link was opened in 3 browsers: 1 declined consent, 1 neither declined "
-                               "nor enrolled, and 1 enrolled. Of 1 enrolled participants, 1 voted")
+    assert flow["stage"].tolist()[:5] == ["opened the link", "screened out (screen too small)", "declined consent",
+                                          "neither declined nor enrolled", "enrolled (consented, trials assigned)"]
+    assert flow["remaining"].tolist() == [3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert flow["excluded"].tolist()[1:4] == [0, 1, 1]
+    assert sentence.startswith("The study link was opened in 3 browsers: 0 were screened out (screen too small), "
+                               "1 declined consent, 1 neither declined nor enrolled, and 1 enrolled. Of 1 enrolled "
+                               "participants, 1 voted")
 
 
 def test_a_flood_of_openings_is_counted_in_a_bounded_number_of_rows(server):

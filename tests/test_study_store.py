@@ -488,8 +488,8 @@ def test_migration_from_every_older_version_keeps_data(db_url, version):
         assert before.since > datetime(2025, 1, 2, tzinfo=UTC)
         votes, people = load_votes(store, "old"), load_participants(store, "old")
         flow, sentence = participant_flow(participant_table(votes, people), votes, Rules(), before)
-        assert flow["remaining"].tolist()[:4] == [0, 0, 0, 2]
-        assert flow.loc[3, "note"].startswith("0 from the openings above, 2 with no recorded opening (openings are "
+        assert flow["remaining"].tolist()[:5] == [0, 0, 0, 0, 2]  # opened, screened out, declined, neither, enrolled
+        assert flow.loc[4, "note"].startswith("0 from the openings above, 2 with no recorded opening (openings are "
                                               f"recorded since {before.since:%Y-%m-%d %H:%M} UTC)")
         assert "and 0 enrolled (2 more enrolled with no recorded opening" in sentence
         store.record_arrival("old", "opened")
