@@ -53,7 +53,7 @@ from .cluster import Cluster
 from .server import ROOT, App
 
 STUDY = "sample"
-TRIALS = 10  # per participant in the sample study
+TRIALS = 11  # per participant in the sample study: a practice trial, then 10 counted ones
 REQUEST_TIMEOUT_S = 120  # one request, queue wait included
 MAX_RECONNECTS = 5  # per participant
 REALISTIC_THINK_S = (2.0, 6.0)  # how long a participant looks at a trial before voting (uniform)
@@ -272,7 +272,7 @@ async def load_page(p, page, http, session, params):
         raise Dropped(repr(exc)) from exc
     if document.status_code != 200:
         raise Dropped(f"the page answered {document.status_code}")
-    *shown, p.saved = await page.event(http, session, params, "study_open", p.saved)  # the link marked opened
+    *shown, p.saved = await page.event(http, session, params, "study_open", p.saved, None)  # opened; no screen measure
     s = dict(zip(SCREEN, shown))
     if s["consent"]:
         *_, p.saved = await page.event(http, session, params, "study_agree", None, p.saved)

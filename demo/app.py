@@ -181,7 +181,7 @@ def main(argv=None):
     if settings.serves_study:
         images = StudyImages(arena.store, Path(args.data_dir) / "study-images")
         votes = StudyVotes(arena.store, images, VoteLimits(settings.vote_interval_ms, settings.votes_per_minute))
-        routes = [images.route(), votes.route()]
+        routes = [images.route(), votes.route(), votes.feedback_route()]
     else:
         print(NO_STUDY_HERE, file=sys.stderr, flush=True)
         votes, routes = None, [no_study_route()]

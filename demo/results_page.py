@@ -1,4 +1,5 @@
-"""The admin results page (/results): the live analysis of a study and its raw votes as CSV.
+"""The admin results page (/results): the live analysis of a study (every table per question), the
+participants' feedback and the study's debrief, and its raw votes as CSV.
 
 Disabled unless the app runs with the environment variable ADMIN_PASSWORD set. The event handler
 checks the password on every call, so the API refuses exactly as the page does; after a few wrong
@@ -53,11 +54,14 @@ def private_csv(votes, folder, name, key):
     return path
 
 
-def summary_markdown(study, r):
+def summary_markdown(study, r, debrief):
     rate = "n/a (no catch trials)" if math.isnan(r.catch_failure_rate) else f"{r.catch_failure_rate:.3g}"
+    attention = "n/a" if math.isnan(r.attention_failure_rate) else f"{r.attention_failure_rate:.3g}"
     return (f"**Study `{study}`** (live: participants still voting are kept): {r.flow_sentence} "
-            f"Catch failure rate {rate}. The statistics leave out catch trials and excluded participants; "
-            "the CSV has every vote.")
+            f"Catch failure rate {rate}; attention checks: {r.n_attention_votes} answered, failure rate {attention}; "
+            f"{r.n_practice_votes} practice votes. The statistics, per question ({', '.join(r.questions)}), leave out "
+            "practice, catch and attention-check votes and excluded participants; the CSV has every vote."
+            + (f"\n\n**Debrief shown at the end:** {debrief}" if debrief else ""))
 
 
 def build_results_page(arena):
@@ -84,6 +88,8 @@ def build_results_page(arena):
         position = gr.Dataframe(interactive=False)
         gr.Markdown("### Per participant")
         catch = gr.Dataframe(interactive=False)
+        gr.Markdown("### Feedback (the free-text answers at the end)")
+        feedback = gr.Dataframe(interactive=False)
     csv = gr.File(label="Raw votes (CSV)")
 
     def results(given, name, max_catch_failures, request: gr.Request):
@@ -100,9 +106,10 @@ def build_results_page(arena):
         try:
             r = analyze(votes, participants, Rules(int(max_catch_failures or 0), keep_incomplete=True))
         except AnalysisError as exc:
-            return f"**Study `{name}`**: {exc}.{no_csv}", gr.Column(visible=False), None, None, None, None, path
-        return (summary_markdown(name, r) + no_csv, gr.Column(visible=True), r.strengths.round(3), r.pairs.round(3),
-                pd.DataFrame([r.position]).round(3), r.participants, path)
+            return f"**Study `{name}`**: {exc}.{no_csv}", gr.Column(visible=False), None, None, None, None, None, path
+        return (summary_markdown(name, r, arena.store.study(name)["debrief"]) + no_csv, gr.Column(visible=True),
+                r.strengths.round(3), r.pairs.round(3), pd.DataFrame([r.position]).round(3), r.participants,
+                r.feedback, path)
 
-    show.click(results, [password, study, max_failures], [summary, tables, strengths, pairs, position, catch, csv],
-               api_name="results", **PAGE_EVENT)
+    show.click(results, [password, study, max_failures],
+               [summary, tables, strengths, pairs, position, catch, feedback, csv], api_name="results", **PAGE_EVENT)

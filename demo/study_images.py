@@ -166,16 +166,17 @@ class StudyImages:
                             headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
         return Route(f"/{ROUTE}/{{name}}", serve, methods=["GET", "HEAD"])
 
-    def preload(self, study, participant, trials):
+    def preload(self, study, participant, trials, references):
         """The addresses of the pictures of `trials` (Store.remaining_trials' dicts) in the order a page
-        needs them: each trial's left and right image, then its content photo and style painting (none
-        for a study prepared before reference pictures were kept)."""
+        needs them: each trial's left and right image, then, when the study shows `references`, its
+        content photo and style painting (none for a study prepared before reference pictures were kept)."""
         urls = []
         for trial in trials:
             urls += [self.url(study, participant, trial["token"], side, trial[side])[0] for side in ("left", "right")]
+            if not references:
+                continue
             try:
-                urls += [self.reference_url(study, participant, self._ids[study, "output", trial["left"]], kind)[0]
-                         for kind in KINDS[1:]]
+                urls += [self.reference_url(study, participant, trial["left"], kind)[0] for kind in KINDS[1:]]
             except StudyError:
                 pass
         return urls
@@ -195,16 +196,17 @@ class StudyImages:
                 self._references[study, sha256] = found
         return found
 
-    def reference_url(self, study, participant, stimulus_id, kind):
-        """(relative URL, width, height) of the stimulus's content photo (kind "content") or style
-        painting ("style"), one address per participant and picture."""
+    def reference_url(self, study, participant, sha256, kind):
+        """(relative URL, width, height) of the content photo (kind "content") or style painting ("style")
+        of the stimulus whose output has this sha256 (as `url` takes it), one address per participant and
+        picture (the browser caches it across trials)."""
         if kind not in KINDS[1:]:
             raise ValueError(f"kind must be 'content' or 'style', not {kind!r}")
         self.files(study)
         with self._lock:
-            entry = self._stimuli.get(stimulus_id)
-        if entry is None or entry[0] != study:
-            raise StudyError(f"study {study!r} has no stimulus {stimulus_id}")
-        sha = entry[1][kind]
+            stimulus = self._ids.get((study, "output", sha256))
+        if stimulus is None:
+            raise StudyError(f"study {study!r} has no stimulus with output {sha256}")
+        sha = self._stimuli[stimulus][1][kind]
         _, width, height = self._reference(study, sha)
         return self._address(f"{participant}\0{kind}\0{sha}", kind, self._ids[study, kind, sha]), width, height

@@ -11,7 +11,13 @@ page never sends), 410 (the database does not know the participant: reload the p
 limit; the same trial may be answered again). A ticket whose trial is no longer the participant's next
 one (answered in another window, or sent again after a lost answer) records nothing: the answer is
 the next trial with a notice that says so. server_time_ms runs from the server sending the trial to
-the vote arriving (the clocks of workers on one host agree; across hosts, keep them synchronised)."""
+the vote arriving (the clocks of workers on one host agree; across hosts, keep them synchronised).
+A trial's view carries its question (an attention check's says which button to press), its place
+("Practice trial 1 of 1", then "Trial 1 of N") and, when the study shows them, the addresses of its
+content photo and style painting. The completion screen shows the study's debrief and, when the study
+asks one, its feedback question, whose answer the page posts to POST study-feedback with a ticket of
+its own ({"ticket", "text"} -> {"ok": message}, or {"error": message} with status 400, or 429 for a rate
+limit: the vote limits apply to it)."""
 import base64
 import html
 import json
@@ -22,11 +28,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from study.schema import CHOICES
+from study.questions import of_study
+from study.schema import CHOICES, FEEDBACK_CHARS
 from study.store import StudyError
 
 from .signing import Signer, b64
-from .study_trial import ROUTE, trial_html
+from .study_trial import FEEDBACK_ROUTE, ROUTE, instruction, trial_html
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
 MAX_RESPONSE_MS = 3_600_000  # a browser's response time above an hour is not believed
@@ -43,12 +50,33 @@ def prolific_link(code, text):
     return f'<p><a href="{html.escape(url)}" class="prolific-return">{text}</a></p>'
 
 
-def done_html(code, prolific):
-    """The completion code, with the link back to Prolific when the participant came from there."""
+def way_back(code, prolific):
+    """The way back to Prolific of a participant who leaves before the trials: the link with `code` (or the
+    advice to return the study without one); nothing off Prolific."""
+    if prolific and code:
+        return prolific_link(code, "Return to Prolific") + f"<p>(or enter the code <b>{html.escape(code)}</b> there).</p>"
+    return "<p>On Prolific, return the study (\"I don't want to take part\").</p>" if prolific else ""
+
+
+def paragraphs(text):
+    """Plain text (blank lines between paragraphs) as escaped HTML paragraphs."""
+    return "".join(f"<p>{html.escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
+
+
+def done_html(code, prolific, debrief=None, feedback=None):
+    """The completion code, with the link back to Prolific when the participant came from there, the
+    study's debrief (plain text) and `feedback`: None, or (question, ticket) for the optional comment form."""
     text = ("<h2>Thank you!</h2><p>You have answered every pair. "
             f"Your completion code is <b>{html.escape(code)}</b>.</p>")
     if prolific:
         text += prolific_link(code, "Return to Prolific to complete the study") + "<p>(or enter the code there).</p>"
+    if feedback:
+        question, ticket = feedback
+        text += (f'<form class="feedback" data-ticket="{html.escape(ticket)}"><label><b>{html.escape(question)}</b>'
+                 f'<textarea name="feedback" maxlength="{FEEDBACK_CHARS}" rows="4"></textarea></label>'
+                 '<button type="submit">Send comment</button><p class="sent" role="status" hidden></p></form>')
+    if debrief:
+        text += "<h3>About this study</h3>" + paragraphs(debrief)
     return text
 
 
@@ -65,6 +93,8 @@ class StudyVotes:
     def __init__(self, store, images, limits):
         self.store, self.images, self.limits = store, images, limits
         self._signer = Signer(store, "study-votes")  # the same in every worker on the database
+        self._feedback_signer = Signer(store, "study-feedback")
+        self._settings = {}  # study -> Store.study (a study's settings never change once created)
 
     def ticket(self, study, participant, trial, prolific):
         """The signed ticket of a trial sent now."""
@@ -78,6 +108,20 @@ class StudyVotes:
             return None
         return tuple(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
+    def settings(self, study):
+        """The study's settings (Store.study), read once."""
+        found = self._settings.get(study)
+        if found is None:
+            found = self._settings[study] = self.store.study(study)
+        return found
+
+    def done(self, study, participant, prolific):
+        """The completion screen's HTML (done_html) of a participant who answered every trial."""
+        spec = self.settings(study)
+        feedback = spec["feedback_question"] and (spec["feedback_question"], self._feedback_signer.sign(
+            b64(json.dumps([study, participant]).encode())))
+        return done_html(self.store.completion_code(participant), prolific, spec["debrief"], feedback)
+
     def screen(self, study, participant, prolific, notice=""):
         """What the participant sees next: {"trial": view} of their first unanswered trial, or {"done": html}.
         StudyError for a participant this database does not know."""
@@ -85,16 +129,27 @@ class StudyVotes:
 
     def _next(self, study, participant, prolific, remaining, notice=""):
         if not remaining:
-            return {"done": done_html(self.store.completion_code(participant), prolific)}
-        shown = remaining[0]
+            return {"done": self.done(study, participant, prolific)}
+        shown, spec = remaining[0], self.settings(study)
 
         def side(trial, name):
             return self.images.url(study, participant, trial["token"], name, trial[name])
+
+        def references(trial):
+            return {kind: self.images.reference_url(study, participant, trial["left"], kind) if spec["show_references"]
+                    else None for kind in ("content", "style")}
         (left, width, height), (right, _, _) = side(shown, "left"), side(shown, "right")
-        number, total = shown["position"] + 1, shown["n_trials"]
-        view = {"trial": shown["token"], "number": number, "total": total, "progress": f"Trial {number} of {total}",
-                "left": left, "right": right, "width": width, "height": height, "notice": notice,
-                "next": self.images.preload(study, participant, remaining[1:1 + PRELOAD_TRIALS]),
+        if shown["practice"]:
+            number, total = shown["position"] + 1, shown["practice_trials"]
+            progress = f"Practice trial {number} of {total}"
+        else:
+            number, total = shown["position"] - shown["practice_trials"] + 1, shown["n_trials"]
+            progress = f"Trial {number} of {total}"
+        question = instruction(shown["instructed"]) if shown["instructed"] else of_study(spec)[shown["question"]]
+        view = {"trial": shown["token"], "number": number, "total": total, "progress": progress, "question": question,
+                "practice": shown["practice"], "left": left, "right": right, "width": width, "height": height,
+                **references(shown), "notice": notice,
+                "next": self.images.preload(study, participant, remaining[1:1 + PRELOAD_TRIALS], spec["show_references"]),
                 "ticket": self.ticket(study, participant, shown["token"], prolific)}
         return {"trial": {**view, "html": trial_html(view)}}
 
@@ -117,13 +172,37 @@ class StudyVotes:
             return 410, {"error": UNKNOWN}
         return 200, self._next(study, participant, prolific, remaining, "" if stored else ANSWERED)
 
+    def feedback(self, body, address):
+        """(HTTP status, JSON answer) for a posted feedback `body` from the network `address`; see the module."""
+        payload = self._feedback_signer.verify(body.get("ticket")) if isinstance(body, dict) else None
+        if payload is None or not isinstance(body.get("text"), str):
+            return 400, {"error": BAD_REQUEST}
+        _, participant = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        refused = self.limits.check(participant, address)
+        if refused:
+            return 429, {"error": refused}
+        try:
+            self.store.save_feedback(participant, body["text"])
+        except StudyError as exc:
+            return 400, {"error": f"Your comment was not saved: {exc}."}
+        return 200, {"ok": "Thank you: your comment is saved (sending it again replaces it)."}
+
     def route(self):
         """The starlette route taking POST study-vote."""
-        async def post(request):
-            try:
-                body = await request.json()
-            except ValueError:
-                return JSONResponse({"error": BAD_REQUEST}, 400)
-            status, answer = await run_in_threadpool(self.vote, body, request.client.host if request.client else "")
-            return JSONResponse(answer, status, headers={"Cache-Control": "no-store"})
-        return Route(f"/{ROUTE}", post, methods=["POST"])
+        return _json_route(ROUTE, self.vote)
+
+    def feedback_route(self):
+        """The starlette route taking POST study-feedback."""
+        return _json_route(FEEDBACK_ROUTE, self.feedback)
+
+
+def _json_route(path, answer):
+    """A POST route whose JSON body goes to answer(body, address) -> (status, JSON answer), in a thread."""
+    async def post(request):
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse({"error": BAD_REQUEST}, 400)
+        status, reply = await run_in_threadpool(answer, body, request.client.host if request.client else "")
+        return JSONResponse(reply, status, headers={"Cache-Control": "no-store"})
+    return Route(f"/{path}", post, methods=["POST"])

@@ -179,18 +179,21 @@ class Rules:
 
     max_catch_failures: int = 0  # exclude participants failing more catch trials than this
     keep_incomplete: bool = False  # keep participants who did not vote on every trial
-    fast_ms: float = 1000.0  # a median response time under this (ms) flags a participant
+    fast_ms: float = 1000.0  # a median response time (response_ms) under this flags a participant
     exclude_fast: bool = False  # exclude flagged participants instead of only flagging them
     include: frozenset = None
     include_source: str = ""
+    max_attention_failures: int = 0  # exclude participants failing more attention checks than this
 
     def describe(self):
         """The rules as sentences, with their values."""
-        out = [f"Participants failing more than {self.max_catch_failures} catch trial(s) are excluded.",
+        out = [f"Participants failing more than {self.max_catch_failures} catch trial(s) or more than "
+               f"{self.max_attention_failures} attention check(s) are excluded.",
                "Incomplete participants (fewer votes than trials) are "
                + ("kept (--keep-incomplete)." if self.keep_incomplete
                   else "excluded (default; --keep-incomplete keeps them)."),
-               f"A median response time under {self.fast_ms:g} ms "
+               f"A median response time (the lower of the browser's and the server's time per vote) under "
+               f"{self.fast_ms:g} ms "
                + ("excludes a participant (--exclude-fast)." if self.exclude_fast
                   else "flags a participant, who is kept (default; --exclude-fast excludes them)."),
                "Participants without any vote are excluded."]
@@ -199,9 +202,16 @@ class Rules:
         return out
 
 
+def response_ms(votes):
+    """Each vote's response time in ms (float, NaN if unknown): the lower of the browser's claim and the
+    server's own figure (which includes the download), so a client claiming slow answers is read at the
+    server's time; the browser's alone only for votes stored before the server measured (schema < 4)."""
+    return np.fmin(votes["response_time_ms"].astype(float), votes["server_time_ms"].astype(float))
+
+
 def _oriented(votes):
-    """Non-catch votes with method_a <= method_b (alphabetical) and outcome in OUTCOMES."""
-    v = votes[~votes["is_catch"]].copy()
+    """Method votes (kind "method") with method_a <= method_b (alphabetical) and outcome in OUTCOMES."""
+    v = votes[votes["kind"] == "method"].copy()
     swap = v["left_method"] > v["right_method"]
     v["method_a"] = v["left_method"].where(~swap, v["right_method"])
     v["method_b"] = v["right_method"].where(~swap, v["left_method"])
@@ -217,25 +227,31 @@ def _outcome_counts(v, keys):
 
 
 def participant_table(votes, participants, rules=Rules()):
-    """One row per enrolled participant: participant, n_trials (assigned), n_votes, completed, n_catch,
-    n_catch_failed, median_rt_ms (over all their votes; NaN without times), share_left (of their
-    decisive votes on method trials), fast (median_rt_ms < rules.fast_ms), excluded, and reason
-    (every rule that excludes them, '; '-joined; '' when kept)."""
+    """One row per enrolled participant: participant, n_trials (assigned, practice ones not), n_votes,
+    completed, n_catch, n_catch_failed, n_attention, n_attention_failed, median_rt_ms (response_ms over
+    their counted votes; NaN without times), share_left (of their decisive votes on method trials), fast
+    (median_rt_ms < rules.fast_ms), excluded, and reason (every rule that excludes them, '; '-joined; ''
+    when kept). Practice votes are left out."""
     unknown = set(votes["participant"]) - set(participants["participant"])
     if unknown:
         raise AnalysisError(f"votes of participants missing from the participant table: {sorted(unknown)[:5]}")
+    votes = votes[votes["kind"] != "practice"]
     by = votes["participant"]
     failed = votes["is_catch"] & ~votes["catch_passed"].fillna(True).astype(bool)
-    method = votes[~votes["is_catch"] & votes["choice"].isin(["left", "right"])]
+    attention = votes["kind"] == "attention"
+    method = votes[(votes["kind"] == "method") & votes["choice"].isin(["left", "right"])]
     per = pd.DataFrame({
         "n_catch": votes["is_catch"].groupby(by).sum(),
         "n_catch_failed": failed.groupby(by).sum(),
-        "median_rt_ms": votes["response_time_ms"].astype(float).groupby(by).median(),
+        "n_attention": attention.groupby(by).sum(),
+        "n_attention_failed": (attention & ~votes["attention_passed"].fillna(True).astype(bool)).groupby(by).sum(),
+        "median_rt_ms": response_ms(votes).groupby(by).median(),
         "share_left": (method["choice"] == "left").groupby(method["participant"]).mean(),
     })
     out = participants[["participant", "n_trials", "n_votes", "completed"]].merge(
         per, left_on="participant", right_index=True, how="left")
-    out[["n_catch", "n_catch_failed"]] = out[["n_catch", "n_catch_failed"]].fillna(0).astype(int)
+    counts = ["n_catch", "n_catch_failed", "n_attention", "n_attention_failed"]
+    out[counts] = out[counts].fillna(0).astype(int)
     out["fast"] = out["median_rt_ms"] < rules.fast_ms
     reasons = []
     for row in out.itertuples():
@@ -248,6 +264,8 @@ def participant_table(votes, participants, rules=Rules()):
             why.append(f"incomplete ({row.n_votes} of {row.n_trials} trials)")
         if row.n_catch_failed > rules.max_catch_failures:
             why.append(f"failed {row.n_catch_failed} of {row.n_catch} catch trials")
+        if row.n_attention_failed > rules.max_attention_failures:
+            why.append(f"failed {row.n_attention_failed} of {row.n_attention} attention checks")
         if row.fast and rules.exclude_fast:
             why.append(f"median response time {row.median_rt_ms:.0f} ms < {rules.fast_ms:g} ms")
         reasons.append("; ".join(why))
@@ -283,6 +301,8 @@ def participant_flow(people, votes, rules=Rules(), arrivals=None):
                       "kept (--keep-incomplete)")
     catch = step(f"failed more than {rules.max_catch_failures} catch trial(s)",
                  people["n_catch_failed"] > rules.max_catch_failures)
+    attention = step(f"failed more than {rules.max_attention_failures} attention check(s)",
+                     people["n_attention_failed"] > rules.max_attention_failures)
     fast = step(f"median response time under {rules.fast_ms:g} ms", people["fast"].astype(bool), rules.exclude_fast,
                 "flagged, kept")
     rows.append(("analysed", "", int(remaining.sum()), ""))
@@ -290,12 +310,13 @@ def participant_flow(people, votes, rules=Rules(), arrivals=None):
     n_trials = people["n_trials"].unique()
     trials = f"all {n_trials[0]} trials" if len(n_trials) == 1 else "all their trials"
     analysed = set(people.loc[remaining, "participant"])
-    n_method = int((votes["participant"].isin(analysed) & ~votes["is_catch"]).sum())
+    n_method = int((votes["participant"].isin(analysed) & (votes["kind"] == "method")).sum())
     sentence = (
         f"{arrived}Of {len(people)} enrolled participants, {int((people['n_votes'] > 0).sum())} voted and "
         f"{int(people['completed'].sum())} completed {trials}. Excluded: {listed}{no_vote} with no vote, "
         + (f"none for being incomplete ({incomplete} kept)" if rules.keep_incomplete else f"{incomplete} incomplete")
-        + f", {catch} who failed more than {rules.max_catch_failures} catch trial(s), "
+        + f", {catch} who failed more than {rules.max_catch_failures} catch trial(s), {attention} who failed more "
+        f"than {rules.max_attention_failures} attention check(s), "
         + (f"{fast} with a median response time under {rules.fast_ms:g} ms" if rules.exclude_fast
            else f"none for speed ({fast} with a median response time under {rules.fast_ms:g} ms flagged and kept)")
         + f". Analysed: {len(analysed)} participants and {n_method} method votes (of {len(votes)} votes stored).")
@@ -306,17 +327,20 @@ def _arrival_flow(arrivals, enrolled):
     """The flow's rows up to enrolment, and the sentence that tells them ("" without arrivals)."""
     if arrivals is None:
         return [("enrolled (consented, trials assigned)", "", enrolled, "")], ""
-    undecided = arrivals.opened - arrivals.declined
+    screened = arrivals.opened - arrivals.screened_out
+    undecided = screened - arrivals.declined
     from_openings = min(enrolled, max(undecided, 0))
     unrecorded = enrolled - from_openings
     since = f"openings are recorded since {arrivals.since:%Y-%m-%d %H:%M} UTC"
     note = f"{from_openings} from the openings above, {unrecorded} with no recorded opening ({since})" if unrecorded else ""
     rows = [("opened the link", "", arrivals.opened, "once per browser"),
+            ("screened out (screen too small)", arrivals.screened_out, screened, "sent back before consent"),
             ("declined consent", arrivals.declined, undecided, ""),
             ("neither declined nor enrolled", undecided - from_openings, from_openings,
              "left the consent page, or opened the link again in another browser"),
             ("enrolled (consented, trials assigned)", "", enrolled, note)]
-    sentence = (f"The study link was opened in {arrivals.opened} browsers: {arrivals.declined} declined consent, "
+    sentence = (f"The study link was opened in {arrivals.opened} browsers: {arrivals.screened_out} were screened out "
+                f"(screen too small), {arrivals.declined} declined consent, "
                 f"{undecided - from_openings} neither declined nor enrolled, and {from_openings} enrolled"
                 + (f" ({unrecorded} more enrolled with no recorded opening: {since})" if unrecorded else "") + ". ")
     return rows, sentence
@@ -457,7 +481,7 @@ def position_bias(votes, seed=0, level=0.95):
     """P(left chosen) over decisive non-catch votes: n_participants, n_decisive, n_left, p_left, and
     participant_test's min_p, interval (ci_low, ci_high) and p_value against 0.5 (NaN with fewer than
     MIN_PARTICIPANTS participants), and the per-vote Wilson interval (wilson_low_per_vote, wilson_high_per_vote)."""
-    v = votes[~votes["is_catch"] & votes["choice"].isin(["left", "right"])]
+    v = votes[(votes["kind"] == "method") & votes["choice"].isin(["left", "right"])]
     left = (v["choice"] == "left").groupby(v["participant"]).sum()
     total = v.groupby("participant").size()
     test = participant_test(left.to_numpy()[None], total.to_numpy()[None], seed, level)
@@ -470,11 +494,12 @@ def position_bias(votes, seed=0, level=0.95):
 
 
 def response_times(votes, people, fast_ms):
-    """Response times (ms) in four rows: votes and participant medians, of all participants and of the
-    analysed ones (people: a participant_table). Columns: n, p5, p25, median, p75, p95, and
-    share_under_threshold (share below fast_ms)."""
+    """Response times (ms, response_ms; practice votes left out) in four rows: votes and participant
+    medians, of all participants and of the analysed ones (people: a participant_table). Columns: n, p5,
+    p25, median, p75, p95, and share_under_threshold (share below fast_ms)."""
     kept = set(people.loc[~people["excluded"], "participant"])
-    rt = votes["response_time_ms"].astype(float)
+    votes = votes[votes["kind"] != "practice"]
+    rt = response_ms(votes)
     medians = people.set_index("participant")["median_rt_ms"]
     series = {"votes, all participants": rt, "votes, analysed participants": rt[votes["participant"].isin(kept)],
               "participant medians, all": medians, "participant medians, analysed": medians[medians.index.isin(kept)]}
@@ -506,65 +531,122 @@ def agreement(votes):
             "fleiss_kappa": kappa}
 
 
+def per_question(votes, table):
+    """table(votes) -> DataFrame, run on the votes of each question that has method votes (sorted by key),
+    concatenated with a leading question column. Returns (that DataFrame, {question: why it has no rows}
+    for the questions whose table raised AnalysisError)."""
+    parts, missing = [], {}
+    for question in sorted(votes.loc[votes["kind"] == "method", "question"].unique()):
+        try:
+            part = table(votes[votes["question"] == question])
+        except AnalysisError as exc:
+            missing[question] = str(exc)
+            continue
+        parts.append(part.assign(question=question)[["question", *part.columns]])
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["question"])), missing
+
+
+def viewport_table(screens):
+    """The screens of a study (load_screens) summarised per outcome and device: n, the viewport width
+    and height in CSS px (min, median, max of the width; median height), the median device pixel ratio
+    and the browsers seen (most frequent first, with counts)."""
+    measured = screens.dropna(subset=["viewport_width"])
+    rows = []
+    for (outcome, device), g in measured.groupby(["outcome", "device"], dropna=False, sort=True):
+        browsers = g["browser"].value_counts()
+        rows.append((outcome, device, len(g), int(g["viewport_width"].min()), float(g["viewport_width"].median()),
+                     int(g["viewport_width"].max()), float(g["viewport_height"].median()),
+                     float(g["pixel_ratio"].median()), ", ".join(f"{b} ({n})" for b, n in browsers.items())))
+    unmeasured = screens["viewport_width"].isna().groupby(screens["outcome"]).sum()
+    for outcome, n in unmeasured[unmeasured > 0].items():
+        rows.append((outcome, "not measured", int(n), None, None, None, None, None, ""))
+    return pd.DataFrame(rows, columns=["outcome", "device", "n", "width_min", "width_median", "width_max",
+                                       "height_median", "pixel_ratio_median", "browsers"])
+
+
 @dataclass
 class Results:
     """What `analyze` found. DataFrames are tidy; see the function that makes each."""
 
     n_participants: int  # enrolled
     n_analysed: int  # participants left after the exclusions
-    n_votes: int  # every stored vote, catch trials and excluded participants included
-    n_method_votes: int  # non-catch votes of the analysed participants
+    n_votes: int  # every stored vote, practice, catch trials and excluded participants included
+    n_method_votes: int  # method votes of the analysed participants (no practice, catch or attention check)
+    questions: list  # the keys of the questions with method votes, as every per-question table orders them
     participants: pd.DataFrame  # participant_table
     excluded: list  # participant ids left out of everything below
     flow: pd.DataFrame  # participant_flow
     flow_sentence: str
     catch_failure_rate: float  # over all catch votes, excluded participants included
+    n_attention_votes: int  # attention checks answered, excluded participants included
+    attention_failure_rate: float  # over them
+    n_practice_votes: int  # stored, never analysed
+    # per question (a leading question column, per_question): Holm and the bootstrap run within each question
     strengths: pd.DataFrame  # bt_strengths
+    strengths_missing: dict  # question -> why it has no strengths (bt_strengths' AnalysisError)
     pairs: pd.DataFrame  # pair_win_rates
     pairs_by_style: pd.DataFrame
     pairs_by_content: pd.DataFrame
-    position: dict  # position_bias
-    response_times: pd.DataFrame
     spread: pd.DataFrame  # preference_spread, per pair
-    pooled_spread: float
+    agreement: pd.DataFrame  # agreement, one row per question
+    position: dict  # position_bias, over every question (the sides, not the question, bias a click)
+    response_times: pd.DataFrame
+    pooled_spread: float  # over every question's pairs
     tie_rate: float  # share of the analysed method votes that are tie or both_bad
-    agreement: dict
+    viewports: pd.DataFrame  # viewport_table (None without screens)
+    feedback: pd.DataFrame  # participant, feedback: the free-text answers given
     rules: Rules
     settings: dict  # the rules' values, n_boot (Bradley-Terry), seed, level
 
 
-def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95, arrivals=None):
+def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95, arrivals=None, screens=None):
     """Every statistic of the study. votes: load_votes; participants: load_participants; arrivals:
-    load_arrivals (see participant_flow). The rules decide who is excluded first; catch votes never
-    enter the method statistics. n_boot: bootstrap resamples for the Bradley-Terry intervals; seed:
+    load_arrivals (see participant_flow); screens: load_screens (the viewport table). The rules decide
+    who is excluded first; practice, catch and attention-check votes never enter the method statistics,
+    which are given per question. n_boot: bootstrap resamples for the Bradley-Terry intervals; seed:
     theirs and the Monte Carlo sign flips'."""
     if votes.empty:
         raise AnalysisError("the study has no votes yet")
     people = participant_table(votes, participants, rules)
     excluded = people.loc[people["excluded"], "participant"].tolist()
     kept = votes[~votes["participant"].isin(excluded)]
-    if kept["is_catch"].all():
+    method = kept[kept["kind"] == "method"]
+    if method.empty:
         raise AnalysisError("no method votes are left after the exclusions; --keep-incomplete keeps "
-                            "incomplete participants, --max-catch-failures keeps those failing catch trials")
+                            "incomplete participants, --max-catch-failures and --max-attention-failures keep "
+                            "those failing catch trials and attention checks")
     flow, sentence = participant_flow(people, votes, rules, arrivals)
-    method = kept[~kept["is_catch"]]
     catch = votes.loc[votes["is_catch"], "catch_passed"]
-    spread, pooled = preference_spread(kept)
+    attention = votes.loc[votes["kind"] == "attention", "attention_passed"]
     test = {"seed": seed, "level": level}
+    spread, _ = per_question(kept, lambda v: preference_spread(v)[0])
+    known = spread.dropna(subset=["spread"])
+    strengths, strengths_missing = per_question(kept, lambda v: bt_strengths(v, n_boot, **test))
+    if strengths.empty:  # no question has strengths: the study cannot be analysed as it stands
+        raise AnalysisError(next(iter(strengths_missing.values())))
+    feedback = participants.dropna(subset=["feedback"])[["participant", "feedback"]] if "feedback" in participants \
+        else pd.DataFrame(columns=["participant", "feedback"])
     return Results(
         n_participants=len(people), n_analysed=len(people) - len(excluded), n_votes=len(votes),
-        n_method_votes=len(method), participants=people, excluded=excluded, flow=flow,
-        flow_sentence=sentence,
+        n_method_votes=len(method), questions=sorted(method["question"].unique()), participants=people,
+        excluded=excluded, flow=flow, flow_sentence=sentence,
         catch_failure_rate=float(1 - catch.astype(bool).mean()) if len(catch) else float("nan"),
-        strengths=bt_strengths(kept, n_boot, **test),
-        pairs=pair_win_rates(kept, **test),
-        pairs_by_style=pair_win_rates(kept, by=["style"], **test),
-        pairs_by_content=pair_win_rates(kept, by=["content"], **test),
+        n_attention_votes=len(attention),
+        attention_failure_rate=float(1 - attention.astype(bool).mean()) if len(attention) else float("nan"),
+        n_practice_votes=int((votes["kind"] == "practice").sum()),
+        strengths=strengths, strengths_missing=strengths_missing,
+        pairs=per_question(kept, lambda v: pair_win_rates(v, **test))[0],
+        pairs_by_style=per_question(kept, lambda v: pair_win_rates(v, by=["style"], **test))[0],
+        pairs_by_content=per_question(kept, lambda v: pair_win_rates(v, by=["content"], **test))[0],
+        spread=spread,
+        agreement=per_question(kept, lambda v: pd.DataFrame([agreement(v)]))[0],
         position=position_bias(kept, **test),
         response_times=response_times(votes, people, rules.fast_ms),
-        spread=spread, pooled_spread=pooled,
+        pooled_spread=(float(np.sqrt(np.average(known["spread"] ** 2, weights=known["n_participants"])))
+                       if len(known) else float("nan")),
         tie_rate=float((~method["choice"].isin(["left", "right"])).mean()),
-        agreement=agreement(kept), rules=rules,
+        viewports=None if screens is None else viewport_table(screens),
+        feedback=feedback.reset_index(drop=True), rules=rules,
         settings={**{k: v for k, v in asdict(rules).items() if k != "include"}, "n_boot": n_boot, **test},
     )
 
@@ -575,7 +657,7 @@ def battle_votes(battles):
     v = battles.rename(columns={"voter": "participant"})[["participant", "left_method", "right_method", "choice"]].copy()
     v["winner"] = np.where(v["choice"] == "left", v["left_method"],
                            np.where(v["choice"] == "right", v["right_method"], None))
-    v["is_catch"] = False
+    v["kind"] = "method"
     return v
 
 

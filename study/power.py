@@ -1,7 +1,7 @@
 """Sample size and minimum detectable effect of a 2AFC study, by simulating the study's design and
 running the analysis' own test (participant-level sign-flip test, Holm over the method pairs):
 
-    python -m study.power --effect 0.6 [--trials 20] [--catch-rate 0.1] [--methods 2]
+    python -m study.power --effect 0.6 [--trials 20] [--catch-rate 0.1] [--attention-rate 0.1] [--questions 1] [--methods 2]
                           [--spread 0.15 | --db URL_OR_PATH --study PILOT] [--tie-rate 0.05]
                           [--power 0.8] [--alpha 0.05] [--sims 1000] [--seed 0]
 
@@ -9,7 +9,9 @@ A simulated participant answers their share of the method trials on one pair (th
 method trials evenly over the pairs), each a tie or both_bad with probability tie_rate, else a
 choice of method_a with their own probability p ~ Beta(mean = effect, sd = spread). With K pairs,
 Holm's first step tests at alpha / K: the power is exact for one real difference among K - 1 null
-pairs and a lower bound otherwise. From a pilot (--db, --study) the trials, catch rate, methods,
+pairs and a lower bound otherwise. Each question of a study is analysed apart, on its share of the
+method trials: the figures are per question. From a pilot (--db, --study) the trials, catch and
+attention rates, questions, methods,
 spread and tie rate are the study's, from the participants the analysis keeps (default exclusion
 rules); flags given explicitly win. With the defaults this is the number study.prepare prints and
 study.analyze's pilot banner compares with (recommended_participants).
@@ -24,6 +26,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from .analysis import MIN_PARTICIPANTS, least_p, participant_table, preference_spread, sign_flip_p
+from .questions import DEFAULT as DEFAULT_QUESTIONS
 from .store import CATCH, Store, StudyError, default_url, load_participants, load_votes
 
 POWER, ALPHA = 0.8, 0.05
@@ -34,15 +37,25 @@ SPREAD, TIE_RATE = 0.15, 0.05  # assumed when there is no pilot
 
 @dataclass(frozen=True)
 class Design:
-    """What one participant does. n_trials: per participant, catch trials included; n_methods: the
-    methods compared (every pair of them is a pair of the design); spread: sd across participants of
-    their P(method_a chosen); tie_rate: share of method trials answered tie or both_bad."""
+    """What one participant does, for one question. n_trials: per participant, catch and attention
+    trials included; n_methods: the methods compared (every pair of them is a pair of the design);
+    spread: sd across participants of their P(method_a chosen); tie_rate: share of method trials
+    answered tie or both_bad; attention_rate: the fraction of attention checks; n_questions: the study's
+    questions, which share the method trials (each question is analysed apart)."""
 
     n_trials: int = 20
     catch_rate: float = 0.1
     n_methods: int = 2
     spread: float = SPREAD
     tie_rate: float = TIE_RATE
+    attention_rate: float = 0.1
+    n_questions: int = 1
+
+    @classmethod
+    def of_study(cls, settings, n_methods, **measured):
+        """The Design of a study's settings (Store.study), with spread and tie_rate when `measured`."""
+        return cls(settings["n_trials"], settings["catch_rate"], n_methods, attention_rate=settings["attention_rate"],
+                   n_questions=len(settings["questions"] or DEFAULT_QUESTIONS), **measured)
 
     @property
     def n_pairs(self):
@@ -50,8 +63,10 @@ class Design:
 
     @property
     def method_trials(self):
-        """Non-catch trials per participant (the store makes round(n_trials * catch_rate) catch trials)."""
-        return self.n_trials - round(self.n_trials * self.catch_rate)
+        """Method trials per participant on one question (the store makes round(n_trials * catch_rate) catch
+        trials and round(n_trials * attention_rate) attention checks, and spreads the questions evenly)."""
+        others = round(self.n_trials * self.catch_rate) + round(self.n_trials * self.attention_rate)
+        return (self.n_trials - others) / self.n_questions
 
     @property
     def per_pair(self):
@@ -59,7 +74,10 @@ class Design:
         return self.method_trials / self.n_pairs
 
     def describe(self):
-        return (f"{self.n_trials} trials per participant ({self.n_trials - self.method_trials} catch), "
+        questions = f", {self.method_trials:.3g} on each of {self.n_questions} questions" if self.n_questions > 1 else ""
+        return (f"{self.n_trials} trials per participant ({round(self.n_trials * self.catch_rate)} catch"
+                + (f", {round(self.n_trials * self.attention_rate)} attention checks" if self.attention_rate else "")
+                + f"){questions}, "
                 f"{self.per_pair:.3g} per method pair over {self.n_pairs} pair(s) of {self.n_methods} methods, "
                 f"{self.tie_rate:.0%} ties or both_bad, between-participant sd {self.spread:.3g} of the "
                 "preference")
@@ -70,7 +88,7 @@ def simulate_counts(design, effect, n_participants, n_sims, rng):
     (n_sims, n_participants) counts of method_a chosen and of decisive votes."""
     base, extra = divmod(design.method_trials, design.n_pairs)
     shape = (n_sims, n_participants)
-    trials = base + (rng.random(shape) < extra / design.n_pairs)
+    trials = (base + (rng.random(shape) < extra / design.n_pairs)).astype(int)
     totals = rng.binomial(trials, 1 - design.tie_rate)
     if design.spread > 0:
         if design.spread ** 2 >= effect * (1 - effect):
@@ -164,7 +182,7 @@ def pilot_design(votes, participants, study_settings, n_methods):
     Returns (Design, sentence saying what was estimated)."""
     people = participant_table(votes, participants)
     votes = votes[votes["participant"].isin(people.loc[~people["excluded"], "participant"])]
-    method = votes[~votes["is_catch"]]
+    method = votes[votes["kind"] == "method"]
     _, spread = preference_spread(votes)
     tie_rate = float((~method["choice"].isin(["left", "right"])).mean()) if len(method) else TIE_RATE
     known = not np.isnan(spread)
@@ -173,8 +191,7 @@ def pilot_design(votes, participants, study_settings, n_methods):
             f"({int(people['excluded'].sum())} excluded as study.analyze does): tie rate "
             + ("estimated" if len(method) else "assumed") + f" {tie_rate:.2f}, spread "
             + ("estimated" if known else "unknown, assumed") + f" {spread:.3f}")
-    design = Design(study_settings["n_trials"], study_settings["catch_rate"], n_methods, spread, tie_rate)
-    return design, note
+    return Design.of_study(study_settings, n_methods, spread=spread, tie_rate=tie_rate), note
 
 
 def summary(design, effect, n, alpha=ALPHA, power=POWER):
@@ -189,6 +206,8 @@ def main(argv=None):
     parser.add_argument("--effect", type=float, default=EFFECT, help="win rate to detect against 0.5 (default %(default)s)")
     parser.add_argument("--trials", type=int, help="trials per participant, catch trials included (default 20)")
     parser.add_argument("--catch-rate", type=float, help="fraction of catch trials (default 0.1)")
+    parser.add_argument("--attention-rate", type=float, help="fraction of attention checks (default 0.1)")
+    parser.add_argument("--questions", type=int, help="questions sharing the method trials (default 1)")
     parser.add_argument("--methods", type=int, help="methods compared, every pair of them (default 2)")
     parser.add_argument("--spread", type=float,
                         help=f"sd across participants of their win probability (default {SPREAD}, or the pilot's)")
@@ -203,7 +222,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if bool(args.db) != bool(args.study):
         parser.error("--db and --study go together (a pilot study)")
-    given = {"n_trials": args.trials, "catch_rate": args.catch_rate, "n_methods": args.methods,
+    given = {"n_trials": args.trials, "catch_rate": args.catch_rate, "attention_rate": args.attention_rate,
+             "n_questions": args.questions, "n_methods": args.methods,
              "spread": args.spread, "tie_rate": args.tie_rate}
     try:
         design, note = Design(), f"spread {'given' if args.spread is not None else 'assumed'}"
@@ -214,8 +234,10 @@ def main(argv=None):
                 design, note = pilot_design(load_votes(store, args.study), load_participants(store, args.study),
                                             settings, len(methods))
         design = replace(design, **{k: v for k, v in given.items() if v is not None})
-        if design.n_methods < 2 or design.method_trials < 1 or not 0 <= design.tie_rate < 1 or design.spread < 0:
-            raise ValueError("need at least 2 methods, 1 method trial, a tie rate in [0, 1) and a spread >= 0")
+        if (design.n_methods < 2 or design.n_questions < 1 or design.method_trials < 1 or not 0 <= design.tie_rate < 1
+                or design.spread < 0):
+            raise ValueError("need at least 2 methods, 1 question, 1 method trial per question, a tie rate in [0, 1) "
+                             "and a spread >= 0")
         n, grid = participants_needed(design, args.effect, args.power, args.alpha, args.sims, args.seed)
     except (StudyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,6 +6,9 @@
                             [--device cpu|cuda] [--weights-dir DIR] [--completion-code CODE]
                             [--title TEXT] [--no-consent-code CODE] [--require-prolific]
                             [--max-participants N] [--url https://HOST]
+                            [--question overall|content|style|KEY=WORDING ...] [--no-references]
+                            [--practice-trials 1] [--attention-rate 0.1] [--min-image-px 256]
+                            [--screen-out-code CODE] [--debrief FILE] [--feedback-question TEXT]
 
 Runs `python -m model.stylize` in a subprocess (skipped when every output exists), then registers
 each output as browsers get it (study.picture_files: CONTENT__STYLE__METHOD.webp, made from the
@@ -27,7 +30,8 @@ from PIL import Image
 from .picture_files import SUFFIX, reference_image, reference_path, save
 from .power import EFFECT, Design, recommended_participants
 from .power import summary as power_summary
-from .store import CATCH, Store, StudyError, default_url
+from .questions import BUILT_IN, QuestionError, parse
+from .store import CATCH, MIN_IMAGE_PX, Store, StudyError, default_url
 
 REPO = Path(__file__).resolve().parents[1]
 # model.files' contract, kept here because study/ never imports model/ (tests/test_contracts.py pins it)
@@ -41,17 +45,26 @@ CATCH_RECIPE = "a rendered output turned upside down (rotated 180 degrees), enco
 SECONDS_PER_TRIAL = 8  # a considered look at two pictures and a click
 SECONDS_AROUND = 90  # consent, instructions and the completion code
 PROLIFIC_PARAMS = "&PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+FEEDBACK_QUESTION = "Anything you would like to tell us about this study? (optional)"
 
 
-def summary(url, study, code, n_trials, catch_rate):
-    """What the researcher needs next: the links, the completion code, the trials and the time per participant."""
-    link = f"{url.rstrip('/')}/study?study={study}"
-    n_catch = round(n_trials * catch_rate)
-    minutes = max(1, round((n_trials * SECONDS_PER_TRIAL + SECONDS_AROUND) / 60))
+def summary(url, settings):
+    """What the researcher needs next (settings: Store.study): the links, the codes, the trials and the
+    time per participant."""
+    link = f"{url.rstrip('/')}/study?study={settings['name']}"
+    n_trials = settings["n_trials"]
+    n_catch = round(n_trials * settings["catch_rate"])
+    n_attention = round(n_trials * settings["attention_rate"])
+    practice = settings["practice_trials"]
+    minutes = max(1, round(((n_trials + practice) * SECONDS_PER_TRIAL + SECONDS_AROUND) / 60))
+    codes = [f"completion code: {settings['completion_code']}"]
+    for label, key in (("no-consent code", "no_consent_code"), ("screen-out code", "screen_out_code")):
+        codes.append(f"{label}: {settings[key] or 'none (participants are told to return the study on Prolific)'}")
     return (f"participant link: {link}\n"
-            f"Prolific study URL: {link}{PROLIFIC_PARAMS}\n"
-            f"completion code: {code}\n"
-            f"trials per participant: {n_trials} ({n_trials - n_catch} comparisons, {n_catch} catch)\n"
+            f"Prolific study URL: {link}{PROLIFIC_PARAMS}\n" + "\n".join(codes) + "\n"
+            f"trials per participant: {practice} practice, then {n_trials} ({n_trials - n_catch - n_attention} "
+            f"comparisons, {n_catch} catch, {n_attention} attention checks)\n"
+            f"questions: {'; '.join(w for _, w in settings['questions'])}\n"
             f"estimated time per participant: about {minutes} min")
 
 
@@ -165,6 +178,20 @@ def main(argv=None):
     parser.add_argument("--require-prolific", action="store_true", help="refuse links without a Prolific ID")
     parser.add_argument("--max-participants", type=int, help="enrol at most this many participants")
     parser.add_argument("--url", default="http://HOST:7860", help="the study server's address, for the printed links")
+    parser.add_argument("--question", action="append", dest="questions",
+                        help="a question each trial may ask (repeat for several, spread evenly): "
+                             f"{', '.join(BUILT_IN)} or KEY=your wording (default: overall)")
+    parser.add_argument("--no-references", action="store_true",
+                        help="show only the two results, not the content photo and style painting beside them")
+    parser.add_argument("--practice-trials", type=int, default=1, help="shown first, never analysed (default 1)")
+    parser.add_argument("--attention-rate", type=float, default=0.1,
+                        help="fraction of the trials whose question says which button to press (default 0.1)")
+    parser.add_argument("--min-image-px", type=int, default=MIN_IMAGE_PX,
+                        help=f"least CSS px width of each image on the participant's screen (default {MIN_IMAGE_PX}; 0: any)")
+    parser.add_argument("--screen-out-code", help="Prolific's code for participants whose screen is too small")
+    parser.add_argument("--debrief", type=Path, help="text file shown with the completion code")
+    parser.add_argument("--feedback-question", default=FEEDBACK_QUESTION,
+                        help="asked with the completion code, answered optionally ('' : none; default: %(default)r)")
     args = parser.parse_args(argv)
     methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
     images_dir = args.images_dir or Path("runs", "study", args.study)
@@ -173,13 +200,20 @@ def main(argv=None):
             raise StudyError(f"--methods needs at least two methods, comma-separated (got {args.methods!r})")
         if CATCH in methods:
             raise StudyError(f"{CATCH!r} is reserved for catch images: leave it out of --methods")
-        if not args.consent.is_file():
-            raise StudyError(f"no consent file at {args.consent}: write the text participants agree to in a file")
+        for label, path in (("consent", args.consent), ("debrief", args.debrief)):
+            if path is not None and not path.is_file():
+                raise StudyError(f"no {label} file at {path}: write the text in a file")
+        questions = parse(args.questions or ["overall"])
         contents, styles = image_files(args.contents), image_files(args.styles)
         with Store(args.db) as store:
             store.create_study(args.study, args.consent.read_text(encoding="utf-8"), args.n_trials,
                                args.catch_rate, images_dir, args.completion_code, args.title, args.no_consent_code,
-                               args.require_prolific, args.max_participants)
+                               args.require_prolific, args.max_participants, questions=questions,
+                               show_references=not args.no_references, practice_trials=args.practice_trials,
+                               attention_rate=args.attention_rate, min_image_px=args.min_image_px,
+                               screen_out_code=args.screen_out_code,
+                               debrief=args.debrief.read_text(encoding="utf-8") if args.debrief else None,
+                               feedback_question=args.feedback_question or None)
             images_dir.mkdir(parents=True, exist_ok=True)
             expected = [(c, s, m) for c in contents for s in styles for m in methods]
             todo = sum(not (images_dir / output_name(*x)).is_file() and not (images_dir / stimulus_name(*x)).is_file()
@@ -189,8 +223,8 @@ def main(argv=None):
                 render(args.contents, args.styles, methods, args.size, images_dir, args.device, args.weights_dir)
             new, missing = register(store, args.study, contents, styles, methods, images_dir, args.size)
             total = len(store.stimuli(args.study))
-            code = store.study(args.study)["completion_code"]
-    except StudyError as exc:
+            settings = store.study(args.study)
+    except (StudyError, QuestionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if len(missing) == len(expected):
@@ -199,10 +233,10 @@ def main(argv=None):
     for name in missing:
         print(f"warning: {name} was not rendered (an unreadable input?); it is left out", file=sys.stderr)
     print(f"study {args.study}: {total} stimuli registered ({new} new, catch images included) in {images_dir}")
-    design = Design(args.n_trials, args.catch_rate, len(methods))
+    design = Design.of_study(settings, len(methods))
     print(f"power: {power_summary(design, EFFECT, recommended_participants(design))} (spread and ties assumed; "
           f"after a pilot: python -m study.power --db DB --study {args.study})")
-    print(summary(args.url, args.study, code, args.n_trials, args.catch_rate))
+    print(summary(args.url, settings))
     return 0
 
 

@@ -19,9 +19,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .analysis import EXACT_UP_TO, MIN_PARTICIPANTS, RANDOM_FLIPS, least_p  # noqa: E402
+from .analysis import AGREEMENT_MEASURE, EXACT_UP_TO, MIN_PARTICIPANTS, RANDOM_FLIPS, least_p  # noqa: E402
 from .power import EFFECT  # noqa: E402
 from .prepare import sha256_file  # noqa: E402
+from .questions import DEFAULT as DEFAULT_QUESTIONS  # noqa: E402
 from .store import CATCH  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,21 +116,34 @@ def design_table(settings, stimuli, pairs):
     contents = sorted({s["content_name"] for s in stimuli})
     styles = sorted({s["style_name"] for s in stimuli})
     n_catch = round(settings["n_trials"] * settings["catch_rate"])
+    n_attention = round(settings["n_trials"] * settings["attention_rate"])
+    n_method = settings["n_trials"] - n_catch - n_attention
     n_pairs = len(methods) * (len(methods) - 1) // 2
     catch = next((s["settings"].get("recipe") for s in stimuli if s["method"] == CATCH), None)
+    questions = settings["questions"] or DEFAULT_QUESTIONS
+    shown = pairs.drop_duplicates(["method_a", "method_b"])
     rows = [
         ("methods", ", ".join(methods)),
-        ("method pairs", f"{n_pairs}: " + "; ".join(map(" vs ".join, zip(pairs["method_a"], pairs["method_b"])))),
+        ("method pairs", f"{n_pairs}: " + "; ".join(map(" vs ".join, zip(shown["method_a"], shown["method_b"])))),
+        ("questions", f"{len(questions)}, one per trial, spread evenly over each participant's trials: "
+                      + "; ".join(f"{k}: {w}" for k, w in questions)),
         ("content images", f"{len(contents)}: " + ", ".join(contents)),
         ("style images", f"{len(styles)}: " + ", ".join(styles)),
         ("stimuli", f"{len(contents) * len(styles)} content x style cells x {len(methods)} methods"
                     + (", plus a catch image per cell" if catch else "")),
-        ("trials per participant", f"{settings['n_trials']}: {settings['n_trials'] - n_catch} method trials "
-                                   f"(about {(settings['n_trials'] - n_catch) / max(n_pairs, 1):.3g} per pair), "
-                                   f"{n_catch} catch trials"),
+        ("trials per participant", f"{settings['practice_trials']} practice (never analysed), then "
+                                   f"{settings['n_trials']}: {n_method} method trials (about "
+                                   f"{n_method / max(n_pairs, 1):.3g} per pair), {n_catch} catch trials, "
+                                   f"{n_attention} attention checks"),
         ("catch rate", f"{settings['catch_rate']:.3g}" + (f" (catch image: {catch})" if catch else "")),
-        ("a trial", "two stylisations of the same content and style side by side, sides random per trial, "
-                  "method names hidden; answers: left, right, tie, both bad"),
+        ("attention checks", f"rate {settings['attention_rate']:.3g}: a method pair whose question names the button "
+                             "to press (Tie or Both bad), Prolific's instructed-response check"),
+        ("a trial", "the question above two stylisations of the same content and style side by side"
+                    + (", the content photo and style painting beside them" if settings["show_references"] else "")
+                    + ", sides random per trial, method names hidden; answers: left, right, tie, both bad"),
+        ("screen check", f"each image at least {settings['min_image_px']} CSS px wide on the participant's screen "
+                         "(checked before consent; smaller screens are screened out)" if settings["min_image_px"]
+                         else "none"),
         ("assignment", "each participant gets the least-shown method pairs first and, within a pair, the "
                        "least-shown content x style they have not seen; order shuffled"),
     ]
@@ -146,7 +160,8 @@ def write_examples(results, votes, stimuli, images_dir, out):
     folder = out / "examples"
     folder.mkdir(exist_ok=True)
     rows = []
-    for i, (a, b) in enumerate(zip(results.pairs["method_a"], results.pairs["method_b"]), 1):
+    pairs = results.pairs.drop_duplicates(["method_a", "method_b"])  # the same pairs under every question
+    for i, (a, b) in enumerate(zip(pairs["method_a"], pairs["method_b"]), 1):
         mine = kept[kept[["left_method", "right_method"]].isin([a, b]).all(axis=1)]
         cells = mine.groupby(["content", "style"]).size().sort_index().sort_values(ascending=False, kind="stable")
         if cells.empty:
@@ -196,11 +211,12 @@ def _plot_response_times(votes, people, fast_ms, path):
     plt.close(fig)
 
 
-def _blocks(r, design, examples, power, provenance, parquet_note):
-    """The report as (kind, content) blocks: kind in {"h1", "h2", "p", "table", "img", "examples"}."""
-    s, pos, agr = r.settings, r.position, r.agreement
+def _blocks(r, design, examples, power, provenance, parquet_note, wording, debrief):
+    """The report as (kind, content) blocks: kind in {"h1", "h2", "h3", "p", "table", "img", "examples"}.
+    wording: {question key: its wording}; debrief: the study's debrief text or None."""
+    s, pos = r.settings, r.position
     level, n_boot = f"{s['level']:.0%}", s["n_boot"]
-    n_pairs = len(r.pairs)
+    n_pairs = len(r.pairs) // max(len(r.questions), 1)
     yield "h1", f"Preference study {provenance['study']}"
     banner = pilot_banner(r.n_analysed, power["recommended"])
     if banner:
@@ -226,6 +242,17 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
     yield "p", "Exclusion rules: " + " ".join(r.rules.describe())
     yield "table", r.flow
     yield "p", r.flow_sentence
+    yield "p", (f"Practice votes: {r.n_practice_votes} (stored, never analysed). Attention checks (the question "
+                f"names the button to press): {r.n_attention_votes} answered, failure rate "
+                f"{_fmt(r.attention_failure_rate) or 'n/a'}; only they ground a Prolific rejection "
+                "(study.analyze --prolific-ids).")
+    yield "h2", "Screens"
+    if r.viewports is None or r.viewports.empty:
+        yield "p", "No screen was measured (participants from before schema version 8, or API clients)."
+    else:
+        yield "p", ("The viewport in CSS px, the device pixel ratio and the browser of every enrolled and screened-out "
+                    "participant (the screen check before consent), per device type.")
+        yield "table", r.viewports
     yield "h2", "Pairwise win rates"
     yield "p", (f"a_win_rate: share of decisive (left/right) votes choosing method_a. A participant gives several "
                 "votes, which are not independent, so the test works on participants: a two-sided sign-flip test "
@@ -242,7 +269,11 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
                 f"p-value or interval, left out of Holm): with {MIN_PARTICIPANTS - 1} the exact test cannot go "
                 f"below 2/2^{MIN_PARTICIPANTS - 1} = {least_p(MIN_PARTICIPANTS - 1):.4g}, above 0.05, so its "
                 "interval would be 0-1 whatever the votes. Their counts and rates are shown.")
-    yield "table", pairs_display(r.pairs)
+    yield "p", ("Each question is analysed apart (its own table, Holm over its own rows): a vote answers the "
+                "question its trial asked.")
+    for question in r.questions:
+        yield "h3", f"Question {question}: {wording.get(question, question)}"
+        yield "table", pairs_display(r.pairs[r.pairs["question"] == question])
     yield "img", "pairs.png"
     yield "h2", "Method strengths (Bradley-Terry)"
     yield "p", (f"Maximum-likelihood strengths (MM algorithm, 0.5 pseudo-wins each way per compared pair), "
@@ -250,7 +281,12 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
                 f"bootstrap resamples of the N participants (seed {s['seed']}) x sqrt(N / (N - 1)), a small-sample "
                 "correction (percentile intervals from few participants are too narrow); clipped to 0-1, and "
                 f"withheld with fewer than {MIN_PARTICIPANTS} participants.")
-    yield "table", r.strengths
+    for question in r.questions:
+        yield "h3", f"Question {question}: {wording.get(question, question)}"
+        if question in r.strengths_missing:
+            yield "p", f"No strengths: {r.strengths_missing[question]}."
+        else:
+            yield "table", r.strengths[r.strengths["question"] == question].drop(columns="question")
     yield "img", "strengths.png"
     yield "h2", "Sample size"
     holm_note = f" (Holm over {n_pairs} pairs)" if n_pairs > 1 else ""
@@ -277,8 +313,10 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
                 f"{_interval(pos['wilson_low_per_vote'], pos['wilson_high_per_vote'])}). "
                 "Sides are randomised per trial, so a bias adds noise, not a method advantage.")
     yield "h2", "Response times"
-    yield "p", (f"From showing the images to the click, in ms; share_under_threshold: below {s['fast_ms']:g} ms, the "
-                "fast-responder threshold.")
+    yield "p", ("From showing the images to the click, in ms: per vote the lower of the browser's figure and the "
+                "server's (sending the trial to receiving the vote, downloads included), so a client cannot claim slow "
+                f"answers; share_under_threshold: below {s['fast_ms']:g} ms, the fast-responder threshold. Practice "
+                "votes are left out.")
     yield "table", response_times_display(r.response_times)
     yield "img", "response_times.png"
     yield "h2", "Catch trials"
@@ -287,21 +325,30 @@ def _blocks(r, design, examples, power, provenance, parquet_note):
     yield "p", (f"Catch-trial failure rate over all catch votes: {rate}. Analysed participants who saw no catch "
                 f"trial: {unseen}. Excluded participants: {', '.join(map(str, r.excluded)) or 'none'}.")
     yield "h2", "Inter-rater agreement"
-    yield "p", (f"{agr['measure']}. {agr['n_items']} items, {agr['n_rater_pairs']} rater pairs: pairwise "
-                f"agreement {_fmt(agr['pairwise_agreement'])} (chance {_fmt(agr['chance_agreement'])}), "
-                f"Fleiss' kappa {_fmt(agr['fleiss_kappa'])}.")
+    yield "p", f"{AGREEMENT_MEASURE}; per question."
+    yield "table", r.agreement.drop(columns="measure")
     yield "h2", "Per participant"
     yield "table", people_display(r.participants)
-    yield "h2", "Win rates per style"
-    yield "p", "Intervals and p-values as above; Holm over this table's tested rows."
-    yield "table", pairs_display(r.pairs_by_style, ["style"])
-    yield "h2", "Win rates per content"
-    yield "p", "Intervals and p-values as above; Holm over this table's tested rows."
-    yield "table", pairs_display(r.pairs_by_content, ["content"])
+    for by, table in (("style", r.pairs_by_style), ("content", r.pairs_by_content)):
+        yield "h2", f"Win rates per {by}"
+        yield "p", "Intervals and p-values as above; Holm over each question's tested rows of this table."
+        for question in r.questions:
+            yield "h3", f"Question {question}: {wording.get(question, question)}"
+            yield "table", pairs_display(table[table["question"] == question], [by])
+    yield "h2", "Feedback"
+    if r.feedback.empty:
+        yield "p", "No participant left a comment."
+    else:
+        yield "p", "The free-text answers to the feedback question at the end, as written."
+        yield "table", r.feedback
+    if debrief:
+        yield "h2", "Debrief shown at the end"
+        yield "p", debrief
     yield "h2", "Files"
-    yield "p", ("pairs.csv, pairs_by_style.csv, pairs_by_content.csv, strengths.csv, participants.csv, flow.csv, "
-                "response_times.csv, spread.csv, position_bias.csv, agreement.csv; raw votes (catch trials and "
-                f"excluded participants included): votes.csv{parquet_note}.")
+    yield "p", ("pairs.csv, pairs_by_style.csv, pairs_by_content.csv, strengths.csv, spread.csv, agreement.csv (every "
+                "one with a question column), participants.csv, flow.csv, response_times.csv, position_bias.csv, "
+                "viewports.csv, feedback.csv; raw votes (practice, catch and attention-check votes and excluded "
+                f"participants included): votes.csv{parquet_note}.")
 
 
 def _cell_md(x):
@@ -324,7 +371,7 @@ def _markdown(blocks):
         elif kind == "img":
             out.append(f"![{x}]({x})")
         else:
-            out.append({"h1": "# ", "h2": "## ", "p": ""}[kind] + x)
+            out.append({"h1": "# ", "h2": "## ", "h3": "### ", "p": ""}[kind] + x)
     return "\n\n".join(out) + "\n"
 
 
@@ -378,7 +425,9 @@ def write_report(results, votes, out_dir, settings, stimuli, power):
         "pairs_by_content.csv": results.pairs_by_content, "strengths.csv": results.strengths,
         "participants.csv": results.participants, "flow.csv": results.flow,
         "response_times.csv": results.response_times, "spread.csv": results.spread,
-        "position_bias.csv": pd.DataFrame([results.position]), "agreement.csv": pd.DataFrame([results.agreement]),
+        "position_bias.csv": pd.DataFrame([results.position]), "agreement.csv": results.agreement,
+        "viewports.csv": results.viewports if results.viewports is not None else pd.DataFrame(),
+        "feedback.csv": results.feedback,
     }
     for name, df in tables.items():
         df.to_csv(out / name, index=False)
@@ -390,17 +439,19 @@ def write_report(results, votes, out_dir, settings, stimuli, power):
     except ImportError:
         parquet_note = " (no Parquet copy: pyarrow is not installed; pip install pyarrow)"
     p, st = results.pairs, results.strengths
-    _plot_intervals([f"{a} over {b}" for a, b in zip(p["method_a"], p["method_b"])], p["a_win_rate"], p["ci_low"],
-                    p["ci_high"], 0.5, "win rate over decisive votes (sign-flip test inversion interval)",
-                    out / "pairs.png")
-    _plot_intervals(list(st["method"]), st["strength"], st["ci_low"], st["ci_high"], 1 / len(st),
-                    "Bradley-Terry strength (sums to 1; dashed: all equal)", out / "strengths.png")
+    _plot_intervals([f"{q}: {a} over {b}" for q, a, b in zip(p["question"], p["method_a"], p["method_b"])],
+                    p["a_win_rate"], p["ci_low"], p["ci_high"], 0.5,
+                    "win rate over decisive votes (sign-flip test inversion interval)", out / "pairs.png")
+    _plot_intervals([f"{q}: {m}" for q, m in zip(st["question"], st["method"])], st["strength"], st["ci_low"],
+                    st["ci_high"], 1 / st["method"].nunique(), "Bradley-Terry strength per question (sums to 1; "
+                    "dashed: all equal)", out / "strengths.png")
     _plot_response_times(votes, results.participants, results.settings["fast_ms"], out / "response_times.png")
     examples = write_examples(results, votes, stimuli, settings.get("images_dir"), out)
     provenance = {"study": settings["name"], "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                   "code": code_version(), "sha256": sha256_file(out / "votes.csv")}
     design = design_table(settings, stimuli, results.pairs)
-    blocks = list(_blocks(results, design, examples, power, provenance, parquet_note))
+    wording = dict(settings.get("questions") or DEFAULT_QUESTIONS)
+    blocks = list(_blocks(results, design, examples, power, provenance, parquet_note, wording, settings.get("debrief")))
     (out / "report.md").write_text(_markdown(blocks), encoding="utf-8")
     (out / "report.html").write_text(_html(f"Preference study {settings['name']}", blocks), encoding="utf-8")
     images = [out / n for n in ("pairs.png", "strengths.png", "response_times.png")]

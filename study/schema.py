@@ -12,6 +12,10 @@ Schema versions:
        meta "arrivals_since" (when they began to be recorded)
     7  battles.source: a pseudonym of the network address a battle vote came from, unlinkable to the
        address (demo.pseudonyms); NULL for the votes before
+    8  the trials a style-transfer study runs: studies.questions, show_references, practice_trials,
+       attention_rate, min_image_px, screen_out_code, debrief, feedback_question; trials.question,
+       practice, instructed; participants' screen (viewport_width, viewport_height, pixel_ratio,
+       browser, device) and feedback; screen_outs (participants turned away by the screen check)
 """
 from datetime import UTC, datetime
 
@@ -33,11 +37,14 @@ from sqlalchemy import (
     text,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 CHOICES = ("left", "right", "tie", "both_bad")
 SIDES = ("left", "right")
 ARRIVAL_EVENTS = ("opened", "declined")  # the study link opened in a browser; consent declined there
 ARRIVALS_SINCE = "arrivals_since"  # the meta key: when this database began to record arrivals (ISO 8601, UTC)
+INSTRUCTED = ("tie", "both_bad")  # the buttons an attention check tells to press: named alike in every layout
+DEVICES = ("phone", "tablet", "desktop")
+FEEDBACK_CHARS = 2000  # the longest free-text feedback kept
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -55,6 +62,12 @@ def _sql_list(values):
 def _timestamp(name, nullable=False):
     """A UTC timestamp (SQLite keeps it as naive text, PostgreSQL as timestamptz)."""
     return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def _screen_columns():
+    """What the screen check measured: the viewport in CSS px, the device pixel ratio, browser and device type."""
+    return [Column("viewport_width", Integer), Column("viewport_height", Integer), Column("pixel_ratio", Float),
+            Column("browser", String(40)), Column("device", String(8))]
 
 
 # key -> value: "schema_version", "salt" (the random salt of external-id hashes unless STUDY_SALT is set)
@@ -79,6 +92,15 @@ studies = Table(
     Column("no_consent_code", String(64)),  # Prolific's code for participants who do not consent
     Column("require_prolific", Boolean, nullable=False, server_default=text("false")),  # a PROLIFIC_PID is required
     Column("max_participants", Integer),  # enrolments the study takes (NULL: no limit)
+    # version 8 (the defaults are what a study from before it ran: one question, no references, ...)
+    Column("questions", JSON),  # [[key, wording], ...] (study.questions); NULL: the overall question
+    Column("show_references", Boolean, nullable=False, server_default=text("false")),  # content and style shown
+    Column("practice_trials", Integer, nullable=False, server_default=text("0")),  # before the counted ones
+    Column("attention_rate", Float, nullable=False, server_default=text("0")),  # fraction of n_trials
+    Column("min_image_px", Integer, nullable=False, server_default=text("0")),  # least CSS px per image (0: any)
+    Column("screen_out_code", String(64)),  # Prolific's code for those whose screen is too small
+    Column("debrief", Text),  # shown with the completion code
+    Column("feedback_question", Text),  # asked with the completion code (NULL: none)
     CheckConstraint("n_trials > 0", name="n_trials"),
     CheckConstraint("catch_rate >= 0 AND catch_rate < 1", name="catch_rate"),
 )
@@ -110,6 +132,9 @@ participants = Table(
     # the first attempt of this PROLIFIC_PID, when this one came from another browser
     # (external_key is then NULL: the key stays with the first attempt)
     Column("repeat_of", ForeignKey("participants.id")),
+    # version 8: the screen check's record (NULL: not measured, as for a client without the page's script)
+    *_screen_columns(),
+    Column("feedback", Text),  # the free-text answer at the end (at most FEEDBACK_CHARS)
     UniqueConstraint("study_id", "external_key"),
 )
 
@@ -124,6 +149,12 @@ trials = Table(
     Column("is_catch", Boolean, nullable=False),
     Column("catch_side", String(5)),  # the side showing the broken image, catch trials only
     _timestamp("created_at"),
+    # version 8: the question asked (a key of studies.questions), a practice trial (never analysed), and the
+    # button an attention check's question tells to press (instructed-response trials only)
+    Column("question", String(32), nullable=False, server_default=text("'overall'")),
+    Column("practice", Boolean, nullable=False, server_default=text("false")),
+    Column("instructed", String(8)),
+    CheckConstraint(f"instructed IN ({_sql_list(INSTRUCTED)})", name="instructed"),
     UniqueConstraint("participant_id", "position"),
     CheckConstraint("left_stimulus_id <> right_stimulus_id", name="two_stimuli"),
     CheckConstraint(f"catch_side IN ({_sql_list(SIDES)})", name="catch_side"),
@@ -221,6 +252,22 @@ def _arrival_tables(meta_data):
 arrivals, arrival_counts = _arrival_tables(metadata)
 
 
+# participants whose screen stayed below the study's minimum (before consent: not enrolled), once per
+# browser, within the per-address limit of arrivals; the salted PROLIFIC_PID hash and the screen only
+def _screen_outs_table(meta_data):
+    return Table(
+        "screen_outs", meta_data,
+        Column("id", Integer, primary_key=True),
+        Column("study_id", Integer, ForeignKey("studies.id"), nullable=False),
+        Column("external_key", String(64)),
+        *_screen_columns(),
+        _timestamp("created_at"),
+    )
+
+
+screen_outs = _screen_outs_table(metadata)
+
+
 def arrivals_since_row():
     """The meta row that dates the start of arrival records: now."""
     return {"key": ARRIVALS_SINCE, "value": datetime.now(UTC).isoformat()}
@@ -277,6 +324,34 @@ def _v7_battle_source(conn):
     conn.execute(text("ALTER TABLE battles ADD COLUMN source VARCHAR(64)"))
 
 
+def _v8_trials(conn):
+    """Add the study settings, trial and participant columns of version 8 (defaults: as studies ran before
+    it, one overall question, no practice, attention checks, references or screen minimum) and create
+    screen_outs as version 8 defines it (`_screen_outs_table`)."""
+    for table, column in (
+            ("studies", "questions JSON"),
+            ("studies", "show_references BOOLEAN NOT NULL DEFAULT false"),
+            ("studies", "practice_trials INTEGER NOT NULL DEFAULT 0"),
+            ("studies", "attention_rate FLOAT NOT NULL DEFAULT 0"),
+            ("studies", "min_image_px INTEGER NOT NULL DEFAULT 0"),
+            ("studies", "screen_out_code VARCHAR(64)"),
+            ("studies", "debrief TEXT"),
+            ("studies", "feedback_question TEXT"),
+            ("trials", "question VARCHAR(32) NOT NULL DEFAULT 'overall'"),
+            ("trials", "practice BOOLEAN NOT NULL DEFAULT false"),
+            ("trials", f"instructed VARCHAR(8) CONSTRAINT ck_trials_instructed CHECK (instructed IN ({_sql_list(INSTRUCTED)}))"),
+            ("participants", "viewport_width INTEGER"),
+            ("participants", "viewport_height INTEGER"),
+            ("participants", "pixel_ratio FLOAT"),
+            ("participants", "browser VARCHAR(40)"),
+            ("participants", "device VARCHAR(8)"),
+            ("participants", "feedback TEXT")):
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column}"))
+    frozen = MetaData(naming_convention=metadata.naming_convention)
+    Table("studies", frozen, Column("id", Integer, primary_key=True))  # the foreign key's target, not created
+    _screen_outs_table(frozen).create(conn)
+
+
 # version -> the step that upgrades a database from version - 1 (frozen SQL: never edit an old step)
 UPGRADES = {2: _v2_completed_at, 3: _v3_comparison_token, 4: _v4_participant_page, 5: _v5_battles,
-            6: _v6_arrivals, 7: _v7_battle_source}
+            6: _v6_arrivals, 7: _v7_battle_source, 8: _v8_trials}

@@ -24,10 +24,14 @@ import pandas as pd
 from sqlalchemy import URL, bindparam, create_engine, event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 
+from .questions import DEFAULT as DEFAULT_QUESTIONS
+from .questions import QuestionError, checked
 from .schema import (
     ARRIVAL_EVENTS,
     ARRIVALS_SINCE,
     CHOICES,
+    FEEDBACK_CHARS,
+    INSTRUCTED,
     SCHEMA_VERSION,
     UPGRADES,
     arrival_counts,
@@ -38,6 +42,7 @@ from .schema import (
     meta,
     metadata,
     participants,
+    screen_outs,
     stimuli,
     studies,
     trials,
@@ -47,8 +52,11 @@ from .schema import (
 BUSY_TIMEOUT_MS = 5000
 MIGRATION_LOCK = 0x5717A2  # the PostgreSQL advisory lock key that serialises schema creation and upgrades
 CATCH = "catch"  # the method name of the deliberately broken stimuli
+KINDS = ("method", "catch", "attention", "practice")  # load_votes' kinds of trial
 IDENTITY_KEY = "PROLIFIC_PID"  # the external id that identifies a person: they resume, never restart
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+SCREEN_FIELDS = ("viewport_width", "viewport_height", "pixel_ratio", "browser", "device")  # a screen check's record
+MIN_IMAGE_PX = 256  # a study's default least width of each image on a participant's screen, CSS px
 
 
 class StudyError(Exception):
@@ -204,12 +212,20 @@ class Store:
     # ---- studies and stimuli ----
 
     def create_study(self, name, consent, n_trials=20, catch_rate=0.1, images_dir=None, completion_code=None,
-                     title=None, no_consent_code=None, require_prolific=False, max_participants=None):
+                     title=None, no_consent_code=None, require_prolific=False, max_participants=None, *,
+                     questions=DEFAULT_QUESTIONS, show_references=True, practice_trials=0, attention_rate=0.0,
+                     min_image_px=MIN_IMAGE_PX, screen_out_code=None, debrief=None, feedback_question=None):
         """Create a study, or return the id of the existing one with this name if its settings match.
-        n_trials: per participant, catch trials included; catch_rate: the fraction that are catch trials.
-        completion_code: shown at the end (e.g. Prolific's); a random one by default.
+        n_trials: per participant, catch and attention trials included; catch_rate, attention_rate: the
+        fractions that are catch trials (a broken image) and attention checks (the question says which
+        button to press). completion_code: shown at the end (e.g. Prolific's); a random one by default.
         title: the participants' page title; no_consent_code: Prolific's code for those who decline;
-        require_prolific: refuse links without a well-formed PROLIFIC_PID; max_participants: enrolments taken."""
+        require_prolific: refuse links without a well-formed PROLIFIC_PID; max_participants: enrolments taken.
+        questions: [(key, wording)] (study.questions), each trial asks one; show_references: the content
+        photo and style painting beside the pair; practice_trials: shown before the counted ones, never
+        analysed; min_image_px: the least width in CSS px each image must get on the participant's screen
+        (0: any); screen_out_code: Prolific's code for those whose screen is smaller; debrief: the text shown
+        with the completion code; feedback_question: asked there, answered optionally (None: not asked)."""
         if not STUDY_NAME.fullmatch(name or ""):
             raise StudyError(f"study name {name!r}: use 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
         if not (consent or "").strip():
@@ -218,14 +234,29 @@ class Store:
             raise StudyError(f"n_trials must be a positive integer, not {n_trials!r}")
         if not 0 <= catch_rate < 1:
             raise StudyError(f"catch_rate must be in [0, 1), not {catch_rate!r}")
-        if n_trials - round(n_trials * catch_rate) < 1:
-            raise StudyError(f"with catch_rate={catch_rate}, none of the {n_trials} trials compares methods: lower it")
+        if not 0 <= attention_rate < 1:
+            raise StudyError(f"attention_rate must be in [0, 1), not {attention_rate!r}")
+        if n_trials - round(n_trials * catch_rate) - round(n_trials * attention_rate) < 1:
+            raise StudyError(f"with catch_rate={catch_rate} and attention_rate={attention_rate}, none of the "
+                             f"{n_trials} trials compares methods: lower them")
+        for label, value in (("practice_trials", practice_trials), ("min_image_px", min_image_px)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise StudyError(f"{label} must be a non-negative integer, not {value!r}")
+        try:
+            questions = checked(questions)
+        except QuestionError as exc:
+            raise StudyError(str(exc)) from exc
+        if feedback_question is not None and not feedback_question.strip():
+            feedback_question = None
         if max_participants is not None and (not isinstance(max_participants, int) or max_participants < 1):
             raise StudyError(f"max_participants must be a positive integer or None, not {max_participants!r}")
         images_dir = str(Path(images_dir).resolve()) if images_dir is not None else None
         wanted = {"consent": consent, "n_trials": n_trials, "catch_rate": catch_rate, "images_dir": images_dir,
                   "title": title, "no_consent_code": no_consent_code, "require_prolific": bool(require_prolific),
-                  "max_participants": max_participants}
+                  "max_participants": max_participants, "questions": questions,
+                  "show_references": bool(show_references), "practice_trials": practice_trials,
+                  "attention_rate": attention_rate, "min_image_px": min_image_px, "screen_out_code": screen_out_code,
+                  "debrief": debrief, "feedback_question": feedback_question}
 
         def create(conn):
             row = conn.execute(select(studies).where(studies.c.name == name)).mappings().first()
@@ -317,9 +348,11 @@ class Store:
         no longer recognises returning participants)."""
         return hmac.new(self._salt, f"{name}\0{value}".encode(), hashlib.sha256).hexdigest()
 
-    def new_participant(self, study, external_ids=None, rng=None):
+    def new_participant(self, study, external_ids=None, rng=None, screen=None):
         """Enrol a participant and draw their trial sequence; returns their token (the browser keeps it).
         external_ids: e.g. {"PROLIFIC_PID": ..., "STUDY_ID": ..., "SESSION_ID": ...}, stored hashed only.
+        screen: what the screen check measured (SCREEN_FIELDS: viewport_width, viewport_height in CSS px,
+        pixel_ratio, browser, device), stored with the participant; None when not measured.
         A PROLIFIC_PID seen before in this study never gets the earlier token: a new participant is enrolled
         as a repeat attempt (repeat_of: the first one), so another browser can neither see nor cast that
         participant's votes (only the browser that keeps the token resumes it).
@@ -339,17 +372,33 @@ class Store:
             token = secrets.token_urlsafe(24)
             participant_id = conn.execute(insert(participants).values(
                 token=token, study_id=row["id"], external_key=None if first else key, external_ids=hashed or None,
-                created_at=now(), repeat_of=first.id if first else None,
+                created_at=now(), repeat_of=first.id if first else None, **_screen_row(screen),
             )).inserted_primary_key[0]
-            sequence = _draw_trials(_design(conn, row), row["n_trials"], row["catch_rate"], rng or random.Random())
+            sequence = _draw_trials(_design(conn, row), row, rng or random.Random())
             stamp = now()
             conn.execute(insert(trials), [
                 {"token": secrets.token_urlsafe(16), "participant_id": participant_id, "position": i,
-                 "left_stimulus_id": left, "right_stimulus_id": right, "is_catch": side is not None,
-                 "catch_side": side, "created_at": stamp}
-                for i, (left, right, side) in enumerate(sequence)
+                 "created_at": stamp, **trial} for i, trial in enumerate(sequence)
             ])
             return token
+
+    def record_screen_out(self, study, screen, external_key=None):
+        """Record a participant turned away by the screen check (before consent: nobody is enrolled), with
+        the screen (see new_participant) and external_key (the salted PROLIFIC_PID hash; None without one)."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(screen_outs).values(study_id=self._study(conn, study)["id"], external_key=external_key,
+                                                    created_at=now(), **_screen_row(screen)))
+
+    def save_feedback(self, participant, text):
+        """Keep the participant's free-text feedback (it replaces any sent before). StudyError for an unknown
+        participant, one with trials left, or a text over FEEDBACK_CHARS characters."""
+        if not isinstance(text, str) or len(text) > FEEDBACK_CHARS:
+            raise StudyError(f"the feedback must be text of at most {FEEDBACK_CHARS} characters")
+        with self.engine.begin() as conn:
+            row = self._participant(conn, participant)
+            if row["completed_at"] is None:
+                raise StudyError("feedback is taken once every trial has an answer")
+            conn.execute(update(participants).where(participants.c.id == row["id"]).values(feedback=text.strip() or None))
 
     def record_arrival(self, study, event, external_key=None):
         """Record one arrival of `study`'s link, event "opened" (in a browser) or "declined" (consent), with
@@ -385,7 +434,8 @@ class Store:
 
     def remaining_trials(self, participant):
         """The participant's unvoted trials in order, as the browser may see them:
-        {"token", "position" (0-based), "n_trials", "left", "right"} with image sha256s, no method names.
+        {"token", "position" (0-based, practice trials first), "n_trials" (counted ones), "practice_trials",
+        "left", "right" (image sha256s, no method names), "question" (its key), "practice", "instructed"}.
         One query (a study vote makes one), and a second only when none is left."""
         with self._read() as conn:
             return self._remaining(conn, participant)[0]
@@ -551,6 +601,15 @@ def _complete(conn, participant_id):
     conn.execute(update(participants).where(participants.c.id == participant_id).values(completed_at=now()))
 
 
+def _screen_row(screen):
+    """The SCREEN_FIELDS of a screen check's dict (missing ones None); StudyError for another key."""
+    screen = screen or {}
+    unknown = set(screen) - set(SCREEN_FIELDS)
+    if unknown:
+        raise StudyError(f"unknown screen fields {sorted(unknown)}: use {', '.join(SCREEN_FIELDS)}")
+    return {name: screen.get(name) for name in SCREEN_FIELDS}
+
+
 def _event(event):
     if event not in ARRIVAL_EVENTS:
         raise StudyError(f"unknown arrival event {event!r}: use one of {', '.join(ARRIVAL_EVENTS)}")
@@ -579,7 +638,8 @@ _TRIAL_OWNER = (select(trials.c.id, trials.c.participant_id, participants.c.toke
 def _view_query(where, *ids):
     left, right = stimuli.alias("l"), stimuli.alias("r")
     return (select(trials.c.token, trials.c.position, left.c.output_sha256.label("left"),
-                   right.c.output_sha256.label("right"), studies.c.n_trials, *ids)
+                   right.c.output_sha256.label("right"), studies.c.n_trials, studies.c.practice_trials,
+                   trials.c.question, trials.c.practice, trials.c.instructed, *ids)
             .join(left, left.c.id == trials.c.left_stimulus_id)
             .join(right, right.c.id == trials.c.right_stimulus_id)
             .join(participants, participants.c.id == trials.c.participant_id)
@@ -612,7 +672,8 @@ def _design(conn, study):
         .join(participants, participants.c.id == trials.c.participant_id)
         .join(left, left.c.id == trials.c.left_stimulus_id)
         .join(right, right.c.id == trials.c.right_stimulus_id)
-        .where((participants.c.study_id == study["id"]) & trials.c.is_catch.is_(False))
+        .where((participants.c.study_id == study["id"]) & trials.c.is_catch.is_(False) & trials.c.practice.is_(False)
+               & trials.c.instructed.is_(None))
         .group_by(left.c.content_sha256, left.c.style_sha256, left.c.method, right.c.method)
     )
     used = Counter()
@@ -621,12 +682,18 @@ def _design(conn, study):
     return cells, used
 
 
-def _draw_trials(design, n_trials, catch_rate, rng):
-    """A participant's sequence: n_trials (left id, right id, catch side or None), shuffled.
+def _draw_trials(design, study, rng):
+    """A participant's sequence as trials rows (left_stimulus_id, right_stimulus_id, is_catch, catch_side,
+    question, practice, instructed): the study's practice trials first, then its n_trials shuffled.
     Method pairs: least shown across participants first, then the least shown content x style for
     that pair (never one this participant has seen while others remain); ties broken at random.
-    Sides are random per trial. Catch trials pair a method's image with the cell's broken one."""
+    Sides are random per trial. Catch trials pair a method's image with the cell's broken one.
+    Attention checks and practice trials show a random method pair of a random cell (outside the
+    balance: never analysed), an attention check with the button its question names (INSTRUCTED).
+    Questions: each kind of trial (method, catch, attention) asks the study's questions in turn from a
+    random one, so their counts differ by at most one; practice trials ask them in order."""
     cells, used = design
+    n_trials = study["n_trials"]
     by_pair = {}
     for cell, methods in cells.items():
         for pair in itertools.combinations(sorted(m for m in methods if m != CATCH), 2):
@@ -634,17 +701,35 @@ def _draw_trials(design, n_trials, catch_rate, rng):
     if not by_pair:
         raise StudyError("the study needs images of at least two methods for the same content and style: "
                          "run python -m study.prepare with two or more --methods")
-    n_catch = round(n_trials * catch_rate)
+    n_catch = round(n_trials * study["catch_rate"])
+    n_attention = round(n_trials * study["attention_rate"])
     catch_cells = [c for c, methods in cells.items() if CATCH in methods and len(methods) > 1]
     if n_catch and not catch_cells:
         raise StudyError("the study has catch trials but no catch images: run python -m study.prepare "
                          "(it makes them), or create the study with catch_rate=0")
+    keys = [k for k, _ in study["questions"] or DEFAULT_QUESTIONS]
+
+    def asked(n):
+        first = rng.randrange(len(keys))
+        return [keys[(first + i) % len(keys)] for i in range(n)]
+
+    def row(left, right, question, catch_side=None, practice=False, instructed=None):
+        return {"left_stimulus_id": left, "right_stimulus_id": right, "is_catch": catch_side is not None,
+                "catch_side": catch_side, "question": question, "practice": practice, "instructed": instructed}
+
+    def any_pair():
+        pair = rng.choice(sorted(by_pair))
+        cell = rng.choice(by_pair[pair])
+        ids = [cells[cell][m] for m in pair]
+        rng.shuffle(ids)
+        return ids
+
     pair_used = Counter()
     for (_, pair), n in used.items():
         pair_used[pair] += n
     mine = Counter()
     sequence = []
-    for _ in range(n_trials - n_catch):
+    for question in asked(n_trials - n_catch - n_attention):
         pair = min(sorted(by_pair), key=lambda p: (pair_used[p], rng.random()))
         cell = min(by_pair[pair], key=lambda c: (mine[c, pair], used[c, pair], rng.random()))
         mine[cell, pair] += 1
@@ -652,16 +737,19 @@ def _draw_trials(design, n_trials, catch_rate, rng):
         pair_used[pair] += 1
         ids = [cells[cell][m] for m in pair]
         rng.shuffle(ids)
-        sequence.append((ids[0], ids[1], None))
+        sequence.append(row(*ids, question))
     seen = Counter()
-    for _ in range(n_catch):
+    for question in asked(n_catch):
         cell = min(catch_cells, key=lambda c: (seen[c], rng.random()))
         seen[cell] += 1
         real = cells[cell][rng.choice(sorted(m for m in cells[cell] if m != CATCH))]
         broken = cells[cell][CATCH]
-        sequence.append((broken, real, "left") if rng.random() < 0.5 else (real, broken, "right"))
+        sequence.append(row(broken, real, question, "left") if rng.random() < 0.5
+                        else row(real, broken, question, "right"))
+    sequence += [row(*any_pair(), question, instructed=rng.choice(INSTRUCTED)) for question in asked(n_attention)]
     rng.shuffle(sequence)
-    return sequence
+    practice = [row(*any_pair(), keys[i % len(keys)], practice=True) for i in range(study["practice_trials"])]
+    return practice + sequence
 
 
 @contextmanager
@@ -677,8 +765,11 @@ def opened(source):
 def load_votes(source, study):
     """One row per vote of `study` (source: a Store, a URL or a SQLite path), in voting order.
     Columns: participant (int), trial (int), position, content, style, left_method, right_method,
-    choice, winner (method chosen; None for tie/both_bad), is_catch, catch_passed (nullable bool:
-    the intact image was chosen; NA off catch trials), response_time_ms (Int64, the browser's),
+    question (the key of the question the trial asked), choice, winner (method chosen; None for
+    tie/both_bad), kind (KINDS: "method", "catch", "attention" or "practice"; practice votes are stored,
+    never analysed), is_catch, catch_passed (nullable bool: the intact image was chosen; NA off catch
+    trials), attention_passed (nullable bool: the button the attention check named was pressed; NA off
+    them), response_time_ms (Int64, the browser's),
     server_time_ms (Int64, the server's), repeat_attempt (the participant's PROLIFIC_PID had enrolled in
     another browser before: see Store.new_participant), created_at (UTC)."""
     left, right = stimuli.alias("l"), stimuli.alias("r")
@@ -688,7 +779,8 @@ def load_votes(source, study):
             select(participants.c.id.label("participant"), trials.c.id.label("trial"), trials.c.position,
                    left.c.content_name.label("content"), left.c.style_name.label("style"),
                    left.c.method.label("left_method"), right.c.method.label("right_method"),
-                   votes.c.choice, trials.c.is_catch, trials.c.catch_side, votes.c.response_time_ms,
+                   trials.c.question, votes.c.choice, trials.c.is_catch, trials.c.catch_side, trials.c.practice,
+                   trials.c.instructed, votes.c.response_time_ms,
                    votes.c.server_time_ms, participants.c.repeat_of.is_not(None).label("repeat_attempt"),
                    votes.c.created_at)
             .select_from(votes)
@@ -700,10 +792,12 @@ def load_votes(source, study):
             .order_by(votes.c.id)
         ).mappings()
         rows = [dict(r) for r in rows]
-    columns = ["participant", "trial", "position", "content", "style", "left_method", "right_method",
-               "choice", "is_catch", "catch_side", "response_time_ms", "server_time_ms", "repeat_attempt", "created_at"]
+    columns = ["participant", "trial", "position", "content", "style", "left_method", "right_method", "question",
+               "choice", "is_catch", "catch_side", "practice", "instructed", "response_time_ms", "server_time_ms",
+               "repeat_attempt", "created_at"]
     df = pd.DataFrame(rows, columns=columns)
     df["is_catch"] = df["is_catch"].astype(bool)
+    df["practice"] = df["practice"].astype(bool)
     df["repeat_attempt"] = df["repeat_attempt"].astype(bool)
     df["response_time_ms"] = df["response_time_ms"].astype("Int64")
     df["server_time_ms"] = df["server_time_ms"].astype("Int64")
@@ -714,29 +808,37 @@ def load_votes(source, study):
     passed = pd.Series(pd.NA, index=df.index, dtype="boolean")
     passed[df["is_catch"]] = df["choice"].isin(["left", "right"]) & (df["choice"] != df["catch_side"])
     df.insert(df.columns.get_loc("is_catch") + 1, "catch_passed", passed)
-    return df.drop(columns="catch_side")
+    attention = df["instructed"].notna()
+    checked_ = pd.Series(pd.NA, index=df.index, dtype="boolean")
+    checked_[attention] = df["choice"] == df["instructed"]
+    df.insert(df.columns.get_loc("catch_passed") + 1, "attention_passed", checked_)
+    kind = np.select([df["practice"], df["is_catch"], attention], ["practice", "catch", "attention"], "method")
+    df.insert(df.columns.get_loc("winner") + 1, "kind", pd.Series(kind, index=df.index, dtype=object))
+    return df.drop(columns=["catch_side", "practice", "instructed"])
 
 
 def load_participants(source, study):
     """One row per participant enrolled in `study` (source: a Store, a URL or a SQLite path), in
     enrolment order. Columns: participant (int, as in load_votes), enrolled_at (UTC), n_trials
-    (assigned, catch trials included), n_votes, completed (a vote on every assigned trial), and
-    external_key (the salted hash of PROLIFIC_PID, None without one; compare with Store.hash_id)."""
+    (assigned, catch and attention trials included, practice ones not), n_votes (on those), completed
+    (a vote on every assigned trial), external_key (the salted hash of PROLIFIC_PID, None without one;
+    compare with Store.hash_id), the screen check's SCREEN_FIELDS (None: not measured) and feedback."""
+    kept = [participants.c[name] for name in ("external_key", *SCREEN_FIELDS, "feedback")]
     with opened(source) as store, store._read() as conn:
         study_id = store._study(conn, study)["id"]
         rows = conn.execute(
             select(participants.c.id.label("participant"), participants.c.created_at.label("enrolled_at"),
                    func.count(trials.c.id).label("n_trials"), func.count(votes.c.id).label("n_votes"),
-                   participants.c.external_key)
+                   *kept)
             .select_from(participants)
-            .outerjoin(trials, trials.c.participant_id == participants.c.id)
+            .outerjoin(trials, (trials.c.participant_id == participants.c.id) & trials.c.practice.is_(False))
             .outerjoin(votes, votes.c.trial_id == trials.c.id)
             .where(participants.c.study_id == study_id)
-            .group_by(participants.c.id, participants.c.created_at, participants.c.external_key)
+            .group_by(participants.c.id, participants.c.created_at, *kept)
             .order_by(participants.c.id)
         ).mappings()
         rows = [dict(r) for r in rows]
-    df = pd.DataFrame(rows, columns=["participant", "enrolled_at", "n_trials", "n_votes", "external_key"])
+    df = pd.DataFrame(rows, columns=["participant", "enrolled_at", "n_trials", "n_votes", *(c.name for c in kept)])
     df["enrolled_at"] = pd.to_datetime(df["enrolled_at"], utc=True)
     df[["n_trials", "n_votes"]] = df[["n_trials", "n_votes"]].astype(int)
     df.insert(4, "completed", (df["n_votes"] >= df["n_trials"]) & (df["n_trials"] > 0))
@@ -748,12 +850,15 @@ class Arrivals:
     """What the study page recorded before enrolment (Store.record_arrival and count_arrival).
     opened: openings of the study link, once per browser; declined: consent declines, once per browser;
     since: when the database began to record them (UTC; participants enrolled before have no opening);
-    declined_keys: the salted PROLIFIC_PID hashes of the declines from Prolific links (Store.hash_id)."""
+    declined_keys: the salted PROLIFIC_PID hashes of the declines from Prolific links (Store.hash_id);
+    screened_out: turned away by the screen check (Store.record_screen_out), screened_keys their hashes."""
 
     opened: int
     declined: int
     since: datetime
     declined_keys: frozenset
+    screened_out: int = 0
+    screened_keys: frozenset = frozenset()
 
 
 def load_arrivals(source, study):
@@ -768,4 +873,18 @@ def load_arrivals(source, study):
             (arrivals.c.study_id == study_id) & (arrivals.c.event == "declined") & arrivals.c.external_key.is_not(None)))
         since = conn.scalar(select(meta.c.value).where(meta.c.key == ARRIVALS_SINCE))
         total = {e: int(itemised.get(e, 0) + (counted.get(e) or 0)) for e in ARRIVAL_EVENTS}
-        return Arrivals(total["opened"], total["declined"], datetime.fromisoformat(since), frozenset(keys))
+        screened = conn.execute(select(screen_outs.c.external_key).where(screen_outs.c.study_id == study_id)).scalars().all()
+        return Arrivals(total["opened"], total["declined"], datetime.fromisoformat(since), frozenset(keys),
+                        len(screened), frozenset(k for k in screened if k))
+
+
+def load_screens(source, study):
+    """Every screen check record of `study`: one row per enrolled participant and per screen-out, columns
+    outcome ("enrolled" or "screened out") and SCREEN_FIELDS (None where not measured)."""
+    with opened(source) as store, store._read() as conn:
+        study_id = store._study(conn, study)["id"]
+        rows = [{"outcome": outcome, **dict(r)} for outcome, table in (("enrolled", participants),
+                                                                      ("screened out", screen_outs))
+                for r in conn.execute(select(*(table.c[f] for f in SCREEN_FIELDS))
+                                      .where(table.c.study_id == study_id).order_by(table.c.id)).mappings()]
+    return pd.DataFrame(rows, columns=["outcome", *SCREEN_FIELDS])

@@ -139,7 +139,7 @@ class Participant:
 
     def first_trial(self):
         """The view of the first trial, after consent."""
-        self.step("study_open", [{}])
+        self.step("study_open", [{}, None])
         self.step("study_agree", [None, {}])
         return self.step("study_start", [None])[0]["trial"]
 
@@ -243,7 +243,7 @@ def test_a_stylisation_flood_leaves_the_study_answering(server):
     under a second, and the queue is still full after the vote."""
     stylize = dependency(server, lambda d: d["api_name"] == "stylize")
     participant = Participant(server)
-    participant.step("study_open", [{}])
+    participant.step("study_open", [{}, None])
     with http(server) as client:
         content = upload(client, "c.png", png_bytes(noise(48, 3)))
         style = upload(client, "s.png", png_bytes(noise(48, 4)))

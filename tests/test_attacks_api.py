@@ -144,7 +144,7 @@ def test_queued_events_refuse_direct_calls_and_the_study_events_answer(server):
         for dep in queued:
             response = direct(http, dep, [None] * len(dep["inputs"]), secrets.token_hex(8))
             assert response.status_code == 404 and "join the queue" in response.text, (dep["api_name"], response.text)
-        opened = direct(http, dependency(server, "study_open"), [{}], secrets.token_hex(8))
+        opened = direct(http, dependency(server, "study_open"), [{}, None], secrets.token_hex(8))
         assert opened.status_code == 200 and dict(zip(SCREEN, opened.json()["data"]))["consent"]
 
 
@@ -333,8 +333,8 @@ def test_the_pages_work_under_the_content_security_policy(server):
             page.get_by_role("button", name="I agree").click()
             page.get_by_role("button", name="Start").click()
             page.locator("#study-trial [data-state=ready]").wait_for(timeout=30_000)
-            page.get_by_role("button", name="Left is better").click()
-            page.get_by_text("Trial 2 of").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Left is better").click()  # the practice trial
+            page.get_by_text("Trial 1 of").wait_for(timeout=30_000)
             assert page.evaluate("() => window.violations") == []
             page.goto(server.url + "results")
             page.get_by_label("Admin password").fill(PASSWORD)

@@ -133,7 +133,7 @@ def study_client(server, **link):
 def enrolled(server):
     """A new participant at their first trial: (client, what the browser keeps, the trial's view)."""
     client = study_client(server)
-    client.predict({}, api_name="/study_open")
+    client.predict({}, None, api_name="/study_open")
     *_, saved = client.predict({}, api_name="/study_agree")
     return client, saved, dict(zip(SCREEN, client.predict(api_name="/study_start")))["trial"]
 
@@ -177,7 +177,7 @@ def replayed_in_same_tab(server, tmp_path):
 def replayed_in_second_tab(server, tmp_path):
     """Two tabs of one participant show the same trial; the first answers it, then the second."""
     _, saved, view = enrolled(server)
-    second = dict(zip(SCREEN, study_client(server).predict(saved, api_name="/study_open")))["trial"]
+    second = dict(zip(SCREEN, study_client(server).predict(saved, None, api_name="/study_open")))["trial"]
     assert second["trial"] == view["trial"]
     answer(server, view["ticket"], "left")
     return lambda: answer(server, second["ticket"], "right")
@@ -207,7 +207,7 @@ def link(**params):
         client = study_client(server, **params)
 
         def call():
-            s = dict(zip(SCREEN, client.predict({}, api_name="/study_open")))
+            s = dict(zip(SCREEN, client.predict({}, None, api_name="/study_open")))
             assert not s["consent"] and not s["trial"]
             assert not any(v in s["message"] for v in params.values()), "the raw value is echoed"
             with pytest.raises(Exception, match="Open the study from its link first"):
@@ -305,7 +305,7 @@ def test_hostile_input_is_refused(server, tmp_path, attack, message):
     before = written(server)
     assert re.search(message, refusal(call))
     assert written(server) == before
-    assert dict(zip(SCREEN, server.health.predict({}, api_name="/study_open")))["consent"]  # still serving
+    assert dict(zip(SCREEN, server.health.predict({}, None, api_name="/study_open")))["consent"]  # still serving
 
 
 def test_uploads_stay_in_the_cache_and_are_never_served_as_markup(server):

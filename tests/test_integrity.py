@@ -46,7 +46,7 @@ def screen(values):
 
 def enrol(client):
     """Consent and start: (the participant token, the first trial's screen)."""
-    client.predict({}, api_name="/study_open")
+    client.predict({}, None, api_name="/study_open")
     *_, saved = client.predict({}, api_name="/study_agree")
     return saved["sample"]["participant"], screen(client.predict(api_name="/study_start"))
 
@@ -78,11 +78,11 @@ def test_vote_rate_limits_per_participant_and_per_address(tmp_path):
         assert vote(server, "127.0.0.21", second["trial"]) == (429, {"error": TOO_FAST})
         time.sleep(2.1)
         status, third = vote(server, "127.0.0.21", second["trial"])
-        assert status == 200 and third["trial"]["progress"] == "Trial 3 of 10"
+        assert status == 200 and third["trial"]["progress"] == "Trial 2 of 10"  # after the practice trial and one
         assert vote(server, "127.0.0.21", sb["view"])[0] == 200  # the address's third vote this minute
         assert vote(server, "127.0.0.21", sc["view"]) == (429, {"error": TOO_MANY})
         status, other_next = vote(server, "127.0.0.22", so["view"])  # another address is not held back
-        assert status == 200 and other_next["trial"]["progress"] == "Trial 2 of 10"
+        assert status == 200 and other_next["trial"]["progress"] == "Trial 1 of 10"
         assert count_votes(tmp_path / "arena.db") == 4
     finally:
         server.stop()
@@ -139,7 +139,7 @@ def test_no_raw_address_or_prolific_id_is_stored(tmp_path, db_url):  # noqa: F81
                 assert status == 200, answer
         assert "completion code" in answer["done"]
         again = connect(server, address, **raw)  # the same PROLIFIC_PID in another browser: the code at once
-        assert "completion code" in screen(again.predict({}, api_name="/study_open"))["done"]
+        assert "completion code" in screen(again.predict({}, None, api_name="/study_open"))["done"]
         admin = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "results"}})
         with pytest.raises(Exception, match="results view is disabled"):
             admin.predict("", "sample", 0, api_name="/results")

@@ -49,7 +49,11 @@ def frame(rows):
     df["winner"] = np.where(df["choice"] == "left", df["left_method"],
                             np.where(df["choice"] == "right", df["right_method"], None))
     df["catch_passed"] = df["catch_passed"].astype("boolean")
+    df["kind"] = np.where(df["is_catch"], "catch", "method")
+    df["question"] = "overall"
+    df["attention_passed"] = pd.array([pd.NA] * len(df), dtype="boolean")
     df["response_time_ms"] = pd.array([1500] * len(df), dtype="Int64")
+    df["server_time_ms"] = pd.array([1800] * len(df), dtype="Int64")
     return df
 
 
@@ -255,6 +259,44 @@ def test_ties_only_leave_rates_undefined():
     assert pairs[["a_win_rate", "ci_low", "p_value", "p_holm", "wilson_low_per_vote"]].isna().all(axis=None)
 
 
+def test_every_table_is_per_question_and_practice_attention_and_server_time_are_read():
+    """Two questions with opposite preferences get their own rows (not pooled); practice votes enter nothing;
+    a failed attention check excludes; a participant whose browser claims slow answers that the server
+    saw fast is flagged fast."""
+    rows, kinds, questions, server = [], [], [], []
+    for person in range(8):
+        for i in range(8):
+            question = ("overall", "style")[i % 2]
+            winner = "left" if (question == "overall") == (i % 4 < 2) else "right"
+            left, right = ("a", "b") if winner == "left" or i % 4 >= 2 else ("b", "a")
+            rows.append((person, f"c{i % 3}", left, right, "left" if (left == "a") == (question == "overall")
+                         else "right", False, None))
+            kinds.append("method")
+            questions.append(question)
+            server.append(300 if person == 7 else 2000)
+        rows.append((person, "c0", "a", "b", "right", False, None))  # practice: always b, would move the rates
+        kinds.append("practice")
+        questions.append("overall")
+        server.append(2000)
+    votes = frame(rows)
+    votes["kind"], votes["question"] = kinds, questions
+    votes["server_time_ms"] = pd.array(server, dtype="Int64")
+    attention = frame([(6, "c0", "a", "b", "left", False, None)])
+    attention["kind"], attention["attention_passed"] = "attention", pd.array([False], dtype="boolean")
+    votes = pd.concat([votes, attention], ignore_index=True)
+    people = people_of(votes[votes["kind"] != "practice"])
+    r = analyze(votes, people, Rules(), n_boot=50)
+    assert r.questions == ["overall", "style"] and r.n_practice_votes == 8
+    assert r.excluded == [6]  # the failed attention check
+    assert r.attention_failure_rate == 1.0 and r.n_attention_votes == 1
+    rates = r.pairs.set_index("question")["a_win_rate"]
+    assert rates["overall"] == 1.0 and rates["style"] == 0.0  # practice votes (all b) counted nowhere
+    assert list(r.strengths["question"].unique()) == ["overall", "style"]
+    assert set(r.agreement["question"]) == {"overall", "style"} and set(r.spread["question"]) == {"overall", "style"}
+    fast = r.participants.set_index("participant")["fast"]
+    assert fast[7] and not fast[0]  # the browser said 1500 ms, the server saw 300 ms
+
+
 def test_analysis_errors_say_why():
     with pytest.raises(AnalysisError, match="no votes"):
         analyze(frame([]), people_of(frame([])))
@@ -337,7 +379,8 @@ def test_simulated_study_is_recovered(simulated):
     assert r.position["p_value"] < 0.05 and r.position["ci_low"] <= 0.5 + LEFT_BIAS <= r.position["ci_high"]
     assert set(r.pairs_by_style["style"]) == {"s1.jpg", "s2.jpg"}
     assert set(r.pairs_by_content["content"]) == {"c1.jpg", "c2.jpg", "c3.jpg"}
-    assert 0 < r.agreement["pairwise_agreement"] < 1 and r.agreement["n_items"] == 18
+    agreed, = r.agreement.itertuples()
+    assert agreed.question == "overall" and 0 < agreed.pairwise_agreement < 1 and agreed.n_items == 18
 
 
 def test_analyze_command_writes_the_report(simulated, tmp_path, capsys):

@@ -1,6 +1,7 @@
 """The study page (/study), its vote route (/study-vote) and the results page (/results) of the launched
 app, over HTTP with gradio_client and plain POSTs, and once in a real headless Chromium. The client sends
 the page's URL parameters with every request, as the browser's Gradio client does (httpx params)."""
+import html
 import io
 import json
 import re
@@ -18,6 +19,7 @@ from playwright.sync_api import sync_playwright
 from sqlalchemy import func, select
 
 from bench.server import ROOT, App, post_vote
+from demo.choices import CHOICE_LABELS
 from demo.limits import ARRIVALS_PER_HOUR, VoteLimits
 from demo.results_page import check_password
 from demo.security import Lockout
@@ -26,7 +28,7 @@ from demo.study_page import SAMPLE, SCREEN, register_sample
 from demo.study_vote import ANSWERED, BAD_REQUEST, UNKNOWN, StudyVotes
 from study.analysis import Rules, participant_flow, participant_table
 from study.prepare import register
-from study.schema import arrival_counts, arrivals, participants, studies
+from study.schema import arrival_counts, arrivals, participants, studies, trials
 from study.store import Store, load_arrivals, load_participants, load_votes
 
 PASSWORD = "correct horse battery staple"
@@ -78,19 +80,25 @@ def answered(answer):
 
 
 def open_page(client, saved=None):
-    return screen(client.predict(saved or {}, api_name="/study_open"))
+    return screen(client.predict(saved or {}, None, api_name="/study_open"))
 
 
 def arrive(client, saved=None, event="/study_open"):
     """A page load (or, event="/study_decline", "I do not agree") -> (its screen, what the browser keeps then)."""
-    *values, kept = client.predict(saved or {}, api_name=event)
+    *values, kept = client.predict(saved or {}, *[None] * (event == "/study_open"), api_name=event)
     return screen(values), kept
 
 
 def enrol(client, saved=None):
-    """Consent and instructions; returns (what the browser keeps, the first trial's screen)."""
+    """Consent, instructions and the practice trials (answered "tie"); returns (what the browser keeps, the
+    first counted trial's screen)."""
     *_, saved = client.predict(saved or {}, api_name="/study_agree")
-    return saved, screen(client.predict(api_name="/study_start"))
+    s = screen(client.predict(api_name="/study_start"))
+    while s["view"] and s["view"]["practice"]:
+        status, answer = post_vote(client.src, s["view"]["ticket"], "tie", 500)
+        assert status == 200, answer
+        s = answered(answer)
+    return saved, s
 
 
 def vote(server, s, choice, client_ms=500):
@@ -108,7 +116,8 @@ def assert_blind(server, s):
     """Nothing in a screen names a method: not the text, not the image addresses, not the files' metadata."""
     assert not any(leak in json.dumps(s) for leak in LEAKS), s
     if s["view"]:
-        for url in (s["view"]["left"], s["view"]["right"], *s["view"]["next"]):
+        references = [s["view"][kind][0] for kind in ("content", "style") if s["view"][kind]]
+        for url in (s["view"]["left"], s["view"]["right"], *references, *s["view"]["next"]):
             assert IMAGE_URL.fullmatch(url)
             with Image.open(io.BytesIO(fetch(server, url))) as im:
                 assert im.format == "WEBP" and not any(isinstance(v, str) for v in im.info.values())
@@ -130,7 +139,7 @@ def test_full_session_then_completion_code(server):
     with store(server) as db:
         code = db.completion_code(participant)
         votes = load_votes(db, "sample")
-    assert f"completion code is <b>{code}</b>" in s["done"] and "prolific" not in s["done"].lower()
+    assert f"completion code is <b>{code}</b>" in s["done"] and "prolific-return" not in s["done"]
     assert s["view"] is None
     assert votes["choice"].tolist()[-N_TRIALS:] == choices[:N_TRIALS]
     mine = votes.tail(N_TRIALS)
@@ -177,7 +186,7 @@ def test_any_worker_on_the_database_takes_a_vote_for_the_next_trial_only(server,
         assert status == 200 and answer["trial"]["progress"] == f"Trial 3 of {N_TRIALS}"
         assert not answer["trial"]["notice"]
         mine = load_votes(db, "sample").tail(2)
-        assert db.progress(participant)["done"] == 2 and mine["choice"].tolist() == ["left", "tie"]
+        assert db.progress(participant)["done"] == 3 and mine["choice"].tolist() == ["left", "tie"]  # + practice
         assert mine["server_time_ms"].iloc[1] >= 200 and mine["response_time_ms"].iloc[1] == 5
     with Store(tmp_path / "another.db") as another:
         foreign = StudyVotes(another, StudyImages(another, tmp_path / "other"), VoteLimits(0, 0))
@@ -187,7 +196,7 @@ def test_any_worker_on_the_database_takes_a_vote_for_the_next_trial_only(server,
     for bad in (ticket, changed, "", "x.y"):
         assert post_vote(server.url, bad, "left") == (400, {"error": BAD_REQUEST})
     with store(server) as db:
-        assert db.progress(participant)["done"] == 2
+        assert db.progress(participant)["done"] == 3
 
 
 def test_a_vote_of_a_participant_the_database_does_not_know_asks_for_a_reload(server, tmp_path):
@@ -301,11 +310,13 @@ def test_the_flow_starts_at_opened_the_link(server):
     with store(server) as db:
         votes, people = load_votes(db, "flowing"), load_participants(db, "flowing")
         flow, sentence = participant_flow(participant_table(votes, people), votes, Rules(), load_arrivals(db, "flowing"))
-    assert flow["stage"].tolist()[:4] == ["opened the link", "declined consent", "neither declined nor enrolled",
-                                          "enrolled (consented, trials assigned)"]
-    assert flow["remaining"].tolist() == [3, 2, 1, 1, 1, 1, 1, 1, 1] and flow["excluded"].tolist()[1:3] == [1, 1]
-    assert sentence.startswith("The study link was opened in 3 browsers: 1 declined consent, 1 neither declined "
-                               "nor enrolled, and 1 enrolled. Of 1 enrolled participants, 1 voted")
+    assert flow["stage"].tolist()[:5] == ["opened the link", "screened out (screen too small)", "declined consent",
+                                          "neither declined nor enrolled", "enrolled (consented, trials assigned)"]
+    assert flow["remaining"].tolist() == [3, 3, 2, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert flow["excluded"].tolist()[1:4] == [0, 1, 1]
+    assert sentence.startswith("The study link was opened in 3 browsers: 0 were screened out (screen too small), "
+                               "1 declined consent, 1 neither declined nor enrolled, and 1 enrolled. Of 1 enrolled "
+                               "participants, 1 voted")
 
 
 def test_a_flood_of_openings_is_counted_in_a_bounded_number_of_rows(server):
@@ -411,19 +422,120 @@ def test_results_need_the_admin_password(server):
             admin.predict(wrong, "sample", 0, api_name="/results")
     with pytest.raises(Exception, match="no study named 'nope'"):
         admin.predict(PASSWORD, "nope", 0, api_name="/results")
-    client = connect(server)  # decisive votes to analyse: 3 trials hold at most 2 catch trials
+    client = connect(server)  # decisive votes to analyse: 4 trials hold at most 2 catch trials and 1 check
     open_page(client)
     _, s = enrol(client)
-    for _ in range(3):
-        s = vote(server, s, "left")
-    summary, strengths, pairs, position, catch, csv = admin.predict(PASSWORD, "sample", 10, api_name="/results")
+    for _ in range(4):
+        s = vote(server, s, instructed(s) or "left")
+    summary, strengths, pairs, position, catch, feedback, csv = admin.predict(PASSWORD, "sample", 10,
+                                                                             api_name="/results")
     with store(server) as db:
         votes = load_votes(db, "sample")
-    assert "participants" in summary and f"{len(votes)} votes" in summary
+    assert "participants" in summary and f"{len(votes)} votes" in summary and "per question (" in summary
+    assert "Debrief shown at the end:" in summary
     assert set(pd.DataFrame(strengths["data"], columns=strengths["headers"])["method"]) == set(SPEC["methods"])
-    assert {"a_win_rate", "ci_low", "ci_high"} <= set(pairs["headers"])
-    assert "p_left" in position["headers"] and "n_catch_failed" in catch["headers"]
+    assert {"question", "a_win_rate", "ci_low", "ci_high"} <= set(pairs["headers"])
+    assert "p_left" in position["headers"] and {"n_catch_failed", "n_attention_failed"} <= set(catch["headers"])
+    assert feedback["headers"] == ["participant", "feedback"]
     assert len(pd.read_csv(csv)) == len(votes)
+
+
+def instructed(s):
+    """The button an attention check's question names (None on other trials)."""
+    question = s["view"]["question"] if s["view"] else ""
+    return next((c for c, label in CHOICE_LABELS.items() if question.endswith(f"click the {label} button.")), None)
+
+
+def test_each_trial_asks_its_question_beside_its_references_and_the_end_takes_feedback(server):
+    """The sample study: a practice trial first, then each trial's question (the study's two, or an attention
+    check's instruction), the content photo and style painting of the pair's stimuli; every stored vote
+    carries the question shown. At the end, the debrief and the feedback form: its text is stored (bounded),
+    a forged ticket or an over-long text is refused, and /results shows it."""
+    client = connect(server)
+    open_page(client)
+    *_, saved = client.predict({}, api_name="/study_agree")
+    s = screen(client.predict(api_name="/study_start"))
+    with store(server) as db:
+        settings, by_sha = db.study("sample"), {x["output_sha256"]: x for x in db.stimuli("sample")}
+    wording = dict(settings["questions"])
+    shown = {}
+    while s["view"]:
+        view = s["view"]
+        shown[view["trial"]] = view["question"]
+        assert view["progress"].startswith("Practice trial 1 of 1" if len(shown) == 1 else "Trial ")
+        assert f'<p class="question">{html.escape(view["question"])}</p>' in view["html"]
+        for kind in ("content", "style"):
+            with Image.open(io.BytesIO(fetch(server, view[kind][0]))) as reference:
+                assert reference.size == tuple(view[kind][1:])
+        s = vote(server, s, instructed(s) or "left")
+    with store(server) as db, db.engine.connect() as conn:
+        rows = conn.execute(select(trials.c.token, trials.c.question, trials.c.practice, trials.c.instructed,
+                                   trials.c.left_stimulus_id).where(trials.c.token.in_(shown))).all()
+        ids = {x["id"]: x for x in by_sha.values()}
+    assert len(rows) == 11 and sum(r.practice for r in rows) == 1 and sum(bool(r.instructed) for r in rows) == 1
+    for token, question, _, instructed_choice, _ in rows:
+        expected = f"click the {CHOICE_LABELS[instructed_choice]} button." if instructed_choice else wording[question]
+        assert shown[token].endswith(expected)
+    assert {r.question for r in rows if not r.practice} == {"overall", "style"}
+    assert len({ids[r.left_stimulus_id]["content_sha256"] for r in rows}) >= 2  # references follow the pair
+    done = s["done"]
+    assert "About this study" in done and 'class="feedback"' in done
+    ticket = re.search(r'data-ticket="([^"]+)"', done).group(1)
+    participant = saved["sample"]["participant"]
+
+    def send(body):
+        request = urllib.request.Request(server.url + "study-feedback", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+    assert send({"ticket": ticket, "text": "x" * 2001})[0] == 400
+    assert send({"ticket": ticket[:-2] + "AA", "text": "forged"}) == (400, {"error": BAD_REQUEST})
+    status, answer = send({"ticket": ticket, "text": "The style question was hard."})
+    assert status == 200 and "saved" in answer["ok"]
+    with store(server) as db:
+        people = load_participants(db, "sample")
+        assert people.loc[people["feedback"].notna(), "feedback"].tolist()[-1] == "The style question was hard."
+        assert db.progress(participant)["done"] == 11
+    admin = connect(server, page="results")
+    *_, feedback, _ = admin.predict(PASSWORD, "sample", 10, api_name="/results")
+    assert ["The style question was hard."] in [row[1:] for row in feedback["data"]]
+
+
+def test_a_screen_too_small_is_asked_to_grow_then_screened_out_once_with_its_code(server):
+    """Before consent: a 320 x 480 window is asked to grow; measured again at 390 x 844 (the phone layout's
+    images are 262 px wide) it gets the consent; another browser still at 320 x 480 is screened out with the
+    study's screen-out code and counted once in the flow, across reloads. The participant keeps its screen."""
+    with store(server) as db:
+        db.create_study("screened", "Agree?", n_trials=2, catch_rate=0, images_dir=SAMPLE / "images",
+                        screen_out_code="SMALL123")
+        register(db, "screened", [ROOT / SPEC["contents"][0]], [ROOT / SPEC["styles"][0]], SPEC["methods"],
+                 SAMPLE / "images", SPEC["size"])
+    small, phone = {"width": 320, "height": 480, "ratio": 2}, {"width": 390, "height": 844, "ratio": 3}
+    link = {"study": "screened", "PROLIFIC_PID": PID}
+    client = connect(server, **link)
+    *values, kept = client.predict({}, small, api_name="/study_open")
+    s = screen(values)
+    assert "too small" in s["message"] and "**Check again**" in s["message"] and not s["consent"]
+    *values, kept = client.predict(kept, phone, api_name="/study_recheck")
+    assert screen(values)["consent"] == "Agree?"
+    *_, saved = client.predict(kept, api_name="/study_agree")
+    other = connect(server, **{**link, "PROLIFIC_PID": PID[::-1]})
+    *_, kept = other.predict({}, small, api_name="/study_open")
+    *values, screened = other.predict(kept, small, api_name="/study_recheck")
+    assert "needs a larger screen" in screen(values)["done"] and "cc=SMALL123" in screen(values)["done"]
+    *values, _ = other.predict(screened, {"width": 1400, "height": 900, "ratio": 1}, api_name="/study_open")
+    assert "needs a larger screen" in screen(values)["done"]  # a reload: the same screen, nothing counted again
+    other.predict(screened, small, api_name="/study_recheck")
+    with store(server) as db:
+        arrived, people = load_arrivals(db, "screened"), load_participants(db, "screened")
+    assert (arrived.opened, arrived.screened_out) == (2, 1)
+    assert arrived.screened_keys == {db.hash_id("PROLIFIC_PID", PID[::-1])}
+    assert people[["viewport_width", "viewport_height", "pixel_ratio", "device"]].values.tolist() == \
+        [[390, 844, 3.0, "desktop"]]  # the client's User-Agent names no phone
+    assert saved["screened"]["participant"]
 
 
 def test_results_are_disabled_without_a_password():
@@ -468,6 +580,9 @@ def test_browser_consents_votes_and_resumes_after_reload(server):
         page.goto(server.url + "study")
         page.get_by_role("button", name="I agree").click(timeout=60_000)
         page.get_by_role("button", name="Start").click()
+        page.get_by_text("Practice trial 1 of 1").wait_for()
+        page.locator("#study-trial [data-state=ready]").wait_for()
+        page.get_by_role("button", name="Tie").click()
         page.get_by_text(f"Trial 1 of {N_TRIALS}").wait_for()
         page.get_by_role("button", name="Left is better").click()
         page.get_by_text(f"Trial 2 of {N_TRIALS}").wait_for()

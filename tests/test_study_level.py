@@ -38,7 +38,7 @@ def null_votes(rng, n_studies, n_people):
         "study": study.ravel(), "participant": person.ravel(),
         "content": np.array(CONTENTS)[cell // 2].ravel(), "style": np.array(STYLES)[cell % 2].ravel(),
         "left_method": np.where(swap, second, first).ravel(), "right_method": np.where(swap, first, second).ravel(),
-        "choice": choice.ravel(), "is_catch": False})
+        "choice": choice.ravel(), "is_catch": False, "kind": "method", "question": "overall"})
     v["winner"] = np.where(v["choice"] == "left", v["left_method"],
                            np.where(v["choice"] == "right", v["right_method"], None))
     return v

@@ -16,7 +16,7 @@ from PIL import Image
 
 from bench.server import ROOT, App
 
-STUDY_ONLY_ENDPOINTS = {"/study_open", "/study_agree", "/study_decline", "/study_start", "/results"}
+STUDY_ONLY_ENDPOINTS = {"/study_open", "/study_recheck", "/study_agree", "/study_decline", "/study_start", "/results"}
 
 
 def readme_study_lines():
@@ -60,7 +60,7 @@ def test_the_study_only_server_refuses_compare_explorer_and_stylise(server):
     assert not any(word in config for word in ("Compare", "Attention explorer", "Stylise", "a2k_free"))
     assert json.loads(config)["footer_links"] == []
     study = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "study"}})
-    message, *_ = study.predict({}, api_name="/study_open")
+    message, *_ = study.predict({}, None, api_name="/study_open")
     assert "does not say which study" in message  # no silent sample study here
 
 
@@ -73,11 +73,11 @@ def test_the_readme_prepare_line_adds_a_study_the_running_server_serves(server, 
     assert "participant link: https://study.example.org/study?study=my-study" in result.stdout
     assert re.search(r"completion code: \w+", result.stdout) and "estimated time per participant" in result.stdout
     client = Client(server.url, verbose=False, httpx_kwargs={"params": {"page": "study", "study": "my-study"}})
-    message, title, consent, *_ = client.predict({}, api_name="/study_open")
+    message, title, consent, *_ = client.predict({}, None, api_name="/study_open")
     assert "A study of pictures" in consent and title == "Picture study" and not message
     client.predict({}, api_name="/study_agree")
     *_, view, _ = client.predict(api_name="/study_start")
-    assert view["progress"] == "Trial 1 of 20" and view["left"].startswith("study-image/")
+    assert view["progress"] == "Practice trial 1 of 1" and view["left"].startswith("study-image/")
     with urllib.request.urlopen(server.url + view["left"]) as response:
         head = response.read(16)
     assert head[:4] == b"RIFF" and head[8:16] == b"WEBPVP8 "  # the served format (study.picture_files)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from study.power import main as power_main
-from study.prepare import main, output_name, register, sha256_file
+from study.prepare import main, output_name, reference_path, register, sha256_file
 from study.store import CATCH, Store
 
 METHODS = ("a2k_free", "all2all_free")
@@ -44,7 +44,7 @@ def test_prepare_registers_outputs_and_catch_images_once(inputs, capsys):
     out = capsys.readouterr().out
     assert "rendering" not in out and "12 stimuli registered (12 new" in out  # 2 x 2 x 2 outputs + 4 catch
     recommended = re.search(r"power: (\d+) participants give 80% power to detect a 60% vs 50% win rate at alpha "
-                            r"0\.05, with 20 trials per participant \(2 catch\)", out).group(1)
+                            r"0\.05, with 20 trials per participant \(2 catch, 2 attention checks\)", out).group(1)
     assert power_main(["--trials", "20", "--catch-rate", "0.1", "--methods", "2"]) == 0  # the same assumptions
     assert f"\n{recommended} participants give 80% power" in capsys.readouterr().out
     with Store(inputs / "study.db") as store:
@@ -62,7 +62,10 @@ def test_prepare_registers_outputs_and_catch_images_once(inputs, capsys):
             broken = np.asarray(Image.open(inputs / "images" / s["path"]), dtype=float)
             assert np.abs(broken - source).mean() > 40  # visibly different, not a near copy
             assert np.abs(broken[::-1, ::-1] - source).mean() < 10  # the same output upside down
-        assert len(store.remaining_trials(store.new_participant("pilot"))) == 20  # ready for participants
+        assert len(store.remaining_trials(store.new_participant("pilot"))) == 21  # ready: 1 practice, then 20
+        for name in ("contents/photo0.png", "styles/paint1.jpg"):  # the references, by the original's hash
+            with Image.open(reference_path(inputs / "images", sha256_file(inputs / name))) as reference:
+                assert reference.format == "WEBP"
     assert main(args(inputs)) == 0
     assert "12 stimuli registered (0 new" in capsys.readouterr().out
 
@@ -75,12 +78,37 @@ def test_prepare_prints_links_code_trials_and_time_and_stores_page_settings(inpu
     assert "participant link: https://study.example.org/study?study=pilot\n" in out
     assert ("Prolific study URL: https://study.example.org/study?study=pilot&PROLIFIC_PID={{%PROLIFIC_PID%}}"
             "&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}") in out
-    assert "completion code: C0DE" in out and "trials per participant: 12 (9 comparisons, 3 catch)" in out
+    assert "completion code: C0DE" in out and "no-consent code: NOPE\nscreen-out code: none" in out
+    assert "trials per participant: 1 practice, then 12 (8 comparisons, 3 catch, 1 attention checks)" in out
     assert "estimated time per participant: about 3 min" in out
     with Store(inputs / "study.db") as store:
         study = store.study("pilot")
     assert (study["title"], study["no_consent_code"], study["require_prolific"], study["max_participants"]) \
         == ("Paintings", "NOPE", True, 40)
+    assert (study["questions"], study["show_references"], study["practice_trials"], study["min_image_px"]) == \
+        ([["overall", "Which picture is better overall?"]], True, 1, 256)
+
+
+def test_prepare_takes_questions_references_practice_checks_and_the_end_texts(inputs, capsys):
+    (inputs / "debrief.md").write_text("The programs were A and B.")
+    assert main(args(inputs, "--question", "style", "--question", "mood=Which picture feels calmer?",
+                     "--no-references", "--practice-trials", "2", "--attention-rate", "0.2", "--min-image-px", "300",
+                     "--screen-out-code", "SMALL", "--debrief", str(inputs / "debrief.md"),
+                     "--feedback-question", "")) == 0
+    assert "questions: Which picture carries the style of the painting better?; Which picture feels calmer?" in \
+        capsys.readouterr().out
+    with Store(inputs / "study.db") as store:
+        study = store.study("pilot")
+    assert study["questions"] == [["style", "Which picture carries the style of the painting better?"],
+                                  ["mood", "Which picture feels calmer?"]]
+    assert (study["show_references"], study["practice_trials"], study["attention_rate"], study["min_image_px"],
+            study["screen_out_code"], study["debrief"], study["feedback_question"]) == \
+        (False, 2, 0.2, 300, "SMALL", "The programs were A and B.", None)
+    for bad, message in ((["--question", "colour"], "unknown question 'colour'"),
+                         (["--question", "Mood=x"], "question key 'Mood'"),
+                         (["--debrief", str(inputs / "missing.md")], "no debrief file")):
+        assert main(args(inputs, *bad)) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_missing_outputs_are_reported_and_left_out(inputs):

@@ -1,5 +1,6 @@
-"""A planted study through the real store (images made from the example photos, participants who each
-have their own preference, careless, fast, incomplete and absent ones, a Prolific export): the
+"""A planted study through the real store (images made from the example photos, two questions, a practice
+trial and attention checks, participants who each have their own preference, careless, inattentive,
+fast, incomplete and absent ones, a screened-out and a declining visitor, a Prolific export): the
 participant flow and its options, the Prolific approval lists, and the report, read in headless Chromium."""
 import hashlib
 import html
@@ -16,7 +17,7 @@ from PIL import Image, ImageFilter, ImageOps
 from study.analysis import Rules, analyze
 from study.analyze import main as analyze_main
 from study.prepare import output_name, register
-from study.prolific import DECISIONS, DECLINED, read_export
+from study.prolific import DECISIONS, DECLINED, SCREENED_OUT, read_export
 from study.store import CATCH, Store, load_participants, load_votes
 
 ROOT = Path(__file__).parents[1]
@@ -25,11 +26,13 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 METHODS = ("a2k_free", "adain", "all2all_free")
 TRUTH = {("a2k_free", "adain"): 0.75, ("a2k_free", "all2all_free"): 0.7, ("adain", "all2all_free"): 0.5}
 SPREAD = 0.15
-N_TRIALS, CATCH_RATE = 12, 1 / 6  # 2 catch trials, 10 method trials
+N_TRIALS, CATCH_RATE, ATTENTION_RATE = 12, 1 / 6, 1 / 6  # 2 catch trials, 2 attention checks, 8 method trials
+QUESTIONS = [("overall", "Which is better?"), ("style", "Which is more like the painting?")]
 # participant kinds, in enrolment order: how many, and how they answer
-KINDS = {"good": 24, "careless": 2, "slip": 1, "fast": 2, "quitter": 2, "absent": 1}
+KINDS = {"good": 24, "careless": 2, "inattentive": 2, "slip": 1, "fast": 2, "quitter": 2, "absent": 1}
 UNKNOWN_ID, LEFT_OUT = "5f0000000000000000000000", "PID-good-0"  # in the export only / in the study only
 DECLINED_ID = "5f0000000000000000000001"  # in the export; opened the link and declined consent
+SCREENED_ID = "5f0000000000000000000002"  # in the export; opened the link, its screen too small
 
 
 def make_images(root):
@@ -51,10 +54,13 @@ def make_images(root):
     return contents, styles, images
 
 
-def answer(kind, rng, left, right, preference):
-    """(choice, response time in ms) of a participant of this kind."""
+def answer(kind, rng, left, right, preference, instructed):
+    """(choice, response time in ms) of a participant of this kind; careless ones pick catch images but read
+    the attention checks, inattentive ones the reverse."""
     fast = kind == "fast"
     rt = int(rng.lognormal(np.log(400 if fast else 1600), 0.3))
+    if instructed:
+        return ("left" if kind == "inattentive" else instructed), rt
     if CATCH in (left, right):
         broken = "left" if left == CATCH else "right"
         other = "right" if broken == "left" else "left"
@@ -77,7 +83,8 @@ def planted(tmp_path_factory):
     rng = np.random.default_rng(7)
     ids = {}
     with Store(db) as store:
-        store.create_study("planted", "I agree.", N_TRIALS, CATCH_RATE, images)
+        store.create_study("planted", "I agree.", N_TRIALS, CATCH_RATE, images, questions=QUESTIONS,
+                           attention_rate=ATTENTION_RATE, practice_trials=1)
         register(store, "planted", contents, styles, METHODS, images, 192)
         method = {s["output_sha256"]: s["method"] for s in store.stimuli("planted")}
         for kind, n in KINDS.items():
@@ -94,19 +101,23 @@ def planted(tmp_path_factory):
                 if kind == "absent":
                     continue
                 if kind == "quitter":
-                    trials = [t for t in trials if CATCH not in (method[t["left"]], method[t["right"]])][:2]
+                    trials = [t for t in trials if CATCH not in (method[t["left"]], method[t["right"]])
+                              and not t["instructed"]][:3]  # the practice trial and two method trials
                 slipped = False
                 for trial in trials:
                     left, right = method[trial["left"]], method[trial["right"]]
-                    choice, rt = answer(kind, rng, left, right, preference)
+                    choice, rt = answer(kind, rng, left, right, preference, trial["instructed"])
                     if kind == "slip" and CATCH in (left, right) and not slipped:  # fails exactly one catch trial
                         choice, slipped = ("left" if left == CATCH else "right"), True
                     store.record_vote(trial["token"], token, choice, rt)
         for event in ("opened", "declined"):
             store.record_arrival("planted", event, store.hash_id("PROLIFIC_PID", DECLINED_ID))
         store.record_arrival("planted", "opened")  # someone who left the consent page
+        store.record_arrival("planted", "opened", store.hash_id("PROLIFIC_PID", SCREENED_ID))
+        store.record_screen_out("planted", {"viewport_width": 320, "viewport_height": 480, "device": "phone"},
+                                store.hash_id("PROLIFIC_PID", SCREENED_ID))
     export = root / "prolific_export.csv"
-    listed = [pid for pids in ids.values() for pid in pids if pid != LEFT_OUT] + [UNKNOWN_ID, DECLINED_ID]
+    listed = [pid for pids in ids.values() for pid in pids if pid != LEFT_OUT] + [UNKNOWN_ID, DECLINED_ID, SCREENED_ID]
     pd.DataFrame({"Submission id": [f"sub{i}" for i in range(len(listed))], "Participant id": listed,
                   "Status": "AWAITING REVIEW"}).to_csv(export, index=False)
     return root, db, ids, export
@@ -118,11 +129,15 @@ def test_participant_flow_and_exclusion_options(planted):
     assert len(people) == sum(KINDS.values()) and people["n_trials"].eq(N_TRIALS).all()
     r = analyze(votes, people, n_boot=300)
     flow = r.flow.set_index("stage")
-    assert flow["remaining"].tolist() == [32, 31, 29, 26, 26, 26]  # enrolled, -absent, -quitters, -3 catch, fast kept
+    # enrolled, -absent, -quitters, -3 failing catch trials, -2 failing attention checks, fast kept
+    assert flow["remaining"].tolist() == [34, 33, 31, 28, 26, 26, 26]
     assert flow.loc["failed more than 0 catch trial(s)", "excluded"] == 3
+    assert flow.loc["failed more than 0 attention check(s)", "excluded"] == 2
     assert flow.loc["median response time under 1000 ms", "note"] == "2 flagged, kept"
-    assert r.flow_sentence.startswith("Of 32 enrolled participants, 31 voted and 29 completed all 12 trials. "
-                                      "Excluded: 1 with no vote, 2 incomplete, 3 who failed more than 0 catch")
+    assert r.flow_sentence.startswith("Of 34 enrolled participants, 33 voted and 31 completed all 12 trials. "
+                                      "Excluded: 1 with no vote, 2 incomplete, 3 who failed more than 0 catch "
+                                      "trial(s), 2 who failed more than 0 attention check(s)")
+    assert r.n_practice_votes == 33 and r.n_attention_votes == 2 * 31 and r.questions == ["overall", "style"]
     assert f"Analysed: 26 participants and {r.n_method_votes} method votes (of {len(votes)} votes stored)" \
         in r.flow_sentence
     table = r.participants.set_index("participant")
@@ -130,6 +145,7 @@ def test_participant_flow_and_exclusion_options(planted):
     reasons = {kind_of[p]: row.reason for p, row in table.iterrows()}
     assert reasons["absent"] == "no vote" and reasons["quitter"] == "incomplete (2 of 12 trials)"
     assert reasons["careless"] == "failed 2 of 2 catch trials" and reasons["slip"] == "failed 1 of 2 catch trials"
+    assert reasons["inattentive"] == "failed 2 of 2 attention checks"
     assert reasons["good"] == reasons["fast"] == ""
     assert {kind_of[p] for p in table.index[table["fast"]]} == {"fast"}
     assert set(r.excluded) == set(table.index[table["excluded"]]) == set(table.index[table["reason"] != ""])
@@ -150,15 +166,20 @@ def test_prolific_lists_from_a_planted_export(planted, tmp_path, capsys):
     out = tmp_path / "report"
     assert analyze_main(["--db", str(db), "--study", "planted", "--out", str(out), "--bootstrap", "300",
                          "--prolific-ids", str(export)]) == 0
-    assert "Prolific: 33 ids, 23 approve, 2 reject, 8 review" in capsys.readouterr().out
+    assert "Prolific: 36 ids, 23 approve, 2 reject, 11 review" in capsys.readouterr().out
     lists = {d: pd.read_csv(out / f"prolific_{d}.csv", dtype={"prolific_id": str}) for d in DECISIONS}
     assert set(lists["approve"]["prolific_id"]) == set(ids["good"]) - {LEFT_OUT}
-    assert lists["approve"]["reason"].str.startswith("completed 12 trials, failed 0 of 2 catch trials").all()
-    assert set(lists["reject"]["prolific_id"]) == set(ids["careless"])
-    assert (lists["reject"]["reason"] == "failed 2 of 2 catch trials").all()
+    assert lists["approve"]["reason"].str.startswith(
+        "completed 12 trials, failed 0 of 2 attention checks, failed 0 of 2 catch trials").all()
+    assert set(lists["reject"]["prolific_id"]) == set(ids["inattentive"])  # attention checks only: Prolific's rule
+    assert (lists["reject"]["reason"] == "failed 2 of 2 attention checks").all()
     review = lists["review"].set_index("prolific_id")["reason"]
-    assert set(review.index) == {*ids["slip"], *ids["fast"], *ids["quitter"], *ids["absent"], UNKNOWN_ID, DECLINED_ID}
-    assert review[ids["slip"][0]] == "failed 1 of 2 catch trials"
+    assert set(review.index) == {*ids["careless"], *ids["slip"], *ids["fast"], *ids["quitter"], *ids["absent"],
+                                 UNKNOWN_ID, DECLINED_ID, SCREENED_ID}
+    catch_only = " (a data-quality exclusion, not grounds for a rejection)"
+    assert review[ids["careless"][0]] == "failed 2 of 2 catch trials" + catch_only
+    assert review[ids["slip"][0]] == "failed 1 of 2 catch trials" + catch_only
+    assert review[SCREENED_ID] == SCREENED_OUT
     assert all(re.fullmatch(r"median response time \d+ ms, under 1000 ms", review[p]) for p in ids["fast"])
     assert review[ids["quitter"][0]] == "incomplete: 2 of 12 trials answered"
     assert review[ids["absent"][0]] == "incomplete: 0 of 12 trials answered"
@@ -172,9 +193,10 @@ def test_prolific_lists_from_a_planted_export(planted, tmp_path, capsys):
     assert analyze_main(["--db", str(db), "--study", "planted", "--out", str(only), "--bootstrap", "300",
                          "--prolific-ids", str(export), "--only-prolific-ids"]) == 0
     flow = pd.read_csv(only / "flow.csv")
-    assert flow["stage"].tolist()[:3] == ["opened the link", "declined consent", "neither declined nor enrolled"]
-    assert flow["remaining"].tolist()[:4] == [34, 33, 32, 32]  # 32 enrolled, one decliner, one who left
-    assert flow.loc[4, "stage"] == "not in the Prolific export prolific_export.csv" and flow.loc[4, "excluded"] == 1
+    assert flow["stage"].tolist()[:4] == ["opened the link", "screened out (screen too small)", "declined consent",
+                                          "neither declined nor enrolled"]
+    assert flow["remaining"].tolist()[:5] == [37, 36, 35, 34, 34]  # 34 enrolled, one screened out, a decliner, a leaver
+    assert flow.loc[5, "stage"] == "not in the Prolific export prolific_export.csv" and flow.loc[5, "excluded"] == 1
     assert flow["remaining"].iloc[-1] == 25
     only_md = (only / "report.md").read_text()
     assert "Only participants in the Prolific export prolific_export.csv are analysed." in only_md
@@ -207,7 +229,15 @@ def test_report_states_design_provenance_and_power(report):
     commit = commit.strip()
     assert f"| data fingerprint | sha256 of votes.csv: {digest} |" in md
     assert f"| code version | {commit}" in md and re.search(r"\| generated \| \d{4}-\d\d-\d\d \d\d:\d\d UTC \|", md)
-    assert "| trials per participant | 12: 10 method trials (about 3.33 per pair), 2 catch trials |" in md
+    assert ("| trials per participant | 1 practice (never analysed), then 12: 8 method trials (about 2.67 per pair), "
+            "2 catch trials, 2 attention checks |") in md
+    assert "| questions | 2, one per trial, spread evenly over each participant's trials: overall: Which is better?; " \
+        "style: Which is more like the painting? |" in md
+    for heading in ("### Question overall: Which is better?", "### Question style: Which is more like the painting?"):
+        assert md.count(heading) == 4  # win rates, strengths, per style, per content
+    assert "Practice votes: 33 (stored, never analysed). Attention checks (the question names the button to press): " \
+        "62 answered" in md
+    assert "| screened out | phone | 1 | 320 |" in md and "| screened out (screen too small) | 1 | 36 |" in md
     assert "| methods | a2k_free, adain, all2all_free |" in md
     assert re.search(r"Minimum detectable effect of the study as run: with 26 analysed participants, a win rate of "
                      r"0\.\d{3} against 0\.5 is detected with 80% power at alpha 0\.05 \(Holm over 3 pairs\)", md)
@@ -223,7 +253,7 @@ def test_report_states_design_provenance_and_power(report):
 
     raw = (report / "report.html").read_text()
     page = html.unescape(raw)
-    assert re.findall(r"^#+ (.*)$", md, flags=re.M) == re.findall(r"<h[12]>(.*?)</h[12]>", page)
+    assert re.findall(r"^#+ (.*)$", md, flags=re.M) == re.findall(r"<h[123]>(.*?)</h[123]>", page)
     assert md.count("\n|---") == page.count("<table")
     paragraphs = [b for b in md.split("\n\n") if b and b[0] not in "#|!"]
     assert paragraphs and all(f"<p>{p.strip()}</p>" in page for p in paragraphs)
@@ -260,7 +290,7 @@ def test_report_fits_the_page_in_chromium(report):
         unstyled = page.evaluate(measure)  # without the report's wrapping, the wide tables spill
         browser.close()
     assert seen["page"] <= seen["width"] == 1000
-    assert len(seen["tables"]) == 11
+    assert len(seen["tables"]) == 17  # 4 per-question tables twice, screens, agreement and 7 more
     for table in seen["tables"]:
         assert table["right"] <= table["limit"] + 0.5 and table["scroll"] <= table["client"], table
     assert len(seen["images"]) == 3 + 6 and all(width for _, width in seen["images"]), seen["images"]

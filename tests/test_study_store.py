@@ -21,6 +21,7 @@ from study.store import (
     VoteRejected,
     load_arrivals,
     load_participants,
+    load_screens,
     load_votes,
     make_engine,
     migrate,
@@ -28,7 +29,7 @@ from study.store import (
 )
 from tests.study_fixtures import METHODS, SCHEMA_V1, add_stimuli, db_url, fake_sha, postgres_server, store  # noqa: F401
 
-VIEW_KEYS = {"token", "position", "n_trials", "left", "right"}
+VIEW_KEYS = {"token", "position", "n_trials", "left", "right", "practice_trials", "question", "practice", "instructed"}
 
 
 def study_with_stimuli(store, name="s", n_trials=10, catch_rate=0.2, **kw):
@@ -263,6 +264,56 @@ def test_catch_trials_are_mixed_in_and_scored(store):
     assert (df.loc[df["is_catch"], ["left_method", "right_method"]] == CATCH).any(axis=1).all()
 
 
+def test_questions_practice_and_attention_checks_are_drawn_stored_and_flagged(store):
+    """Practice trials come first and are never counted; attention checks name a button (tie or both bad);
+    every counted kind asks the study's questions evenly; load_votes gives each vote its question and kind."""
+    store.create_study("q", "I agree.", 12, 0.25, questions=[("overall", "Better?"), ("style", "More painterly?")],
+                       practice_trials=2, attention_rate=0.25)
+    add_stimuli(store, "q")
+    pid = store.new_participant("q", rng=random.Random(5), screen={"viewport_width": 390, "viewport_height": 844,
+                                                                   "pixel_ratio": 3.0, "browser": "Chrome 131",
+                                                                   "device": "phone"})
+    remaining = store.remaining_trials(pid)
+    assert [t["practice"] for t in remaining] == [True, True] + [False] * 12
+    assert [t["question"] for t in remaining[:2]] == ["overall", "style"]
+    instructed = [t["instructed"] for t in remaining if t["instructed"]]
+    assert len(instructed) == 3 and set(instructed) <= {"tie", "both_bad"}
+    catch = {s["output_sha256"] for s in store.stimuli("q") if s["method"] == CATCH}
+    for t in remaining:
+        choice = t["instructed"] or ("right" if t["left"] in catch else "left")
+        store.record_vote(t["token"], pid, choice, 900, 1200)
+    df = load_votes(store, "q")
+    assert df["kind"].value_counts().to_dict() == {"method": 6, "catch": 3, "attention": 3, "practice": 2}
+    for kind in ("method", "catch", "attention"):
+        assert sorted(df.loc[df["kind"] == kind, "question"].value_counts()) in ([3, 3], [1, 2], [2, 1]), kind
+    assert df["attention_passed"].dropna().tolist() == [True] * 3
+    assert df.loc[df["kind"] != "attention", "attention_passed"].isna().all()
+    people = load_participants(store, "q")
+    assert people.loc[0, ["n_trials", "n_votes", "completed"]].tolist() == [12, 12, True]  # practice not counted
+    assert people.loc[0, ["viewport_width", "viewport_height", "pixel_ratio", "browser", "device"]].tolist() == \
+        [390, 844, 3.0, "Chrome 131", "phone"]
+    with pytest.raises(StudyError, match="unknown screen fields"):
+        store.new_participant("q", screen={"user_agent": "x"})
+
+
+def test_feedback_after_the_last_vote_and_screen_outs(store):
+    study = study_with_stimuli(store, n_trials=2, catch_rate=0)
+    pid = store.new_participant(study)
+    with pytest.raises(StudyError, match="once every trial"):
+        store.save_feedback(pid, "too early")
+    vote_all(store, pid)
+    with pytest.raises(StudyError, match="at most 2000"):
+        store.save_feedback(pid, "x" * 2001)
+    store.save_feedback(pid, "  The second pair was hard.  ")
+    assert load_participants(store, study)["feedback"].tolist() == ["The second pair was hard."]
+    store.record_screen_out(study, {"viewport_width": 300, "viewport_height": 500, "device": "phone"}, "hash")
+    arrived = load_arrivals(store, study)
+    assert (arrived.screened_out, arrived.screened_keys) == (1, {"hash"})
+    screens = load_screens(store, study)
+    assert screens["outcome"].tolist() == ["enrolled", "screened out"]
+    assert screens["viewport_width"].tolist()[1] == 300
+
+
 def test_completion_code_only_after_the_last_vote(store):
     store.create_study("s", "I agree.", 4, 0.25, completion_code="C0DE42")
     add_stimuli(store, "s")
@@ -283,8 +334,9 @@ def test_load_votes_one_row_per_vote(store):
         store.record_vote(t["token"], pid, choice, 321, 1500)
     df = load_votes(store, study)
     assert list(df.columns) == ["participant", "trial", "position", "content", "style", "left_method",
-                                "right_method", "choice", "winner", "is_catch", "catch_passed",
-                                "response_time_ms", "server_time_ms", "repeat_attempt", "created_at"]
+                                "right_method", "question", "choice", "winner", "kind", "is_catch", "catch_passed",
+                                "attention_passed", "response_time_ms", "server_time_ms", "repeat_attempt",
+                                "created_at"]
     assert len(df) == 5 and df["response_time_ms"].eq(321).all() and str(df["created_at"].dt.tz) == "UTC"
     assert df["server_time_ms"].eq(1500).all() and not df["repeat_attempt"].any()
     expected = [r.left_method if r.choice == "left" else r.right_method if r.choice == "right" else None
@@ -436,8 +488,8 @@ def test_migration_from_every_older_version_keeps_data(db_url, version):
         assert before.since > datetime(2025, 1, 2, tzinfo=UTC)
         votes, people = load_votes(store, "old"), load_participants(store, "old")
         flow, sentence = participant_flow(participant_table(votes, people), votes, Rules(), before)
-        assert flow["remaining"].tolist()[:4] == [0, 0, 0, 2]
-        assert flow.loc[3, "note"].startswith("0 from the openings above, 2 with no recorded opening (openings are "
+        assert flow["remaining"].tolist()[:5] == [0, 0, 0, 0, 2]  # opened, screened out, declined, neither, enrolled
+        assert flow.loc[4, "note"].startswith("0 from the openings above, 2 with no recorded opening (openings are "
                                               f"recorded since {before.since:%Y-%m-%d %H:%M} UTC)")
         assert "and 0 enrolled (2 more enrolled with no recorded opening" in sentence
         store.record_arrival("old", "opened")
@@ -445,6 +497,16 @@ def test_migration_from_every_older_version_keeps_data(db_url, version):
         store.count_arrival("old", "opened")
         after = load_arrivals(store, "old")
         assert (after.opened, after.declined, after.declined_keys) == (2, 1, {"hash"})
+        # version 8: old studies asked the overall question with no practice, checks, references or minimum
+        old = store.study("old")
+        assert (old["questions"], old["show_references"], old["practice_trials"], old["attention_rate"],
+                old["min_image_px"], old["debrief"], old["feedback_question"]) == (None, False, 0, 0, 0, None, None)
+        votes = load_votes(store, "old")
+        assert votes["question"].tolist() == ["overall"] * 4 and votes["kind"].tolist() == ["method"] * 4
+        assert load_participants(store, "old")["viewport_width"].isna().all()
+        assert after.screened_out == 0
+        store.record_screen_out("old", {"viewport_width": 320})
+        assert load_arrivals(store, "old").screened_out == 1
 
 
 @pytest.mark.parametrize("start", ["empty", "version 1"])

@@ -29,6 +29,8 @@ def main(argv):
                    "--methods", ",".join(spec["methods"]), "--study", spec["name"],
                    "--consent", str(HERE / "consent.md"), "--n-trials", str(spec["n_trials"]),
                    "--catch-rate", str(spec["catch_rate"]), "--size", str(spec["size"]),
+                   "--attention-rate", str(spec["attention_rate"]), "--practice-trials", str(spec["practice_trials"]),
+                   *(f"--question={q}" for q in spec["questions"]), "--debrief", str(HERE / "debrief.md"),
                    "--images-dir", f"{tmp}/images", "--db", f"{tmp}/build.db", *argv]
         code = subprocess.run(command, cwd=REPO).returncode
         if code == 0:
