@@ -10,9 +10,11 @@ and the Transform's merge halves its input, so both networks start as
     out = AdaIN decoder((c4 + attended style4 + up2(c5)) / 2)
 
 with c4, c5 the content's relu4_1 and relu5_1 and the attention at relu4_1 with the layer's own
-mvn features as keys. The residual (+ content) of every layer cannot be switched off, hence c4 and
-up2(c5) in the sum; halving it decodes better than the plain sum (held-out gallery pairs at 256 px:
-content 2.93, style 6.41 against 3.09, 14.3). StyA2K's skip (A2K at relu3_1) enters the decoder
+mvn features as keys. This is not the training-free A2K of `model.training_free` (which decodes
+std * mvn(c4) + mean with shallow-layer keys): the residual (+ content) of every layer cannot be
+switched off, hence c4 and up2(c5) in the sum, and the layers give attended means, not stds. Halving
+the sum decodes better than the plain sum (the 12 gallery pairs at 256 px, the one choice made on
+them: content 2.93, style 6.41 against 3.09, 14.3). StyA2K's skip (A2K at relu3_1) enters the decoder
 through zero weights, so it adds nothing at step 0.
 """
 import math
