@@ -1,8 +1,9 @@
 """Train StyA2K (the recipe of Zhu et al., "All-to-key Attention for Arbitrary Style Transfer", ICCV
-2023, as in the official code, github.com/LearningHx/StyA2K) or SANet (Park & Lee, CVPR 2019) from scratch:
+2023, as in the official code, github.com/LearningHx/StyA2K) or SANet (Park & Lee, CVPR 2019) from scratch,
+or fine-tune either from a warm start (--warm-start):
 
     python -m model.train --method stya2k|sanet --contents DIR --styles DIR --out DIR --steps N
-                          [--batch B] [--lr LR] [--decay-every K] [--crop 256] [--load-size 512]
+                          [--warm-start [--bank 256]] [--batch B] [--lr LR] [--decay-every K] [--crop 256] [--load-size 512]
                           [--save-every 1000] [--sample-every 500] [--workers 0] [--device cuda|cpu]
                           [--seed 0] [--weights-dir DIR] [--half] [--resume | --init DIR] [--time-limit SECONDS]
 
@@ -21,11 +22,16 @@ Recipes (--batch and --lr default to them):
             is the paper's "2 epochs at full lr, then 3 more at x0.3 each". Trainable a2k,
             transform and decoder, convolutions initialised N(0, 0.02), biases 0.
     sanet   Adam lr 1e-4 / (1 + 5e-5 step), batch 5; L = content + 3 style + 50 L_id1 + L_id2.
+    --warm-start (either method)  `model.warm_start`'s initialisation (AdaIN decoder, attention as
+            training-free attention); Adam lr 1e-5 constant (at 1e-4 the second step tripled the
+            loss), batch 4; L = content + 3 style, the evaluation's losses (`model.metrics`), on a
+            `CropBank` of --bank content and style crops encoded once.
 
 Writes to --out: checkpoint.pt (every --save-every steps and at the end; --resume continues from it;
 --init DIR instead starts the trained parts from DIR's files in the official layout, e.g. an earlier
 run's OUT/weights, with a fresh optimizer and schedule), losses.csv (step, lr, each unweighted loss
-term, the weighted total, the step's compute seconds), samples/step_NNNNNN.png (rows of content |
+term, the weighted total, the step's compute seconds) and its plot loss_curve.png (at every
+checkpoint), samples/step_NNNNNN.png (rows of content |
 style | output) and, at the end, the weights in the official layout under weights/ (readable by
 `model.methods.load_method(method, weights_dir=OUT/weights)` and by the official code; --half stores
 them as float16). Mixed precision (float16 autocast with a gradient scaler) on CUDA, float32 on the
@@ -67,7 +73,7 @@ from .weights import OFFICIAL, VGG, WeightsError, load_into
 
 RECIPES = {"stya2k": {"lr": 2e-4, "batch": 8}, "sanet": {"lr": 1e-4, "batch": 5}}
 WEIGHTS = {"stya2k": {"global": 10.0, "a2k": 1.25}, "sanet": {"content": 1.0, "style": 3.0, "id1": 50.0, "id2": 1.0}}
-WARM = {"lr": 1e-4, "batch": 4, "weights": {"content": 1.0, "style": 3.0}}
+WARM = {"lr": 1e-5, "batch": 4, "weights": {"content": 1.0, "style": 3.0}}
 BANK_LAYERS = {"stya2k": (2, 3, 4), "sanet": (3, 4)}  # the VGG layers (0-based) each network's transfer reads
 SANET_LR_DECAY = 5e-5
 STYA2K_LR_FACTOR = 0.3
@@ -391,7 +397,7 @@ def parse_args(argv):
     parser.add_argument("--bank", type=int, default=256, help="--warm-start: crops per folder encoded once (default 256)")
     parser.add_argument("--batch", type=int, help="default: the recipe's (stya2k 8, sanet 5, --warm-start 4)")
     parser.add_argument("--lr", type=float, help="initial lr; default: the recipe's (stya2k 2e-4, sanet 1e-4, "
-                        "--warm-start 1e-4)")
+                        "--warm-start 1e-5)")
     parser.add_argument("--decay-every", type=int, help="stya2k: steps per lr period (one epoch); default steps / 5")
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--load-size", type=int, default=512)

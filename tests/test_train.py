@@ -211,7 +211,7 @@ def test_warm_start_lowers_the_loss_in_a_few_steps_and_resumes(folders, tmp_path
     """A one-crop bank gives every step the same pair: a few steps from the warm start lower its losses.
     The run then continues with --resume (optimiser state kept) and plots its loss curve."""
     out = tmp_path / "warm"
-    warm = ["--warm-start", "--bank", "1", "--lr", "1e-5", "--save-every", "100", "--sample-every", "100"]
+    warm = ["--warm-start", "--bank", "1", "--save-every", "100", "--sample-every", "100"]
     assert train(folders, out, "stya2k", 4, 64, *warm) == 0
     rows = read_log(out / "losses.csv")
     assert list(rows[0]) == ["step", "lr", "content", "style", "total", "seconds"]
