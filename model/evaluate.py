@@ -4,18 +4,20 @@
                              [--size 512] [--weights-dir DIR] [--device cpu|cuda] [--seed 0]
 
 Writes to --out: metrics.csv (one row per method), metrics_per_pair.csv, metrics.md (the per-method
-table in Markdown with the definitions used) and grid.png (rows = pairs; columns = content, style,
-then each method). Every content and style is resized once, so every method gets the same inputs."""
+table in Markdown with the definitions used), every output at full size in outputs/ (named
+CONTENT__STYLE__METHOD.png, as `model.stylize` names them) and grid.png (rows = pairs; columns =
+content, style, then each method; cells of 384 px, captions in full). Every content and style is
+resized once, so every method gets the same inputs."""
 import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
-from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from .files import image_files
+from .contact_sheet import sheet_from_outputs
+from .files import image_files, output_name
 from .images import ImageError, open_image, resize_long_side
 from .methods import METHODS, available_methods, default_device, device_argument, load_method
 from .metrics import COLUMNS, DEFINITIONS, load_encoder, measure
@@ -23,9 +25,6 @@ from .pipeline import to_image, to_tensor
 from .precision import autocast
 from .profiling import Cost
 from .weights import WeightsError, missing_message
-
-THUMB = 128  # grid cell side, pixels
-CAPTION = 14  # caption strip under each grid cell, pixels
 
 
 def check_methods(names, weights_dir=None):
@@ -64,18 +63,13 @@ def run_timed(net, content, style, seed):
     return out.float(), cost.seconds, cost.mib
 
 
-def thumbnail(img):
-    img = img.copy()
-    img.thumbnail((THUMB, THUMB))
-    return img
-
-
-def evaluate(contents, styles, nets, encoder, seed=0):
+def evaluate(contents, styles, nets, encoder, outputs, seed=0):
     """contents, styles: {path: PIL image}; nets: {method: network}, moved in turn to the encoder's device.
-    Returns (one dict per method and pair, {(content, style, method): output thumbnail})."""
+    Each output is saved in the folder `outputs` as `output_name(content, style, method)`.
+    Returns one dict per method and pair."""
     device = next(encoder.parameters()).device
     pairs = [(c, s) for c in contents for s in styles]
-    rows, thumbs = [], {}
+    rows = []
     bar = tqdm(total=len(pairs) * len(nets), desc="evaluating", unit="image")
     for method, net in nets.items():
         bar.set_postfix_str(method)
@@ -88,11 +82,11 @@ def evaluate(contents, styles, nets, encoder, seed=0):
             out = out.clamp(0, 1)
             [scores] = measure(content, style, {method: out}, encoder)
             rows.append({"content": c.name, "style": s.name, **scores, "time_s": seconds, memory_column(device): peak})
-            thumbs[c, s, method] = thumbnail(to_image(out))
+            to_image(out).save(outputs / output_name(c, s, method))
             bar.update()
         net.to("cpu")
     bar.close()
-    return rows, thumbs
+    return rows
 
 
 def summarize(per_pair, memory):
@@ -113,22 +107,6 @@ def markdown(summary, notes):
     lines = [*notes, "", "| " + " | ".join(summary.columns) + " |", "|" + "---|" * len(summary.columns)]
     lines += ["| " + " | ".join(row) + " |" for row in cells]
     return "\n".join(lines) + "\n"
-
-
-def grid(contents, styles, methods, thumbs):
-    """Contact sheet: a row per pair; content, style, then each method's output, captioned."""
-    pairs = [(c, s) for c in contents for s in styles]
-    cell_height = THUMB + CAPTION
-    sheet = Image.new("RGB", ((2 + len(methods)) * THUMB, len(pairs) * cell_height), "white")
-    draw = ImageDraw.Draw(sheet)
-    for row, (c, s) in enumerate(pairs):
-        cells = [(thumbnail(contents[c]), c.stem), (thumbnail(styles[s]), s.stem)]
-        cells += [(thumbs[c, s, m], m) for m in methods]
-        for col, (img, caption) in enumerate(cells):
-            x, y = col * THUMB, row * cell_height
-            sheet.paste(img, (x + (THUMB - img.width) // 2, y + (THUMB - img.height) // 2))
-            draw.text((x + 3, y + THUMB + 1), caption[:20], fill="black")
-    return sheet
 
 
 def main(argv=None):
@@ -160,7 +138,9 @@ def main(argv=None):
         print("error: no readable content image or no readable style image", file=sys.stderr)
         return 2
 
-    rows, thumbs = evaluate(contents, styles, nets, encoder, args.seed)
+    outputs = args.out / "outputs"
+    outputs.mkdir(parents=True, exist_ok=True)
+    rows = evaluate(contents, styles, nets, encoder, outputs, args.seed)
     memory = memory_column(device)
     per_pair = pd.DataFrame(rows)
     summary = summarize(per_pair, memory)
@@ -186,7 +166,8 @@ def main(argv=None):
     per_pair.to_csv(args.out / "metrics_per_pair.csv", index=False)
     table = markdown(summary, notes)
     (args.out / "metrics.md").write_text(table)
-    grid(contents, styles, methods, thumbs).save(args.out / "grid.png")
+    labels = {m: METHODS[m].label for m in methods}
+    sheet_from_outputs(list(contents), list(styles), methods, outputs, labels).save(args.out / "grid.png")
     print(table)
     print(f"results in {args.out}")
     return 0

@@ -1,15 +1,18 @@
 """Stylise PIL images with any method, and the batch command line:
 
     python -m model.stylize --content FILE_OR_DIR --style FILE_OR_DIR --method NAME [--method NAME ...]
-                            [--size 512] [--alpha 1.0] [--preserve-color] [--weights-dir DIR] --out DIR
+                            [--size 512] [--alpha 1.0] [--preserve-color] [--weights-dir DIR] [--grid] --out DIR
 
-Outputs are named CONTENT__STYLE__METHOD.png; pairs whose output exists are skipped (resumable)."""
+Outputs are named CONTENT__STYLE__METHOD.png; pairs whose output exists are skipped (resumable).
+--grid also writes OUT/grid.png from the outputs, as `model.evaluate` does (a row per pair: content,
+style, each method; cells of 384 px, captions in full)."""
 import argparse
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .contact_sheet import sheet_from_outputs
 from .features import FeatureCache
 from .files import image_files, output_name
 from .images import MIN_SIDE, ImageError, open_image
@@ -30,6 +33,7 @@ def main(argv=None):
     parser.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
     parser.add_argument("--weights-dir", help="folder with official checkpoints (see python -m model.check_weights)")
     parser.add_argument("--device", type=device_argument, help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    parser.add_argument("--grid", action="store_true", help="also write OUT/grid.png, a contact sheet of the outputs")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)
     if args.size < MIN_SIDE:
@@ -80,6 +84,12 @@ def main(argv=None):
         done += 1
     print(f"{done} written, {skipped} already there, {len(unreadable)} unreadable file(s) and {failed} unusable "
           f"pair(s) skipped; outputs in {args.out}")
+    if args.grid:
+        contents, styles = ([p for p in paths if p not in unreadable] for paths in (contents, styles))
+        if contents and styles:
+            labels = {m: METHODS[m].label for m in args.method}
+            sheet_from_outputs(contents, styles, args.method, args.out, labels).save(args.out / "grid.png")
+            print(f"grid in {args.out / 'grid.png'}")
     return 0
 
 

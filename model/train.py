@@ -1,8 +1,9 @@
 """Train StyA2K (the recipe of Zhu et al., "All-to-key Attention for Arbitrary Style Transfer", ICCV
-2023, as in the official code, github.com/LearningHx/StyA2K) or SANet (Park & Lee, CVPR 2019) from scratch:
+2023, as in the official code, github.com/LearningHx/StyA2K) or SANet (Park & Lee, CVPR 2019) from scratch,
+or fine-tune either from a warm start (--warm-start):
 
     python -m model.train --method stya2k|sanet --contents DIR --styles DIR --out DIR --steps N
-                          [--batch B] [--lr LR] [--decay-every K] [--crop 256] [--load-size 512]
+                          [--warm-start [--bank 256]] [--batch B] [--lr LR] [--decay-every K] [--crop 256] [--load-size 512]
                           [--save-every 1000] [--sample-every 500] [--workers 0] [--device cuda|cpu]
                           [--seed 0] [--weights-dir DIR] [--half] [--resume | --init DIR] [--time-limit SECONDS]
 
@@ -21,11 +22,16 @@ Recipes (--batch and --lr default to them):
             is the paper's "2 epochs at full lr, then 3 more at x0.3 each". Trainable a2k,
             transform and decoder, convolutions initialised N(0, 0.02), biases 0.
     sanet   Adam lr 1e-4 / (1 + 5e-5 step), batch 5; L = content + 3 style + 50 L_id1 + L_id2.
+    --warm-start (either method)  `model.warm_start`'s initialisation (AdaIN decoder, attention as
+            training-free attention); Adam lr 1e-5 constant (at 1e-4 the second step tripled the
+            loss), batch 4; L = content + 3 style, the evaluation's losses (`model.metrics`), on a
+            `CropBank` of --bank content and style crops encoded once.
 
 Writes to --out: checkpoint.pt (every --save-every steps and at the end; --resume continues from it;
 --init DIR instead starts the trained parts from DIR's files in the official layout, e.g. an earlier
 run's OUT/weights, with a fresh optimizer and schedule), losses.csv (step, lr, each unweighted loss
-term, the weighted total, the step's compute seconds), samples/step_NNNNNN.png (rows of content |
+term, the weighted total, the step's compute seconds) and its plot loss_curve.png (at every
+checkpoint), samples/step_NNNNNN.png (rows of content |
 style | output) and, at the end, the weights in the official layout under weights/ (readable by
 `model.methods.load_method(method, weights_dir=OUT/weights)` and by the official code; --half stores
 them as float16). Mixed precision (float16 autocast with a gradient scaler) on CUDA, float32 on the
@@ -53,16 +59,22 @@ from tqdm import tqdm
 
 from .a2k import REGION_SIZE, parameter_free
 from .baselines import SANetNet
+from .crop_bank import CropBank
 from .files import IMAGE_SUFFIXES
 from .function import mean_std, mvn, shallow_keys
 from .images import ImageError, open_image
+from .loss_curve import plot_losses
 from .methods import default_device, device_argument
+from .metrics import content_loss
 from .precision import autocast
 from .stya2k import StyA2K
+from .warm_start import warm_start
 from .weights import OFFICIAL, VGG, WeightsError, load_into
 
 RECIPES = {"stya2k": {"lr": 2e-4, "batch": 8}, "sanet": {"lr": 1e-4, "batch": 5}}
 WEIGHTS = {"stya2k": {"global": 10.0, "a2k": 1.25}, "sanet": {"content": 1.0, "style": 3.0, "id1": 50.0, "id2": 1.0}}
+WARM = {"lr": 1e-5, "batch": 4, "weights": {"content": 1.0, "style": 3.0}}
+BANK_LAYERS = {"stya2k": (2, 3, 4), "sanet": (3, 4)}  # the VGG layers (0-based) each network's transfer reads
 SANET_LR_DECAY = 5e-5
 STYA2K_LR_FACTOR = 0.3
 SAMPLE_PAIRS = 4
@@ -219,16 +231,29 @@ def sanet_losses(net, content, style):
 LOSSES = {"stya2k": stya2k_losses, "sanet": sanet_losses}
 
 
+def warm_losses(net, c, s, style_stats, crop):
+    """Unweighted {"content", "style"}, the evaluation's losses (model.metrics), from banked features:
+    c, s as `CropBank.batch` gives them, the output decoded at crop x crop and encoded here."""
+    with autocast(c[3].device):
+        o = floats(net.encoder(net.decode(*net.transfer(c, s))[..., :crop, :crop]))
+    style = sum(F.mse_loss(m, sm) + F.mse_loss(sd, ssd) for (m, sd), (sm, ssd) in zip(map(mean_std, o), style_stats))
+    return {"content": content_loss(o, c), "style": style}
+
+
 # ---------------------------------------------------------------- training state
 
 
-def build(method, weights_dir):
-    """The network with the shipped VGG encoder. StyA2K: trainable convolutions re-initialised
-    N(0, 0.02), and its A2K layers switched to the reference formulation (the same numbers in fewer,
-    larger ops: faster than the lean one on training crops, measured on the CPU at 64 px)."""
+def build(method, weights_dir, warm):
+    """The network with the shipped VGG encoder. warm: `model.warm_start` (decoder from the AdaIN
+    decoder, attention as training-free attention). Otherwise StyA2K's trainable convolutions are
+    re-initialised N(0, 0.02) (SANet keeps PyTorch's default init). StyA2K's A2K layers run in the
+    reference formulation (the same numbers in fewer, larger ops: faster than the lean one on
+    training crops, measured on the CPU at 64 px)."""
     net = StyA2K(lean=False) if method == "stya2k" else SANetNet()
     load_into(net.get_submodule("encoder.layers"), VGG, weights_dir, allow_extra=True)
-    if method == "stya2k":
+    if warm:
+        warm_start(net, method, weights_dir)
+    elif method == "stya2k":
         for module in trainable(net, method).values():
             for m in module.modules():
                 if isinstance(m, nn.Conv2d):
@@ -243,7 +268,9 @@ def trainable(net, method):
 
 
 def learning_rate(args, step):
-    """The lr of the step that follows `step` completed steps."""
+    """The lr of the step that follows `step` completed steps (constant for warm starts)."""
+    if args.warm_start:
+        return args.lr
     if args.method == "sanet":
         return args.lr / (1 + SANET_LR_DECAY * step)
     return args.lr * STYA2K_LR_FACTOR ** max(0, step // args.decay_every - 1)
@@ -323,6 +350,35 @@ def save_samples(net, content, style, path):
     save_image(torch.stack((content, style, out), 1).flatten(0, 1), path, nrow=3, padding=2)
 
 
+# ---------------------------------------------------------------- batches
+
+
+def streamed_batches(args, net, dataset, step):
+    """Yields, for each step from `step` on, a function computing its recipe losses on freshly loaded crops."""
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch,
+        sampler=range(step * args.batch, args.steps * args.batch),
+        num_workers=args.workers,
+        pin_memory=args.device.type == "cuda",
+    )
+    for content, style in loader:
+        yield functools.partial(
+            LOSSES[args.method], net, content.to(args.device, non_blocking=True), style.to(args.device, non_blocking=True)
+        )
+
+
+def warm_batches(args, net, dataset, step):
+    """Yields, for each step from `step` on, a function computing `warm_losses` on a batch of the crop bank
+    (encoded here first; the time it takes is printed)."""
+    started = time.monotonic()
+    bank = CropBank(dataset, args.bank, BANK_LAYERS[args.method], net.encoder, args.device, args.workers)
+    print(f"crop bank: {args.bank} contents and {args.bank} styles at {args.crop} px, {bank.nbytes() / 2**30:.2f} GiB, "
+          f"encoded in {time.monotonic() - started:.0f} s")
+    for t in range(step, args.steps):
+        yield functools.partial(warm_losses, net, *bank.batch(args.seed, t, args.batch, args.device), args.crop)
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -335,8 +391,13 @@ def parse_args(argv):
     parser.add_argument("--styles", type=Path, required=True, help="folder of style images")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, required=True, help="optimizer steps in the whole run")
-    parser.add_argument("--batch", type=int, help="default: the method's recipe (stya2k 8, sanet 5)")
-    parser.add_argument("--lr", type=float, help="initial lr; default: the method's recipe (stya2k 2e-4, sanet 1e-4)")
+    parser.add_argument("--warm-start", action="store_true",
+                        help="start from the AdaIN decoder and training-free attention (model.warm_start) and "
+                        "train on a bank of encoded crops with the evaluation's losses")
+    parser.add_argument("--bank", type=int, default=256, help="--warm-start: crops per folder encoded once (default 256)")
+    parser.add_argument("--batch", type=int, help="default: the recipe's (stya2k 8, sanet 5, --warm-start 4)")
+    parser.add_argument("--lr", type=float, help="initial lr; default: the recipe's (stya2k 2e-4, sanet 1e-4, "
+                        "--warm-start 1e-5)")
     parser.add_argument("--decay-every", type=int, help="stya2k: steps per lr period (one epoch); default steps / 5")
     parser.add_argument("--crop", type=int, default=256)
     parser.add_argument("--load-size", type=int, default=512)
@@ -352,12 +413,12 @@ def parse_args(argv):
     start.add_argument("--init", type=Path, help="start the trained parts from this weights folder (official layout)")
     parser.add_argument("--time-limit", type=float, help="stop after this many seconds of training, then save")
     args = parser.parse_args(argv)
-    recipe = RECIPES[args.method]
+    recipe = WARM if args.warm_start else RECIPES[args.method]
     args.batch = recipe["batch"] if args.batch is None else args.batch
     args.lr = recipe["lr"] if args.lr is None else args.lr
     if args.method == "stya2k" and args.decay_every is None:
         args.decay_every = max(1, args.steps // 5)
-    if args.method == "sanet":
+    if args.method == "sanet" or args.warm_start:
         args.decay_every = None
     if args.crop > args.load_size:
         parser.error(f"--crop {args.crop} is larger than --load-size {args.load_size}")
@@ -367,7 +428,8 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     device = args.device
-    config = {k: getattr(args, k) for k in ("method", "batch", "lr", "decay_every", "crop", "load_size", "seed")}
+    keys = ("method", "warm_start", "bank", "batch", "lr", "decay_every", "crop", "load_size", "seed")
+    config = {k: getattr(args, k) for k in keys}
     ckpt_path = args.out / "checkpoint.pt"
     if not args.resume and ckpt_path.exists():
         print(f"{ckpt_path} exists: pass --resume to continue it, or choose another --out", file=sys.stderr)
@@ -381,7 +443,7 @@ def main(argv=None):
     random.seed(args.seed)
     np.random.seed(args.seed)
     try:
-        net = build(args.method, args.weights_dir).to(device)
+        net = build(args.method, args.weights_dir, args.warm_start).to(device)
     except WeightsError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -409,27 +471,25 @@ def main(argv=None):
         step = ckpt["step"]
 
     contents, styles = readable_images(args.contents), readable_images(args.styles)
-    loader = DataLoader(
-        PairDataset(contents, styles, args.load_size, args.crop, args.seed),
-        batch_size=args.batch,
-        sampler=range(step * args.batch, args.steps * args.batch),
-        num_workers=args.workers,
-        pin_memory=device.type == "cuda",
-    )
+    dataset = PairDataset(contents, styles, args.load_size, args.crop, args.seed)
+    batches = warm_batches(args, net, dataset, step) if args.warm_start else streamed_batches(args, net, dataset, step)
     sample_content, sample_style = sample_batch(contents, styles, args.crop, device)
-    terms = list(WEIGHTS[args.method])
-    log_file, log = open_log(args.out / "losses.csv", ["step", "lr", *terms, "total", "seconds"], step)
+    weights = WARM["weights"] if args.warm_start else WEIGHTS[args.method]
+    terms = list(weights)
+    log_path = args.out / "losses.csv"
+    log_file, log = open_log(log_path, ["step", "lr", *terms, "total", "seconds"], step)
     bar = tqdm(total=args.steps, initial=step, desc=f"train {args.method}", dynamic_ncols=True)
     started = time.monotonic()
-    for content, style in loader:
-        if args.time_limit and time.monotonic() - started > args.time_limit:
+    for compute_losses in batches:
+        elapsed = time.monotonic() - started
+        if args.time_limit and elapsed > args.time_limit:
             break
         lr = learning_rate(args, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         start = time.perf_counter()
-        losses = LOSSES[args.method](net, content.to(device, non_blocking=True), style.to(device, non_blocking=True))
-        total = sum(WEIGHTS[args.method][k] * v for k, v in losses.items())
+        losses = compute_losses()
+        total = sum(weights[k] * v for k, v in losses.items())
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
         scaler.step(optimizer)
@@ -440,15 +500,20 @@ def main(argv=None):
         step += 1
         log.writerow([step, f"{lr:.6g}", *(f"{values[k]:.6g}" for k in terms), f"{values['total']:.6g}", f"{seconds:.3f}"])
         log_file.flush()
-        bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()})
+        postfix = {k: f"{v:.3g}" for k, v in values.items()}
+        if args.time_limit:
+            postfix["limit in"] = tqdm.format_interval(max(0, args.time_limit - elapsed))
+        bar.set_postfix(postfix)
         bar.update()
         if step % args.save_every == 0 and step < args.steps:
             save_checkpoint(ckpt_path, config, step, modules, optimizer, scaler)
+            plot_losses(log_path, args.out / "loss_curve.png")
         if step % args.sample_every == 0 or step == args.steps:
             save_samples(net, sample_content, sample_style, args.out / "samples" / f"step_{step:06d}.png")
     bar.close()
     log_file.close()
     save_checkpoint(ckpt_path, config, step, modules, optimizer, scaler)
+    plot_losses(log_path, args.out / "loss_curve.png")
     save_weights(modules, args.method, args.out / "weights", args.half)
     print(f"{step} steps; weights in {args.out / 'weights'}")
     return 0

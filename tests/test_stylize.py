@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from model.contact_sheet import CELL, MARGIN
 from model.images import ImageError, open_image
 from model.pipeline import stylize
 from model.stylize import main as stylize_main
@@ -78,8 +79,10 @@ def test_batch_command_skips_unreadable_files_and_resumes(tmp_path):
     assert "skipping" in first.stdout + first.stderr and "broken.jpg" in first.stdout + first.stderr
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == ["panda__kandinsky_composition_viii__a2k_free.png", "panda__kandinsky_composition_viii__all2all_free.png"]
-    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    second = subprocess.run(cmd + ["--grid"], capture_output=True, text=True, cwd=ROOT)
     assert "0 written, 2 already there" in second.stdout
+    with Image.open(tmp_path / "out" / "grid.png") as grid:  # one readable pair: content, style, 2 methods
+        assert grid.width == 4 * (CELL + MARGIN) + MARGIN and CELL < grid.height < 2 * CELL
 
 
 def test_batch_command_reports_missing_weights(tmp_path):

@@ -97,3 +97,21 @@ def test_check_weights_lists_every_file_and_refuses_a_missing_folder(tmp_path, c
         assert f"{wf.path}\n    {wf.purpose}\n    from {wf.source}\n" in listing
     assert main([str(tmp_path / "nowhere")]) == 2
     assert f"{tmp_path / 'nowhere'} is not a folder" in capsys.readouterr().err
+
+
+def test_shipped_trained_weights_have_their_sha256_and_a_tampered_copy_fails(tmp_path, monkeypatch):
+    import shutil
+
+    import model.weights
+    from model.files import sha256_file
+    from model.weights import REPO_WEIGHTS, TRAINED
+
+    files = [wf for group in TRAINED.values() for wf in group.values()]
+    assert all(sha256_file(REPO_WEIGHTS / wf.path) == wf.sha256 for wf in files)
+    shutil.copytree(REPO_WEIGHTS, tmp_path / "weights")
+    state = torch.load(tmp_path / "weights" / TRAINED["sanet_here"]["decoder"].path, weights_only=True)
+    state["1.bias"] = state["1.bias"] + 1
+    torch.save(state, tmp_path / "weights" / TRAINED["sanet_here"]["decoder"].path)
+    monkeypatch.setattr(model.weights, "REPO_WEIGHTS", tmp_path / "weights")
+    with pytest.raises(WeightsError, match="decoder_iter_500000.pth is not the expected"):
+        load_method("sanet_here", None, "cpu")
