@@ -194,7 +194,7 @@ def test_layout_shortcuts_and_screenshots(server, browser, size):
     assert page.evaluate("document.documentElement.scrollHeight") <= viewport["height"]  # one screen, no scrolling
     widths = [page.locator(f"img[data-side={name}]").bounding_box()["width"] for name in ("left", "right")]
     assert min(widths) >= 256, widths  # the sample study's min_image_px
-    assert page.locator("img[data-reference]").count() == 2 and page.get_by_text("Painting").is_visible()
+    assert page.locator("img[data-reference]").count() == 2 and page.get_by_text("Painting", exact=True).is_visible()
     sides = page.locator(".pair .side")
     for i, name in enumerate(("left", "right")):
         image = sides.nth(i).locator("img").bounding_box()
