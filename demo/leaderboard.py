@@ -95,12 +95,14 @@ def ranking(counts, live, full, label):
     live: their battle_strengths without intervals among the methods the last full count established (None:
     no fit); full: that count's battle_strengths with intervals (None: no fit). A model is ranked when the last
     full count gave it an interval; its rank is 1 + the number of ranked models whose interval lies entirely
-    above its own. The others are provisional (their strengths, if fitted, without a rank)."""
+    above its own. The others are provisional (their strengths, if fitted, without a rank). Within a rank, rows
+    go by strength as shown (3 decimals), votes, then name: an order that a refit cannot flip."""
     s = counts.set_index("method").join(columns(live, ["strength"])).join(columns(full, ["ci_low", "ci_high"]))
     s["ranked"] = s["ci_low"].notna() & s["strength"].notna()
     s["rank"] = 0
     s.loc[s["ranked"], "rank"] = interval_ranks(s.loc[s["ranked"], "ci_low"], s.loc[s["ranked"], "ci_high"])
-    s = s.reset_index().sort_values(["ranked", "rank", "strength", "votes"], ascending=[False, True, False, False])
+    s = s.reset_index().assign(shown=s["strength"].round(3).to_numpy())  # equal as shown: by votes, then name
+    s = s.sort_values(["ranked", "rank", "shown", "votes", "method"], ascending=[False, True, False, False, True])
     return [{"rank": int(r.rank) if r.ranked else "provisional", "model": label(r.method),
              "strength": "–" if pd.isna(r.strength) else f"{r.strength:.3f}", "95% interval": interval_text(r),
              "wins": int(r.wins), "losses": int(r.losses), "votes": int(r.votes)} for r in s.itertuples()]

@@ -2,8 +2,10 @@
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from demo.leaderboard import ranking
 from study.analysis import AnalysisError, battle_counts, interval_ranks, leaderboard, tally_strengths, vote_tally
 from study.counting import counted
 from study.schema import SCHEMA_VERSION
@@ -106,3 +108,14 @@ def test_the_leaderboard_moves_the_chosen_side_up(tmp_path):
     ranks = leaderboard(counting.votes, n_boot=50)["strengths"]
     assert ranks["method"].tolist() == order
     assert ranks["wins"].tolist() == [24, 12, 0] and ranks["losses"].tolist() == [0, 12, 24]
+
+
+def test_models_sharing_a_rank_and_a_shown_strength_keep_one_order():
+    """Two models in the same rank whose strengths differ only beyond the 3 decimals shown (a refit's float
+    noise) are ordered by votes, then name, whichever is larger underneath."""
+    counts = pd.DataFrame({"method": ["b", "a", "c"], "wins": [9, 9, 1], "losses": [1, 1, 9], "votes": [10, 10, 10]})
+    full = pd.DataFrame({"method": ["a", "b", "c"], "ci_low": [0.2, 0.2, 0.0], "ci_high": [0.4, 0.4, 0.1]})
+    for noise in (1e-12, -1e-12):
+        live = pd.DataFrame({"method": ["a", "b", "c"], "strength": [0.3, 0.3 + noise, 0.05]})
+        rows = ranking(counts, live, full, str.upper)
+        assert [(r["rank"], r["model"]) for r in rows] == [(1, "A"), (1, "B"), (3, "C")]
