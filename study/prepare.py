@@ -27,7 +27,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .picture_files import SUFFIX, reference_image, reference_path, save
+from .picture_files import REFERENCE_QUALITY, SUFFIX, reference_image, reference_path, save
 from .power import EFFECT, Design, recommended_participants
 from .power import summary as power_summary
 from .questions import BUILT_IN, QuestionError, parse
@@ -130,7 +130,7 @@ def register(store, study, contents, styles, methods, images_dir, size):
     hashes = {p: sha256_file(p) for p in {*contents, *styles}}
     for path, sha in hashes.items():
         if not reference_path(images_dir, sha).is_file():
-            save(reference_image(path), reference_path(images_dir, sha))
+            save(reference_image(path), reference_path(images_dir, sha), REFERENCE_QUALITY)
     missing = []
     for index, (content, style) in enumerate((c, s) for c in contents for s in styles):
         cell = (content.name, hashes[content], style.name, hashes[style])

@@ -2,6 +2,7 @@
 reference pictures at their own per-participant addresses, files in another format encoded once per
 study without their metadata (the sample study's bytes and waits in Chromium at 400 kbit/s: test_study_browser)."""
 import io
+import json
 
 import numpy as np
 from PIL import Image, PngImagePlugin
@@ -12,7 +13,7 @@ from bench.server import ROOT
 from demo.study_images import StudyImages
 from demo.study_page import register_sample
 from study import schema
-from study.picture_files import REFERENCE_SIDE, is_served_form, reference_path
+from study.picture_files import REFERENCE_QUALITY, REFERENCE_SIDE, encode, is_served_form, reference_image, reference_path
 from study.prepare import sha256_file
 from study.store import CATCH, Store
 
@@ -77,13 +78,14 @@ def test_catch_images_look_like_real_outputs_to_simple_detectors(tmp_path):
 
 def test_reference_pictures_have_one_address_per_participant_and_picture(tmp_path):
     """reference_url gives a stimulus's content photo or style painting: the study's kept file
-    (images_dir/references/<sha256 of the original>.webp, shorter side 256 px), one address for a
+    (images_dir/references/<sha256 of the original>.webp, shorter side 256 px, at REFERENCE_QUALITY), one address for a
     participant across all stimuli with that picture, another for another participant; a fresh worker
     on the database serves it, and a name changed in any digit is not served."""
     with Store(tmp_path / "db.sqlite") as db:
         register_sample(db)
         stimuli = db.stimuli("sample")
         images = StudyImages(db, tmp_path / "a")
+        spec = json.loads((ROOT / "studies" / "sample" / "study.json").read_text())
         first = stimuli[0]
         same_content = next(s for s in stimuli if s["content_sha256"] == first["content_sha256"]
                             and s["style_sha256"] != first["style_sha256"])
@@ -92,6 +94,8 @@ def test_reference_pictures_have_one_address_per_participant_and_picture(tmp_pat
             kept = reference_path(db.study("sample")["images_dir"], first[f"{kind}_sha256"])
             with Image.open(kept) as im:
                 assert (width, height) == im.size and min(im.size) == REFERENCE_SIDE and is_served_form(kept)
+            original = ROOT / next(p for p in spec[f"{kind}s"] if sha256_file(ROOT / p) == first[f"{kind}_sha256"])
+            assert kept.read_bytes() == encode(reference_image(original), REFERENCE_QUALITY)
             name = url.removeprefix("study-image/").removesuffix(".webp")
             assert StudyImages(db, tmp_path / "b").path(name) == kept
             assert StudyImages(db, tmp_path / "b").path(name[:-1] + format(int(name[-1], 16) ^ 1, "x")) is None
