@@ -316,7 +316,8 @@ def build_study_page(arena, app, votes):
         browser = {**(browser if isinstance(browser, dict) else {}),
                    state["study"]: {"participant": token, "who": state["who"]}}
         return {**screen("instructions", {**state, "participant": token},
-                         message=instructions(votes.settings(state["study"]))), saved: browser}
+                         message=instructions(votes.settings(state["study"])),
+                         trial=votes.ahead(state["study"], token)), saved: browser}
 
     def declined_screen(state):
         return screen(None, state, done=declined_html(store.study(state["study"])["no_consent_code"], prolific(state)))

@@ -11,7 +11,8 @@ double clicks included, until the reply brings the next trial or the completion 
 above the pictures and lets the same trial be answered again. While a trial's pictures load, its
 status line counts them ("Loading the pictures... 1 of 2"); once its pair is on screen, the pictures
 of the next trials (the view's `next`, demo.study_images.preload) are fetched two at a time in the
-order they are needed. Every new trial starts scrolled to the top.
+order they are needed; so are the first trials' pictures while the instructions are read (ahead_html).
+Every new trial starts scrolled to the top.
 Wide screens show the references in a narrow column left of the pair, side by side; a phone held upright
 stacks the pair (the buttons named Top and Bottom) with the references in a narrow column on its right,
 so that the whole trial fits one screen (`image_px` gives the width each image of the pair gets there).
@@ -54,6 +55,12 @@ def image_px(width, height, references):
 def instruction(choice):
     """An attention check's question: which button to press, by its label (the same in every layout)."""
     return f"Attention check: whatever the pictures, click the {CHOICE_LABELS[choice]} button."
+
+
+def ahead_html(urls):
+    """What the trial field holds while the instructions are read: the addresses of the first trials' pictures
+    (demo.study_vote.StudyVotes.ahead), which TRIAL_JS fetches as it fetches a trial's `next`."""
+    return f'<div class="ahead" data-next="{html.escape(" ".join(urls))}" hidden></div>'
 
 
 def trial_html(view):
@@ -183,7 +190,13 @@ function check() {
 
 function sync() {
   const r = root();
-  if (!r) { cur = {token: null}; apply(); return; }
+  if (!r) {
+    cur = {token: null};
+    apply();
+    const first = element.querySelector('.ahead');
+    if (first) fetchAhead(first.dataset.next);
+    return;
+  }
   if (r.dataset.trial !== cur.token) {
     cur = {token: r.dataset.trial, shown: false, ready: false, sent: false};
     if (document.activeElement && element.contains(document.activeElement)) document.activeElement.blur();

@@ -33,7 +33,7 @@ from study.schema import CHOICES, FEEDBACK_CHARS
 from study.store import StudyError
 
 from .signing import Signer, b64
-from .study_trial import FEEDBACK_ROUTE, ROUTE, instruction, trial_html
+from .study_trial import FEEDBACK_ROUTE, ROUTE, ahead_html, instruction, trial_html
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
 MAX_RESPONSE_MS = 3_600_000  # a browser's response time above an hour is not believed
@@ -126,6 +126,12 @@ class StudyVotes:
         """What the participant sees next: {"trial": view} of their first unanswered trial, or {"done": html}.
         StudyError for a participant this database does not know."""
         return self._next(study, participant, prolific, self.store.remaining_trials(participant), notice)
+
+    def ahead(self, study, participant):
+        """The instructions screen's trial field: {"html": ahead_html} of the pictures of the participant's first
+        trial and the PRELOAD_TRIALS after it, fetched while the instructions are read."""
+        first = self.store.remaining_trials(participant)[:1 + PRELOAD_TRIALS]
+        return {"html": ahead_html(self.images.preload(study, participant, first, self.settings(study)["show_references"]))}
 
     def _next(self, study, participant, prolific, remaining, notice=""):
         if not remaining:

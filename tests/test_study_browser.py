@@ -111,10 +111,12 @@ def test_votes_answer_the_pair_on_screen_on_a_slow_network(server, browser):
     page.on("response", lambda r: "study-image/" in r.url and received.setdefault(r.url.split("/study-image/")[1],
                                                                                 r.body()))
     page.goto(server.url + f"study?study={TINY}")
-    page.get_by_role("button", name="I agree").click(timeout=60_000)
+    agree = page.get_by_role("button", name="I agree")
+    agree.wait_for(timeout=60_000)
+    context.new_cdp_session(page).send("Network.emulateNetworkConditions", THROTTLE)  # the instructions' preload too
+    agree.click()
     page.get_by_role("button", name="Start").click()
     page.evaluate(RECORDER)
-    context.new_cdp_session(page).send("Network.emulateNetworkConditions", THROTTLE)
     done = page.get_by_text("Your completion code is")
     for i in range(4000):  # bounded: about 2 minutes at most
         if done.is_visible():
@@ -145,6 +147,29 @@ def test_votes_answer_the_pair_on_screen_on_a_slow_network(server, browser):
             got = received[src.split("study-image/")[1]]
             assert np.array_equal(pixels(io.BytesIO(got)), pixels(file)), \
                 f"the image shown as {src} is not {file.name}"
+
+
+def test_the_first_trials_pictures_load_while_the_instructions_are_read(server, browser):
+    """After consent, while the instructions are on screen, the page fetches the pictures of the first trial
+    (its pair and references) and of the trials after it: Start then shows pictures already fetched."""
+    context = browser.new_context(viewport=SIZES["desktop"])
+    page = context.new_page()
+    requested = []
+    page.on("request", lambda r: "study-image/" in r.url and requested.append(r.url.split("/", 3)[3]))
+    page.goto(server.url + "study?study=sample")
+    page.get_by_role("button", name="I agree").click(timeout=60_000)
+    start = page.get_by_role("button", name="Start")
+    start.wait_for(timeout=60_000)
+    for _ in range(100):
+        if len(set(requested)) >= 8:
+            break
+        page.wait_for_timeout(100)
+    before_start = set(requested)
+    start.click()
+    page.locator(READY).wait_for(timeout=60_000)
+    shown = page.eval_on_selector_all("#study-trial img", "images => images.map(i => i.getAttribute('src'))")
+    context.close()
+    assert len(shown) == 4 and set(shown) <= before_start, (shown, sorted(before_start))
 
 
 def shoot(page, name, size):
