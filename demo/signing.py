@@ -11,6 +11,11 @@ def b64(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def unb64(text):
+    """The bytes of b64's text."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 class Signer:
     """`sign(text)` -> "text.signature"; `verify(signed)` -> text, or None for anything this store's
     server did not sign for `purpose` (a different purpose never verifies: keys differ)."""

@@ -18,7 +18,6 @@ content photo and style painting. The completion screen shows the study's debrie
 asks one, its feedback question, whose answer the page posts to POST study-feedback with a ticket of
 its own ({"ticket", "text"} -> {"ok": message}, or {"error": message} with status 400, or 429 for a rate
 limit: the vote limits apply to it)."""
-import base64
 import html
 import json
 import time
@@ -32,7 +31,7 @@ from study.questions import of_study
 from study.schema import CHOICES, FEEDBACK_CHARS
 from study.store import StudyError
 
-from .signing import Signer, b64
+from .signing import Signer, b64, unb64
 from .study_trial import FEEDBACK_ROUTE, ROUTE, ahead_html, instruction, trial_html
 
 PROLIFIC_COMPLETE = "https://app.prolific.com/submissions/complete?cc="
@@ -106,7 +105,7 @@ class StudyVotes:
         payload = self._signer.verify(ticket)
         if payload is None:
             return None
-        return tuple(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
+        return tuple(json.loads(unb64(payload)))
 
     def settings(self, study):
         """The study's settings (Store.study), read once."""
@@ -183,7 +182,7 @@ class StudyVotes:
         payload = self._feedback_signer.verify(body.get("ticket")) if isinstance(body, dict) else None
         if payload is None or not isinstance(body.get("text"), str):
             return 400, {"error": BAD_REQUEST}
-        _, participant = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        _, participant = json.loads(unb64(payload))
         refused = self.limits.check(participant, address)
         if refused:
             return 429, {"error": refused}

@@ -3,7 +3,6 @@ files, oversized uploads, out-of-range settings, forged, replayed and altered vo
 attempts in the study link and the admin form, paths outside the app. Each gets a clear refusal,
 writes nothing (database rows and stored files counted before and after), and the server answers a
 study page request right after."""
-import base64
 import io
 import json
 import os
@@ -19,6 +18,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from bench.server import ROOT, App, post_vote
+from demo.signing import b64, unb64
 from demo.study_page import SCREEN
 from demo.study_vote import ANSWERED, BAD_REQUEST
 from study.schema import metadata
@@ -163,9 +163,9 @@ def vote_with(ticket_of):
 def foreign_trial(server, own):
     """Their own ticket with another participant's first trial token in it, under their own signature."""
     payload, signature = own.split(".")
-    fields = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    fields = json.loads(unb64(payload))
     fields[2] = enrolled(server)[2]["trial"]
-    return base64.urlsafe_b64encode(json.dumps(fields).encode()).rstrip(b"=").decode() + "." + signature
+    return b64(json.dumps(fields).encode()) + "." + signature
 
 
 def replayed_in_same_tab(server, tmp_path):
