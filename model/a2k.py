@@ -113,14 +113,15 @@ def branches(q1, k1, v1, q2, k2, v2, sim_alpha, sim_beta, scale=1.0):
     return da, pa
 
 
-def branches_reference(q1, k1, v1, q2, k2, v2, sim_alpha, sim_beta, scale=1.0):
-    """The same DA and PA as `branches`, written out with every intermediate materialised."""
+def branches_reference(q1, k1, v1, q2, k2, v2, sim_alpha, sim_beta):
+    """The same DA and PA as `branches` (logits unscaled, as StyA2K has them), written out with every intermediate
+    materialised."""
     kagg, vagg = aggregate(k1, v1, sim_alpha, sim_beta)
-    logits = torch.einsum("bhxyd,bhzd->bhxyz", q1, kagg) * scale
+    logits = torch.einsum("bhxyd,bhzd->bhxyz", q1, kagg)
     da = torch.einsum("bhxyz,bhzd->bhxyd", logits.softmax(-1), vagg)
     index = torch.einsum("bhxyd,bhzyd->bhxzy", q2, k2).sum(-1).argmax(-1)
     k2m, v2m = gather_regions(k2, index), gather_regions(v2, index)
-    weights = (torch.einsum("bhxyd,bhxtd->bhxyt", q2, k2m) * scale).softmax(-1)
+    weights = torch.einsum("bhxyd,bhxtd->bhxyt", q2, k2m).softmax(-1)
     pa = torch.einsum("bhxyt,bhxtd->bhxyd", weights, v2m)
     return da, pa
 
@@ -200,7 +201,7 @@ class A2K(nn.Module):
         return fold_rows(rows, self.region_size, *content.shape[-2:]) + content
 
 
-def parameter_free(query_key, style_key, style_value, region_size, scale=1.0):
+def parameter_free(query_key, style_key, style_value, region_size):
     """A2K without parameters: identity projections, one head, sim_alpha = 1, sim_beta = 0.
 
     query_key (B, Ck, H, W), style_key (B, Ck, Hs, Ws), style_value (B, Cv, Hs, Ws) ->
@@ -208,7 +209,7 @@ def parameter_free(query_key, style_key, style_value, region_size, scale=1.0):
     h, w = query_key.shape[-2:]
     p = region_size
     q, k, v = (cut_regions(m, p, 1) for m in (query_key, style_key, style_value))
-    return tuple(fold_regions(x, p, h, w) for x in branches(q, k, v, q, k, v, 1.0, 0.0, scale))
+    return tuple(fold_regions(x, p, h, w) for x in branches(q, k, v, q, k, v, 1.0, 0.0))
 
 
 def progressive(query_key, k, v, p, scale, offsets):
