@@ -4,6 +4,7 @@ SQLite (a file path) by default, any SQLAlchemy URL otherwise (PostgreSQL throug
 Every public method runs one short transaction. The browser only ever sees opaque tokens and
 image hashes: serve images by hash (`image_path`), since output file names contain method names.
 """
+import functools
 import hashlib
 import hmac
 import itertools
@@ -442,7 +443,7 @@ class Store:
 
     def _remaining(self, conn, participant):
         """(remaining_trials' list, [(trial id, participant id)] of its trials); StudyError for an unknown participant."""
-        found = _views(conn, _REMAINING, {"participant": participant})
+        found = _views(conn, _remaining_query(), {"participant": participant})
         if not found:
             self._participant(conn, participant)  # raises StudyError for an unknown participant
         return found, [(r.pop("trial_id"), r.pop("participant_id")) for r in found]
@@ -450,7 +451,7 @@ class Store:
     def get_trial(self, token):
         """One trial as the browser may see it (see remaining_trials)."""
         with self._read() as conn:
-            found = _views(conn, _TRIAL_VIEW, {"token": token})
+            found = _views(conn, _trial_view_query(), {"token": token})
         if not found:
             raise StudyError("unknown trial: reload the study page to get your next trial")
         return found[0]
@@ -648,9 +649,17 @@ def _view_query(where, *ids):
             .where(where).order_by(trials.c.position))
 
 
-_REMAINING = _view_query((participants.c.token == bindparam("participant")) & votes.c.id.is_(None),
-                         trials.c.id.label("trial_id"), trials.c.participant_id)
-_TRIAL_VIEW = _view_query(trials.c.token == bindparam("token"))
+@functools.cache
+def _remaining_query():
+    """A participant's unvoted trials, with their ids (built on first use, as mutation testing needs)."""
+    return _view_query((participants.c.token == bindparam("participant")) & votes.c.id.is_(None),
+                       trials.c.id.label("trial_id"), trials.c.participant_id)
+
+
+@functools.cache
+def _trial_view_query():
+    """One trial by its token (built on first use)."""
+    return _view_query(trials.c.token == bindparam("token"))
 
 
 def _views(conn, query, params):
