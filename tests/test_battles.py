@@ -32,10 +32,12 @@ def test_one_vote_per_visitor_content_style_and_pair(tmp_path):
             vote(store, "v1", "adain", "adain", "left")
         vote(store, "v2", "adain", "a2k_free", "tie")  # another visitor
         vote(store, "v1", "a2k_free", "adain", "left", content="other")  # another photo
+        vote(store, "v1", "a2k_free", "all2all_free", "left", content="other")
         assert store.voted_pairs("v1", "cc", "ss") == {("a2k_free", "adain")}
+        assert store.voted_pairs("v1", "other", "ss") == {("a2k_free", "adain"), ("a2k_free", "all2all_free")}
         assert store.voted_pairs("v3", "cc", "ss") == set()
         df = store.battles()
-        assert len(df) == 3 and "v1" not in set(df["voter"])  # visitors are stored hashed
+        assert len(df) == 4 and "v1" not in set(df["voter"])  # visitors are stored hashed
 
 
 def test_version_4_database_gains_the_battles_table(tmp_path):

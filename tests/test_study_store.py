@@ -105,8 +105,9 @@ def test_votes_are_refused_with_clear_reasons(store):
     store.record_vote(trial, me, "tie", 1200)
     with pytest.raises(VoteRejected, match="already has a vote"):
         store.record_vote(trial, me, "left")
-    with pytest.raises(StudyError, match="unknown trial"):
+    with pytest.raises(StudyError) as refused:
         store.get_trial("forged-token")
+    assert str(refused.value) == "unknown trial: reload the study page to get your next trial"
     with pytest.raises(StudyError, match="unknown participant"):
         store.progress("forged-participant")
     assert load_votes(store, study)["choice"].tolist() == ["tie"]

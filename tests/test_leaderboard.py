@@ -1,0 +1,149 @@
+"""demo.leaderboard in process on a real SQLite database: what the Leaderboard tab shows as battle votes
+arrive (counted at once, ranked at the full count), provisional and ranked models, the per-painting
+boards and a visitor's own votes (the tab in Chromium: test_board_browser; the attacks: test_attacks_votes).
+Fast enough for mutation testing (bench.mutation)."""
+import itertools
+import random
+import time
+
+import pytest
+
+from demo.gallery import gallery_paintings, gallery_sha256s
+from demo.leaderboard import ALL, ALL_LABEL, EMPTY, MIN_VOTES, STARTING, Leaderboard
+from study.store import Store
+
+SIZE_CAP = 512
+PER_DAY = 50
+STRENGTHS = {"a": 6.0, "b": 2.0, "c": 1.0}
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "board.db") as db:
+        yield db
+
+
+class Votes:
+    """Battle votes made up for a test: each from its own visitor, on its own photo unless told."""
+
+    def __init__(self, store):
+        self.store, self.n, self.rng = store, 0, random.Random(3)
+
+    def add(self, left, right, choice, source=None, style="painting", content=None, visitor=None):
+        self.n += 1
+        return self.store.record_battle(f"t{self.n}", visitor or f"v{self.n}", source or f"198.51.100.{self.n % 40}",
+                                        content or f"photo-{self.n}", style, left, right, f"o{self.n}l",
+                                        f"o{self.n}r", choice)
+
+    def honest(self, n, methods=STRENGTHS, **where):
+        """n votes by Bradley-Terry strengths over the pairs of `methods`, random sides."""
+        pairs = list(itertools.combinations(methods, 2))
+        for i in range(n):
+            left, right = self.rng.sample(pairs[i % len(pairs)], 2)
+            won = self.rng.random() < methods[left] / (methods[left] + methods[right])
+            self.add(left, right, "left" if won else "right", **where)
+
+
+def started(store, n_boot=200):
+    board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=3600, n_boot=n_boot)
+    deadline = time.monotonic() + 60
+    while board.view(ALL, {})[0] == STARTING:
+        assert time.monotonic() < deadline, "the first full count never ended"
+        time.sleep(0.1)
+    return board
+
+
+def rows(view):
+    return {r["model"]: r for r in view[1]["rows"]}
+
+
+def test_no_vote_yet(store):
+    summary, ranking, pairs, choices, shown = started(store).view(ALL, {})
+    assert (summary, ranking, pairs, choices, shown) == (EMPTY, None, None, [(ALL_LABEL, ALL)], ALL)
+
+
+def test_models_are_ranked_by_overlapping_intervals_and_provisional_below_the_minimum(store):
+    votes = Votes(store)
+    votes.honest(240)
+    for i in range(MIN_VOTES - 1):  # d: one vote short of being ranked
+        votes.add("d", "c", "right" if i % 2 else "left")
+    view = started(store).view(ALL, {})
+    shown = rows(view)
+    assert [r["model"] for r in view[1]["rows"]] == ["A", "B", "C", "D"]
+    assert shown["A"]["rank"] == 1 and shown["C"]["rank"] >= 2 and shown["D"]["rank"] == "provisional"
+    assert shown["D"]["95% interval"] == f"provisional: {MIN_VOTES - 1} of {MIN_VOTES} votes"
+    assert shown["D"]["strength"] == "–" and "<td class='n'>–</td><td>D</td>" in view[1]["html"]
+    low, high = (float(x) for x in shown["A"]["95% interval"].split(" – "))
+    assert low < float(shown["A"]["strength"]) < high
+    a = shown["A"]
+    assert (a["wins"], a["losses"], a["votes"]) == (a["wins"], a["votes"] - a["wins"], a["votes"])
+    assert sum(r["votes"] for r in shown.values()) == 2 * (240 + MIN_VOTES - 1)
+    assert f"{240 + MIN_VOTES - 1} battle votes from {240 + MIN_VOTES - 1} visitors and 40 sources" in view[0]
+    assert "The ranking counts 259; left out: 0 on two gallery pictures, 0 from anomalous sources (0), 0 beyond " \
+           f"{PER_DAY} a day from one source." in view[0] and "intervals and ranks as of" in view[0]
+    assert [(r["model A"], r["model B"]) for r in view[2]["rows"]][:3] == [("A", "B"), ("A", "C"), ("B", "C")]
+
+
+def test_a_vote_counts_at_once_and_its_rank_at_the_next_full_count(store):
+    votes = Votes(store)
+    votes.honest(120, {"a": 3.0, "b": 1.0})
+    board = started(store)
+    before = rows(board.view(ALL, {}))
+    for i in range(MIN_VOTES):  # a new model: counted at once, ranked at the next full count
+        votes.add("e", "b", "left", source=f"203.0.113.{i}")
+    summary, ranking, *_ = board.view(ALL, {})
+    now = rows((summary, ranking))
+    assert now["B"]["votes"] == before["B"]["votes"] + MIN_VOTES and now["E"]["wins"] == MIN_VOTES
+    assert now["E"]["rank"] == "provisional" and now["E"]["95% interval"].startswith("ranked at the next full count")
+    assert f"{120 + MIN_VOTES} battle votes" in summary
+    board.count_all()
+    assert rows(board.view(ALL, {}))["E"]["rank"] == 1
+
+
+def test_no_ranking_until_two_models_have_the_minimum(store):
+    votes = Votes(store)
+    for _ in range(5):
+        votes.add("a", "b", "left")
+    summary, ranking, *_ = started(store).view(ALL, {})
+    assert "No ranking yet: it needs two models with 20 counted votes" in summary
+    assert {r["rank"] for r in ranking["rows"]} == {"provisional"}
+
+
+def test_votes_on_two_gallery_pictures_and_from_a_flooding_source_are_left_out(store):
+    votes = Votes(store)
+    votes.honest(200)
+    paintings = gallery_paintings(SIZE_CAP)
+    photo, painting = sorted(gallery_sha256s(SIZE_CAP) - set(paintings))[0], next(iter(paintings))
+    votes.add("c", "a", "left", content=photo, style=painting, visitor="me")
+    votes.add("c", "b", "left", visitor="me")
+    for i in range(80):  # one source picking c whenever shown
+        votes.add(*(("c", "a") if i % 2 else ("b", "c")), "left" if i % 2 else "right", source="192.0.2.1")
+    board = started(store)
+    summary = board.view(ALL, {})[0]
+    assert "left out: 1 on two gallery pictures, 80 from anomalous sources (1)" in summary
+    mine = board.view(ALL, {"visitor": "me"})[0]
+    assert mine.endswith("**Your votes**: 2, of which 1 counted (not counted: 1 on two gallery pictures).")
+    assert "Your votes" not in board.view(ALL, {"visitor": "someone else"})[0]
+
+
+def test_a_source_counts_at_most_its_daily_votes(store):
+    votes = Votes(store)
+    votes.honest(100)
+    for _ in range(PER_DAY + 7):
+        votes.add("a", "b", "tie", source="192.0.2.9")
+    summary = started(store).view(ALL, {})[0]
+    assert f"7 beyond {PER_DAY} a day from one source" in summary
+
+
+def test_each_gallery_painting_has_its_board(store):
+    votes = Votes(store)
+    paintings = gallery_paintings(SIZE_CAP)
+    sha, title = next(iter(paintings.items()))
+    votes.honest(90, style=sha)
+    votes.honest(60)
+    board = started(store)
+    summary, ranking, pairs, choices, shown = board.view(sha, {})
+    assert shown == sha and (f"{title} (90 votes)", sha) in choices and choices[0] == (ALL_LABEL, ALL)
+    assert f"This board: the 90 counted votes on {title}." in summary and pairs is None
+    assert sum(r["votes"] for r in ranking["rows"]) == 180
+    assert board.view("no such board", {})[4] == ALL
