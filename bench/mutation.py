@@ -1,0 +1,137 @@
+"""Mutation testing of the code that results and stored votes rest on (issue #29), with mutmut 3:
+
+    python -m bench.mutation [--max-children 2] [--report-only]
+
+mutmut, configured in pyproject.toml's [tool.mutmut] (the modules in `only_mutate`, the fast in-process
+tests in `pytest_add_cli_args_test_selection`), copies the code into mutants/, makes every mutant of those
+modules and runs, for each, the tests that reached the mutated function; it keeps its verdicts there, so
+a run stopped half-way goes on where it stopped (--report-only reads them without running). Then this
+writes artifacts/mutation/mutants.csv (every mutant: module, function, status, and the survivors' diffs),
+artifacts/mutation/scores.csv (per module: the counts and the score) and the same table into
+tests/README.md between its two MARK lines.
+
+score = killed / (mutants - equivalent): timeouts count as killed (the mutant hangs where the code
+returns), "no tests" as survived (no selected test reaches the function). The survivors judged
+equivalent or harmless are listed, each with its reason, in tests/mutants_equivalent.csv (mutant,
+reason); a listed mutant that no longer survives is reported, so the list cannot go stale silently.
+study/store.py counts its vote and trial functions (STORE_SCOPE), as the issue asks; its other
+functions get a row of their own."""
+import argparse
+import csv
+import re
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "artifacts" / "mutation"
+EQUIVALENT = ROOT / "tests" / "mutants_equivalent.csv"
+README = ROOT / "tests" / "README.md"
+MARK = "<!-- mutation scores: python -m bench.mutation writes this table -->"
+# the functions of study/store.py that make, hand out and record trials and votes (battles included)
+STORE_SCOPE = {"Store.new_participant", "Store.remaining_trials", "Store._remaining", "Store.get_trial",
+               "Store.record_vote", "Store.answer_next", "Store.progress", "Store.completion_code",
+               "Store.record_comparison", "Store.voted_pairs", "Store.record_battle", "Store.battles",
+               "Store.battle_ids", "_unvoted", "_complete", "_vote_row", "_view_query", "_views", "_design",
+               "_draw_trials", "load_votes"}
+KILLED = {"killed", "timeout"}
+NAME = re.compile(r"^(?P<module>[\w.]+)\.x(?:ǁ(?P<cls>\w+)ǁ|_)(?P<func>\w+?)__mutmut_\d+$")
+
+
+def modules():
+    """The files mutmut mutates (pyproject.toml's only_mutate)."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]
+
+
+def verdicts():
+    """{mutant name: status} from mutmut's results (`mutmut results --all true`)."""
+    out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return dict(line.strip().rsplit(": ", 1) for line in out.splitlines() if ": " in line)
+
+
+def row_of(mutant):
+    """(file, function as Class.method or name) of a mutant's name."""
+    m = NAME.match(mutant)
+    if m is None:
+        raise ValueError(f"unexpected mutant name {mutant!r}: has mutmut's naming changed?")
+    function = f"{m['cls']}.{m['func']}" if m["cls"] else m["func"]
+    return m["module"].replace(".", "/") + ".py", function
+
+
+def group(file, function):
+    """The table row a mutant counts in."""
+    if file == "study/store.py":
+        return "study/store.py (votes, trials)" if function in STORE_SCOPE else "study/store.py (other, not scored)"
+    return file
+
+
+def diff(mutant):
+    out = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=ROOT, capture_output=True, text=True)
+    return "\n".join(line for line in out.stdout.splitlines() if line.startswith(("-", "+"))
+                     and not line.startswith(("---", "+++")))
+
+
+def report():
+    """Write the CSVs and the README table from mutmut's verdicts; returns the table (Markdown)."""
+    with open(EQUIVALENT, newline="") as f:
+        equivalent = {r["mutant"]: r["reason"] for r in csv.DictReader(f)}
+    status = verdicts()
+    stale = sorted(m for m in equivalent if status.get(m) not in ("survived", "no tests"))
+    rows = []
+    for mutant, s in sorted(status.items()):
+        file, function = row_of(mutant)
+        if file not in modules():
+            continue
+        s = "equivalent" if mutant in equivalent and mutant not in stale else s
+        rows.append({"module": group(file, function), "function": function, "mutant": mutant, "status": s,
+                     "reason": equivalent.get(mutant, ""), "diff": diff(mutant) if s in ("survived", "no tests") else ""})
+    OUT.mkdir(parents=True, exist_ok=True)
+    with open(OUT / "mutants.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["module", "function", "mutant", "status", "reason", "diff"])
+        writer.writeheader()
+        writer.writerows(rows)
+    scores = []
+    for module in sorted({r["module"] for r in rows}):
+        n = Counter(r["status"] for r in rows if r["module"] == module)
+        killed, total, eq = sum(n[s] for s in KILLED), sum(n.values()), n["equivalent"]
+        scores.append({"module": module, "mutants": total, "killed": killed, "survived": n["survived"],
+                       "no_tests": n["no tests"], "equivalent": eq,
+                       "other": total - killed - n["survived"] - n["no tests"] - eq,
+                       "score": f"{killed / (total - eq):.3f}" if total > eq else ""})
+    with open(OUT / "scores.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(scores[0]))
+        writer.writeheader()
+        writer.writerows(scores)
+    table = "\n".join(["| module | mutants | killed | survived | no test | equivalent | other | score |",
+                       "|---|---|---|---|---|---|---|---|"]
+                      + [f"| `{s['module']}` | {s['mutants']} | {s['killed']} | {s['survived']} | {s['no_tests']} | "
+                         f"{s['equivalent']} | {s['other']} | {s['score']} |" for s in scores])
+    text = README.read_text()
+    before, _, rest = text.partition(MARK)
+    _, _, after = rest.partition(MARK)
+    README.write_text(f"{before}{MARK}\n{table}\n{MARK}{after}")
+    if stale:
+        print(f"listed as equivalent in {EQUIVALENT.name} but not surviving now (remove them): {', '.join(stale)}")
+    return table
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2: the cores here)")
+    parser.add_argument("--report-only", action="store_true", help="only read the verdicts of the last run")
+    args = parser.parse_args(argv)
+    start = time.monotonic()
+    if not args.report_only:
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT,
+                       check=True)
+        print(f"mutmut run: {(time.monotonic() - start) / 60:.1f} min")
+    print(report())
+    print(f"written: {OUT / 'mutants.csv'}, {OUT / 'scores.csv'}, and the table in {README.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
