@@ -6,14 +6,18 @@ mutmut, configured in pyproject.toml's [tool.mutmut] (the modules in `only_mutat
 tests in `pytest_add_cli_args_test_selection`), copies the code into mutants/, makes every mutant of those
 modules and runs, for each, the tests that reached the mutated function; it keeps its verdicts there, so
 a run stopped half-way goes on where it stopped (--report-only reads them without running). Then this
-writes artifacts/mutation/mutants.csv (every mutant: module, function, status, and the survivors' diffs),
+writes artifacts/mutation/mutants.csv (every mutant: module, function, status, and for a survivor the mutated
+line and what it becomes),
 artifacts/mutation/scores.csv (per module: the counts and the score) and the same table into
 tests/README.md between its two MARK lines.
 
-score = killed / (mutants - equivalent): timeouts count as killed (the mutant hangs where the code
-returns), "no tests" as survived (no selected test reaches the function). The survivors judged
-equivalent or harmless are listed, each with its reason, in tests/mutants_equivalent.csv (mutant,
-reason); a listed mutant that no longer survives is reported, so the list cannot go stale silently.
+score = killed / (mutants - equivalent - not checked): timeouts count as killed (the mutant hangs where the
+code returns), "no tests" as survived (no selected test reaches the function); "not checked" is zero after
+a whole run, and the rest of a run stopped half-way. The survivors judged
+equivalent or harmless are listed, each with its reason, in tests/mutants_equivalent.csv (file, function,
+line: the mutated line as mutmut shows it, mutant: the line it becomes, reason), by their change rather than
+their number, which shifts when the function changes; a listed change that no survivor makes any more is
+reported, so the list cannot go stale silently.
 study/store.py counts its vote and trial functions (STORE_SCOPE), as the issue asks; its other
 functions get a row of their own."""
 import argparse
@@ -69,53 +73,58 @@ def group(file, function):
     return file
 
 
-def diff(mutant):
+def change(mutant):
+    """(the mutated lines, what they become) of a mutant, as `mutmut show` gives them (each stripped)."""
     out = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=ROOT, capture_output=True, text=True)
-    return "\n".join(line for line in out.stdout.splitlines() if line.startswith(("-", "+"))
-                     and not line.startswith(("---", "+++")))
+    lines = [line for line in out.stdout.splitlines() if line[:1] in "-+" and line[:3] not in ("---", "+++")]
+    return tuple("\n".join(x[1:].strip() for x in lines if x[0] == sign) for sign in "-+")
 
 
 def report():
     """Write the CSVs and the README table from mutmut's verdicts; returns the table (Markdown)."""
     with open(EQUIVALENT, newline="") as f:
-        equivalent = {r["mutant"]: r["reason"] for r in csv.DictReader(f)}
-    status = verdicts()
-    stale = sorted(m for m in equivalent if status.get(m) not in ("survived", "no tests"))
-    rows = []
-    for mutant, s in sorted(status.items()):
+        equivalent = {(r["file"], r["function"], r["line"], r["mutant"]): r["reason"] for r in csv.DictReader(f)}
+    rows, used = [], set()
+    for mutant, s in sorted(verdicts().items()):
         file, function = row_of(mutant)
         if file not in modules():
             continue
-        s = "equivalent" if mutant in equivalent and mutant not in stale else s
+        before, after = change(mutant) if s == "survived" else ("", "")
+        reason = equivalent.get((file, function, before, after), "")
+        if reason:
+            s = "equivalent"
+            used.add((file, function, before, after))
         rows.append({"module": group(file, function), "function": function, "mutant": mutant, "status": s,
-                     "reason": equivalent.get(mutant, ""), "diff": diff(mutant) if s in ("survived", "no tests") else ""})
+                     "reason": reason, "line": before, "becomes": after})
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "mutants.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["module", "function", "mutant", "status", "reason", "diff"])
+        writer = csv.DictWriter(f, ["module", "function", "mutant", "status", "reason", "line", "becomes"])
         writer.writeheader()
         writer.writerows(rows)
     scores = []
     for module in sorted({r["module"] for r in rows}):
         n = Counter(r["status"] for r in rows if r["module"] == module)
-        killed, total, eq = sum(n[s] for s in KILLED), sum(n.values()), n["equivalent"]
+        killed, total, eq, unchecked = sum(n[s] for s in KILLED), sum(n.values()), n["equivalent"], n["not checked"]
+        scored = total - eq - unchecked
         scores.append({"module": module, "mutants": total, "killed": killed, "survived": n["survived"],
-                       "no_tests": n["no tests"], "equivalent": eq,
-                       "other": total - killed - n["survived"] - n["no tests"] - eq,
-                       "score": f"{killed / (total - eq):.3f}" if total > eq else ""})
+                       "no_tests": n["no tests"], "equivalent": eq, "not_checked": unchecked,
+                       "other": scored - killed - n["survived"] - n["no tests"],
+                       "score": f"{killed / scored:.3f}" if scored else ""})
     with open(OUT / "scores.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, list(scores[0]))
         writer.writeheader()
         writer.writerows(scores)
-    table = "\n".join(["| module | mutants | killed | survived | no test | equivalent | other | score |",
-                       "|---|---|---|---|---|---|---|---|"]
+    table = "\n".join(["| module | mutants | killed | survived | no test | equivalent | not checked | other | score |",
+                       "|---|---|---|---|---|---|---|---|---|"]
                       + [f"| `{s['module']}` | {s['mutants']} | {s['killed']} | {s['survived']} | {s['no_tests']} | "
-                         f"{s['equivalent']} | {s['other']} | {s['score']} |" for s in scores])
+                         f"{s['equivalent']} | {s['not_checked']} | {s['other']} | {s['score']} |" for s in scores])
     text = README.read_text()
     before, _, rest = text.partition(MARK)
     _, _, after = rest.partition(MARK)
     README.write_text(f"{before}{MARK}\n{table}\n{MARK}{after}")
-    if stale:
-        print(f"listed as equivalent in {EQUIVALENT.name} but not surviving now (remove them): {', '.join(stale)}")
+    for file, function, before, after in sorted(set(equivalent) - used):
+        print(f"{EQUIVALENT.name} lists a change that no survivor makes now (remove it): {file} {function}: "
+              f"{before!r} -> {after!r}")
     return table
 
 

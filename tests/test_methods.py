@@ -75,7 +75,7 @@ def test_sanet_layer_matches_its_formula(device):
     assert torch.allclose(layer(c, s), expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("max_sample", [1000, 10])
+@pytest.mark.parametrize("max_sample", [1000, 20, 10])  # 25 style positions, 12 key channels
 @torch.no_grad()
 def test_adaattn_layer_matches_its_formula(max_sample, device):
     torch.manual_seed(0)
@@ -92,6 +92,7 @@ def test_adaattn_layer_matches_its_formula(max_sample, device):
     std = torch.sqrt(torch.relu(attn @ (h * h).transpose(1, 2) - mean**2))
     expected = std.transpose(1, 2).view_as(c) * mvn(c) + mean.transpose(1, 2).view_as(c)
     assert torch.allclose(layer(c, s, ck, sk), expected, atol=1e-5)
+    assert (AdaAttN(8, 12).max_sample, layer.seed) == (256 * 256, 6666)  # the official code's
 
 
 @torch.no_grad()

@@ -215,7 +215,14 @@ def test_the_completion_screen_shows_the_debrief_and_the_feedback_question(store
     assert PROLIFIC_COMPLETE not in done
     assert done_html("AB&C", False) == ("<h2>Thank you!</h2><p>You have answered every pair. "
                                         "Your completion code is <b>AB&amp;C</b>.</p>")
-    assert PROLIFIC_COMPLETE + "AB%26C" in done_html("AB&C", True)
+    assert done_html("AB&C", True, "Thanks.", ("Anything <odd>?", "t.k")) == (
+        "<h2>Thank you!</h2><p>You have answered every pair. Your completion code is <b>AB&amp;C</b>.</p>"
+        '<p><a href="https://app.prolific.com/submissions/complete?cc=AB%26C" class="prolific-return">'
+        "Return to Prolific to complete the study</a></p><p>(or enter the code there).</p>"
+        '<form class="feedback" data-ticket="t.k"><label><b>Anything &lt;odd&gt;?</b>'
+        f'<textarea name="feedback" maxlength="{FEEDBACK_CHARS}" rows="4"></textarea></label>'
+        '<button type="submit">Send comment</button><p class="sent" role="status" hidden></p></form>'
+        "<h3>About this study</h3><p>Thanks.</p>")
     assert "<p>one</p><p>two &lt;b&gt;</p>" in done_html("C", False, "one\n\n\n two <b>\n")
 
 

@@ -1,8 +1,10 @@
 """The training-free pair's statistics, against a per-position loop written from the definitions."""
+import pytest
 import torch
 
 from model.a2k import a2k_mean_std
-from model.training_free import TrainingFree
+from model.all_to_all import attention_mean_std, positions, unflatten
+from model.training_free import KEY_CHANNELS, TrainingFree
 
 
 def weighted_stats(query, keys, values, scale):
@@ -99,3 +101,20 @@ def test_all_to_all_statistics_match_the_loop():
             m, s = weighted_stats(ck[0, :, y, x].double(), keys, values, net.scale)
             assert torch.allclose(mean[0, :, y, x].double(), m, atol=1e-5)
             assert torch.allclose(std[0, :, y, x].double(), s.clamp(max=1), atol=1e-5)
+
+
+def test_the_pair_differs_only_in_the_attention():
+    """TrainingFree("a2k") gives a2k_mean_std over 8 x 8 regions, TrainingFree("all2all") attention over every
+    style position, both with logits scaled by 1/sqrt(960) and the std capped at 1; anything else is refused."""
+    torch.manual_seed(0)
+    ck, sk, sv = torch.randn(1, KEY_CHANNELS, 12, 10), torch.randn(1, KEY_CHANNELS, 9, 11), 3 * torch.randn(1, 6, 9, 11)
+    scale = 1 / KEY_CHANNELS**0.5
+    mean, std = TrainingFree("a2k").mean_std(ck, sk, sv)
+    want_mean, want_std = a2k_mean_std(ck, sk, sv, 8, scale)
+    assert torch.equal(mean, want_mean) and torch.equal(std, want_std.clamp(max=1)) and (want_std > 1).any()
+    mean, std = TrainingFree("all2all").mean_std(ck, sk, sv)
+    want_mean, want_std = attention_mean_std(positions(ck), positions(sk), positions(sv), scale)
+    assert torch.equal(mean, unflatten(want_mean, ck)) and torch.equal(std, unflatten(want_std, ck).clamp(max=1))
+    with pytest.raises(ValueError, match="attention must be 'a2k' or 'all2all', not 'sanet'"):
+        TrainingFree("sanet")
+    assert TrainingFree("a2k").decode(torch.zeros(1, 512, 4, 5)).shape == (1, 3, 32, 40)  # the AdaIN decoder
