@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import model.a2k
-from model.a2k import A2K, REGION_SIZE, branches, branches_reference
+from model.a2k import A2K, REGION_SIZE, attend, branches, branches_reference, match_regions
 from model.stya2k import Transform
 
 from .conftest import DATA, close
@@ -119,7 +119,8 @@ def loop_a2k(m, content, style):
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "reference"])
 @pytest.mark.parametrize(
     "content_size,style_size,p",
-    [((12, 20), (12, 20), 4), ((11, 17), (9, 23), 4), ((16, 8), (24, 32), 8), ((5, 7), (3, 3), 4)],
+    [((12, 20), (12, 20), 4), ((11, 17), (9, 23), 4), ((16, 8), (24, 32), 8), ((5, 7), (3, 3), 4),
+     ((11, 20), (12, 19), 4)],  # the last pads only rows of the content, only columns of the style
 )
 @torch.no_grad()
 def test_a2k_any_size_matches_loops(content_size, style_size, p, lean):
@@ -151,3 +152,23 @@ def test_lean_equals_reference_on_large_uneven_maps(device, monkeypatch):
     ref = branches_reference(q1, k1, v1, q2, k2, v2, 0.7, 0.1)
     for a, b in zip(lean, ref):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("ev", [5, 6], ids=["sdpa", "products"])  # values as wide as the keys, or wider (CPU)
+def test_attend_in_any_number_of_chunks_is_the_formula(monkeypatch, ev):
+    """attend over chunks of 1, 2 (four parts), 4 (two parts) or all of the 7 query rows: softmax(scale q k^T) v."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 7, 5), torch.randn(2, 3, 9, 5), torch.randn(2, 3, 9, ev)
+    want = torch.softmax(0.7 * q @ k.transpose(-1, -2), -1) @ v
+    for elements in (1, 2 * 54, 4 * 54, 1 << 24):  # rows per chunk = elements // (6 x 9 logits a row)
+        monkeypatch.setattr(model.a2k, "ATTEND_CHUNK_ELEMENTS", elements)
+        assert torch.allclose(attend(q, k, v, 0.7), want, atol=1e-6), elements
+
+
+def test_match_regions_in_any_number_of_chunks_is_the_formula(monkeypatch):
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 2, 7, 2, 2), torch.randn(1, 2, 5, 2, 2)  # more regions than values in one
+    want = torch.einsum("bhxyd,bhzyd->bhxz", q, k).argmax(-1)
+    for elements in (1, 2 * 10, 1 << 24):  # content regions per chunk = elements // (2 x 5)
+        monkeypatch.setattr(model.a2k, "MATCH_CHUNK_ELEMENTS", elements)
+        assert torch.equal(match_regions(q, k), want), elements
