@@ -121,10 +121,10 @@ class StudyVotes:
             b64(json.dumps([study, participant]).encode())))
         return done_html(self.store.completion_code(participant), prolific, spec["debrief"], feedback)
 
-    def screen(self, study, participant, prolific, notice=""):
+    def screen(self, study, participant, prolific):
         """What the participant sees next: {"trial": view} of their first unanswered trial, or {"done": html}.
         StudyError for a participant this database does not know."""
-        return self._next(study, participant, prolific, self.store.remaining_trials(participant), notice)
+        return self._next(study, participant, prolific, self.store.remaining_trials(participant), "")
 
     def ahead(self, study, participant):
         """The instructions screen's trial field: {"html": ahead_html} of the pictures of the participant's first
@@ -132,7 +132,7 @@ class StudyVotes:
         first = self.store.remaining_trials(participant)[:1 + PRELOAD_TRIALS]
         return {"html": ahead_html(self.images.preload(study, participant, first, self.settings(study)["show_references"]))}
 
-    def _next(self, study, participant, prolific, remaining, notice=""):
+    def _next(self, study, participant, prolific, remaining, notice):
         if not remaining:
             return {"done": self.done(study, participant, prolific)}
         shown, spec = remaining[0], self.settings(study)

@@ -1,11 +1,14 @@
 """Battle votes in the store (schema version 5 on) and the leaderboard computed from them."""
 import itertools
+import random
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from demo.battle import CROSS, pick_pair
 from demo.leaderboard import ranking
+from model.methods import METHODS
 from study.analysis import AnalysisError, battle_counts, interval_ranks, leaderboard, tally_strengths, vote_tally
 from study.counting import counted
 from study.schema import SCHEMA_VERSION
@@ -121,3 +124,34 @@ def test_models_sharing_a_rank_and_a_shown_strength_keep_one_order():
         live = pd.DataFrame({"method": ["a", "b", "c"], "strength": [0.3, 0.3 + noise, 0.05]})
         rows = ranking(counts, live, full, str.upper)
         assert [(r["rank"], r["model"]) for r in rows] == [(1, "A"), (1, "B"), (3, "C")]
+
+
+def test_comparison_votes_are_kept_once_each_in_order(tmp_path):
+    with Store(tmp_path / "a.db") as store:
+        assert store.comparisons().empty and "token" in store.comparisons().columns and "choice" in store.comparisons()
+        for token in ("c2", "c1"):
+            store.record_comparison(token, "cc", "ss", "a2k_free", "adain", "o1", "o2", "left")
+        with pytest.raises(VoteRejected) as refused:
+            store.record_comparison("c1", "cc", "ss", "a2k_free", "adain", "o1", "o2", "right")
+        assert str(refused.value) == "this comparison already has a vote: run a new comparison to vote again"
+        with pytest.raises(VoteRejected) as refused:
+            store.record_comparison("c3", "cc", "ss", "a2k_free", "adain", "o1", "o2", "middle")
+        assert str(refused.value) == "invalid choice 'middle': send one of left, right, tie, both_bad"
+        assert store.comparisons()["token"].tolist() == ["c2", "c1"]
+
+
+def test_a_battle_draws_a2k_against_all_to_all_at_the_cross_rate():
+    """pick_pair: an A2K-family method against an all-to-all one with probability CROSS while such a pair is
+    left, else any pair left; never a pair voted on."""
+    rng = random.Random(5)
+    runnable = ["a2k_free", "adain", "all2all_free", "sanet_here", "stya2k_here"]
+    kinds = {m: METHODS[m].attention for m in runnable}
+    draws = [tuple(sorted(pick_pair(runnable, set(), rng))) for _ in range(4000)]
+    cross = sum({kinds[a], kinds[b]} == {"a2k", "all2all"} for a, b in draws) / len(draws)
+    n_cross = sum({kinds[a], kinds[b]} == {"a2k", "all2all"} for a, b in itertools.combinations(sorted(runnable), 2))
+    expected = CROSS + (1 - CROSS) * n_cross / 10  # the other draws pick any of the 10 pairs
+    assert abs(cross - expected) < 0.03, (cross, expected)
+    every = set(itertools.combinations(sorted(runnable), 2))
+    for last in (("adain", "all2all_free"), ("a2k_free", "sanet_here"), ("a2k_free", "stya2k_here")):
+        assert tuple(sorted(pick_pair(runnable, every - {last}, rng))) == last  # the one pair left
+    assert pick_pair(runnable, every, rng) is None

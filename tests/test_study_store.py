@@ -392,8 +392,14 @@ def test_image_path_serves_by_hash(tmp_path, store):
     add_stimuli(store, "s")
     stimulus = store.stimuli("s")[0]
     assert store.image_path("s", stimulus["output_sha256"]) == tmp_path.resolve() / stimulus["path"]
-    with pytest.raises(StudyError, match="no image"):
-        store.image_path("s", "0" * 64)
+    with pytest.raises(StudyError) as refused:
+        store.image_path("s", "0123456789abcdef" * 4)
+    assert str(refused.value) == "no image 0123456789ab... in study 's'"
+    store.create_study("t", "I agree.", 4, 0)
+    add_stimuli(store, "t")
+    with pytest.raises(StudyError) as refused:
+        store.image_path("t", store.stimuli("t")[0]["output_sha256"])
+    assert str(refused.value) == "study 't' has no images_dir: create it with python -m study.prepare"
 
 
 def test_concurrent_sqlite_writers_queue_instead_of_failing(tmp_path):

@@ -3,6 +3,7 @@ stores and answers (the launched app's route: test_study_flow, test_hostile, tes
 for mutation testing (bench.mutation) to run for every mutant of the module."""
 import json
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,7 @@ from sqlalchemy import select
 from demo.limits import VoteLimits
 from demo.signing import b64, unb64
 from demo.study_images import StudyImages
-from demo.study_page import register_sample
+from demo.study_page import REPO, SAMPLE, register_sample
 from demo.study_trial import ahead_html, instruction
 from demo.study_vote import (
     ANSWERED,
@@ -26,11 +27,13 @@ from demo.study_vote import (
     done_html,
     way_back,
 )
+from study.prepare import register
 from study.questions import of_study
 from study.schema import FEEDBACK_CHARS, participants
 from study.store import Store, load_votes
 
 STUDY = "sample"
+PID = {"PROLIFIC_PID": "5f0c1d2e3a4b5c6d7e8f9a01"}
 ADDRESS = "203.0.113.7"
 
 
@@ -55,13 +58,13 @@ def test_every_vote_stores_the_choice_on_the_trial_shown_and_answers_the_next(st
     by address and the next trials' addresses), each vote stores that trial's choice with the browser's and
     the server's times, and the last answer is the completion screen with the code and the way back."""
     votes = votes_of(store)
-    participant = store.new_participant(STUDY, {"PROLIFIC_PID": "5f0c1d2e3a4b5c6d7e8f9a01"})
+    participant = store.new_participant(STUDY, PID)
     spec, trials = store.study(STUDY), store.remaining_trials(participant)
     wording = of_study(spec)
     view = votes.screen(STUDY, participant, True)["trial"]
     choices = ["left", "right", "tie", "both_bad"]
     for i, trial in enumerate(trials):
-        assert view["trial"] == trial["token"] and view["practice"] == trial["practice"]
+        assert view["trial"] == trial["token"] and view["practice"] == trial["practice"] and view["notice"] == ""
         if trial["practice"]:
             assert view["progress"] == f"Practice trial {trial['position'] + 1} of {trial['practice_trials']}"
         else:
@@ -75,17 +78,21 @@ def test_every_vote_stores_the_choice_on_the_trial_shown_and_answers_the_next(st
         for kind in ("content", "style"):
             assert view[kind] == votes.images.reference_url(STUDY, participant, trial["left"], kind)
         assert view["next"] == votes.images.preload(STUDY, participant, trials[i + 1:i + 1 + PRELOAD_TRIALS], True)
+        assert store.finished_participant(STUDY, PID) is None  # complete at the last answer, not before
+        time.sleep(0.03 if i == 2 else 0)  # the third trial looked at for 30 ms at least
         status, reply = answer(votes, view, choices[i % 4], client=1000 + i)
         assert status == 200
         view = reply.get("trial")
     assert view is None and "Your completion code is" in reply["done"]
+    assert store.finished_participant(STUDY, PID) == participant
     code = store.completion_code(participant)
     assert f"<b>{code}</b>" in reply["done"] and PROLIFIC_COMPLETE + code in reply["done"]
     stored = load_votes(store, STUDY)
     assert stored["trial"].tolist() == sorted(stored["trial"]) and len(stored) == len(trials)
     assert stored["choice"].tolist() == [choices[i % 4] for i in range(len(trials))]
     assert stored["response_time_ms"].tolist() == [1000 + i for i in range(len(trials))]
-    assert (stored["server_time_ms"] >= 0).all() and (stored["server_time_ms"] < 60_000).all()
+    assert stored["server_time_ms"].notna().all() and stored["server_time_ms"].between(0, 60_000).all()
+    assert stored["server_time_ms"].iloc[2] >= 30
     assert votes.screen(STUDY, participant, False) == {"done": votes.done(STUDY, participant, False)}
 
 
@@ -141,11 +148,13 @@ def test_the_rate_limits_refuse_before_anything_is_stored(store):
     view = answer(votes, view, "left")[1]["trial"]
     status, reply = answer(votes, view, "left")
     assert status == 429 and "error" in reply and len(load_votes(store, STUDY)) == 2
+    assert votes.vote({"ticket": view["ticket"], "choice": "left"}, "198.51.100.99")[0] == 200  # another address
     slow = votes_of(store, interval_ms=60_000)
-    other = store.new_participant(STUDY)
+    other, third = store.new_participant(STUDY), store.new_participant(STUDY)
     view = slow.screen(STUDY, other, False)["trial"]
     assert answer(slow, view, "right")[0] == 200
     assert answer(slow, slow.screen(STUDY, other, False)["trial"], "right")[0] == 429
+    assert answer(slow, slow.screen(STUDY, third, False)["trial"], "right")[0] == 200  # another participant
 
 
 @pytest.mark.parametrize("value, kept", [(0, 0), (1500, 1500), (MAX_RESPONSE_MS, MAX_RESPONSE_MS),
@@ -248,3 +257,26 @@ def test_tickets_carry_any_bytes_through_base64_without_padding():
     for n in range(40):
         data = bytes(range(256))[n:2 * n]
         assert "=" not in b64(data) and unb64(b64(data)) == data
+
+
+def test_a_vote_ticket_is_no_feedback_ticket_and_back(store):
+    votes = votes_of(store, per_minute=100)
+    participant = store.new_participant(STUDY)
+    first = votes.screen(STUDY, participant, False)["trial"]
+    done = finish(votes, store, participant)
+    feedback_ticket = re.search(r'data-ticket="([^"]+)"', done)[1]
+    assert votes.feedback({"ticket": first["ticket"], "text": "x"}, ADDRESS) == (400, {"error": BAD_REQUEST})
+    assert votes.vote({"ticket": feedback_ticket, "choice": "left"}, ADDRESS) == (400, {"error": BAD_REQUEST})
+
+
+def test_a_study_without_references_shows_none(store):
+    spec = json.loads((SAMPLE / "study.json").read_text())
+    store.create_study("plain", "Consent.", 4, 0.0, SAMPLE / "images", show_references=False)
+    register(store, "plain", [REPO / p for p in spec["contents"]], [REPO / p for p in spec["styles"]], spec["methods"],
+             SAMPLE / "images", spec["size"])
+    votes = votes_of(store)
+    participant = store.new_participant("plain")
+    view = votes.screen("plain", participant, False)["trial"]
+    assert view["content"] is view["style"] is None and "reference" not in view["html"]
+    assert votes.ahead("plain", participant) == {"html": ahead_html(votes.images.preload(
+        "plain", participant, store.remaining_trials(participant)[:1 + PRELOAD_TRIALS], False))}
