@@ -18,14 +18,17 @@ SCREENED_OUT = ("screened out (screen too small) before consent: they should ret
 
 
 def read_export(path):
-    """The unique participant ids of a Prolific export CSV, in file order; ValueError naming the
-    columns when none holds the ids."""
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    """The unique participant ids of a Prolific export CSV, in file order, as written (text: "007" stays
+    "007"); ValueError naming the columns when none holds the ids, or for an empty file."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty: download the submissions' CSV from Prolific again") from None
     names = {re.sub(r"[^a-z]", "", c.lower()): c for c in table.columns}
     column = next((names[k] for k in ID_COLUMNS if k in names), None)
     if column is None:
         raise ValueError(f"{path}: no participant id column (looked for 'Participant id', 'participant_id' or "
-                         f"'PROLIFIC_PID'; found {', '.join(map(repr, table.columns)) or 'none'})")
+                         f"'PROLIFIC_PID'; found {', '.join(map(repr, table.columns))})")
     ids = table[column].str.strip()
     return list(dict.fromkeys(i for i in ids if i))
 

@@ -147,3 +147,7 @@ def test_each_gallery_painting_has_its_board(store):
     assert f"This board: the 90 counted votes on {title}." in summary and pairs is None
     assert sum(r["votes"] for r in ranking["rows"]) == 180
     assert board.view("no such board", {})[4] == ALL
+    other, other_title = list(paintings.items())[1]
+    votes.honest(3, style=other)  # a board that appears between two full counts
+    assert (f"{other_title} (3 votes)", other) in board.view(ALL, {})[3]
+    assert sum(r["votes"] for r in board.view(other, {})[1]["rows"]) == 6

@@ -77,8 +77,8 @@ def test_several_reasons_are_joined_and_the_rules_can_be_set():
 
 def test_the_export_column_and_the_lists(tmp_path):
     export = tmp_path / "export.csv"
-    export.write_text("Status,Participant id\nAPPROVED, b \nAWAITING REVIEW,a\nRETURNED,\nAPPROVED,b\n")
-    assert read_export(export) == ["b", "a"]
+    export.write_text("Status,Participant id\nAPPROVED, b \nAWAITING REVIEW,007\nRETURNED,\nAPPROVED,b\n")
+    assert read_export(export) == ["b", "007"]
     export.write_text("PROLIFIC_PID\nx\n")
     assert read_export(export) == ["x"]
     export.write_text("Status,Started at\nAPPROVED,now\n")
@@ -86,7 +86,18 @@ def test_the_export_column_and_the_lists(tmp_path):
         read_export(export)
     assert str(refused.value) == (f"{export}: no participant id column (looked for 'Participant id', 'participant_id' "
                                   "or 'PROLIFIC_PID'; found 'Status', 'Started at')")
+    export.write_text("")
+    with pytest.raises(ValueError) as refused:
+        read_export(export)
+    assert str(refused.value) == f"{export} is empty: download the submissions' CSV from Prolific again"
     paths = write_lists(decided(["good", "two-lapses", "fast", "stranger"]).reset_index(), tmp_path)
     assert [p.name for p in paths] == ["prolific_approve.csv", "prolific_reject.csv", "prolific_review.csv"]
     assert [pd.read_csv(p, dtype=str)["prolific_id"].tolist() for p in paths] == [["good"], ["two-lapses"],
                                                                                   ["fast", "stranger"]]
+    assert all(pd.read_csv(p).columns.tolist() == ["prolific_id", "participant", "decision", "reason", *COUNTS]
+               for p in paths)
+
+
+def test_no_ids_make_an_empty_table_with_every_column():
+    out = decided([]).reset_index()
+    assert out.empty and out.columns.tolist() == ["prolific_id", "participant", "decision", "reason", *COUNTS]

@@ -19,6 +19,7 @@ from study.store import (
     Store,
     StudyError,
     VoteRejected,
+    _design,
     load_arrivals,
     load_participants,
     load_screens,
@@ -590,3 +591,30 @@ def test_study_never_imports_torch_gradio_or_model():
             "sys.exit(', '.join(bad) or None)")
     result = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_design_counts_the_method_pairs_shown_in_each_cell_so_far(store):
+    """What new participants are balanced against (_design's `used`): per cell and method pair, the method
+    trials drawn so far for this study's participants (no catch, practice or attention trial; no other
+    study's), whichever side each method was on."""
+    for name in ("s", "other"):
+        store.create_study(name, "I agree.", 6, 0.2, practice_trials=1, attention_rate=0.2)
+        add_stimuli(store, name)
+    tokens = [store.new_participant("s") for _ in range(4)]
+    for _ in range(3):
+        store.new_participant("other")
+    by_sha = {x["output_sha256"]: x for x in store.stimuli("s")}
+    expected = Counter()
+    for token in tokens:
+        for t in store.remaining_trials(token):
+            left, right = by_sha[t["left"]], by_sha[t["right"]]
+            if t["practice"] or t["instructed"] or CATCH in (left["method"], right["method"]):
+                continue
+            cell = (left["content_sha256"], left["style_sha256"])
+            expected[cell, tuple(sorted((left["method"], right["method"])))] += 1
+    with store.engine.connect() as conn:
+        cells, used = _design(conn, store._study(conn, "s"))
+    assert used == expected and sum(expected.values()) >= 4 * 3
+    assert cells == {(x["content_sha256"], x["style_sha256"]): {y["method"]: y["id"] for y in store.stimuli("s")
+                     if (y["content_sha256"], y["style_sha256"]) == (x["content_sha256"], x["style_sha256"])}
+                     for x in store.stimuli("s")}
