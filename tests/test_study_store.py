@@ -618,3 +618,52 @@ def test_the_design_counts_the_method_pairs_shown_in_each_cell_so_far(store):
     assert cells == {(x["content_sha256"], x["style_sha256"]): {y["method"]: y["id"] for y in store.stimuli("s")
                      if (y["content_sha256"], y["style_sha256"]) == (x["content_sha256"], x["style_sha256"])}
                      for x in store.stimuli("s")}
+
+
+def test_draws_balance_pairs_and_cells_across_participants_and_spread_catch_trials(tmp_path):
+    """12 participants of 7 trials (2 catch, so 5 method trials over 3 method pairs and 3 cells): across
+    participants each pair, and each pair in each cell, is shown as often as any other give or take one; a
+    participant never sees a pair in a cell twice while another cell is left, nor two catch trials in one
+    cell; catch images fall on both sides."""
+    with Store(tmp_path / "b.db") as store:
+        store.create_study("b", "I agree.", 7, 0.25)
+        add_stimuli(store, "b", contents=("c1", "c2", "c3"), styles=("s1",))
+        by_sha = {x["output_sha256"]: x for x in store.stimuli("b")}
+        pairs, cells, catch_sides = Counter(), Counter(), Counter()
+        for i in range(12):
+            mine, catch_cells = Counter(), []
+            for t in store.remaining_trials(store.new_participant("b", rng=random.Random(i))):
+                left, right = by_sha[t["left"]], by_sha[t["right"]]
+                if CATCH in (left["method"], right["method"]):
+                    catch_cells.append(left["content_sha256"])
+                    catch_sides["left" if left["method"] == CATCH else "right"] += 1
+                    continue
+                pair = tuple(sorted((left["method"], right["method"])))
+                pairs[pair] += 1
+                cells[pair, left["content_sha256"]] += 1
+                mine[pair, left["content_sha256"]] += 1
+            assert max(mine.values()) == 1 and len(catch_cells) == len(set(catch_cells)) == 2
+        assert len(pairs) == 3 and max(pairs.values()) - min(pairs.values()) <= 1 and sum(pairs.values()) == 60
+        assert len(cells) == 9 and max(cells.values()) - min(cells.values()) <= 1
+        assert min(catch_sides["left"], catch_sides["right"]) >= 6  # of 24
+
+
+def test_a_study_that_cannot_be_drawn_says_what_to_do(tmp_path):
+    with Store(tmp_path / "n.db") as store:
+        store.create_study("one", "I agree.", 4, 0.0)
+        add_stimuli(store, "one", methods=("a2k_free",), catch=False)
+        with pytest.raises(StudyError) as refused:
+            store.new_participant("one")
+        assert str(refused.value) == ("the study needs images of at least two methods for the same content and style: "
+                                      "run python -m study.prepare with two or more --methods")
+        store.create_study("nocatch", "I agree.", 4, 0.5)
+        add_stimuli(store, "nocatch", catch=False)
+        with pytest.raises(StudyError) as refused:
+            store.new_participant("nocatch")
+        assert str(refused.value) == ("the study has catch trials but no catch images: run python -m study.prepare "
+                                      "(it makes them), or create the study with catch_rate=0")
+        store.create_study("ids", "I agree.", 4, 0.0)
+        add_stimuli(store, "ids")
+        token = store.new_participant("ids", {"PROLIFIC_PID": "", "SESSION_ID": None, "STUDY_ID": "x"})
+        kept = load_participants(store, "ids").set_index("participant")
+        assert kept["external_key"].isna().all() and len(kept) == 1 and token
