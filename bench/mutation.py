@@ -6,19 +6,17 @@ mutmut, configured in pyproject.toml's [tool.mutmut] (the modules in `only_mutat
 tests in `pytest_add_cli_args_test_selection`), copies the code into mutants/, makes every mutant of those
 modules and runs, for each, the tests that reached the mutated function; it keeps its verdicts there, so
 a run stopped half-way goes on where it stopped (--report-only reads them without running). Then this
-writes artifacts/mutation/mutants.csv (every mutant: module, function, status, and for a survivor the mutated
-line and what it becomes),
-artifacts/mutation/scores.csv (per module: the counts and the score) and the same table into
-tests/README.md between its two MARK lines.
+writes artifacts/mutation/mutants.csv (every mutant: module, function, status, and for a survivor the
+mutated line and what it becomes), artifacts/mutation/scores.csv (per module: the counts and the score)
+and the same table into tests/README.md between its two MARK lines.
 
 score = killed / (mutants - equivalent - not checked): timeouts count as killed (the mutant hangs where the
 code returns), "no tests" as survived (no selected test reaches the function); "not checked" is zero after
-a whole run, and the rest of a run stopped half-way. The survivors judged
-equivalent or harmless are listed, each with its reason, in tests/mutants_equivalent.csv (file, function,
-line: the mutated line as mutmut shows it, mutant: the line it becomes, reason), by their change rather than
-their number, which shifts when the function changes; a listed change that no survivor makes any more is
-reported, so the list cannot go stale silently.
-study/store.py counts its vote and trial functions (STORE_SCOPE), as the issue asks; its other
+a whole run, and the rest of a run stopped half-way. The survivors judged equivalent or harmless are listed,
+each with its reason, in tests/mutants_equivalent.csv (file, function, line: the mutated line as mutmut
+shows it, mutant: the line it becomes, reason), by their change rather than their number, which shifts when
+the function changes; a listed change that no survivor makes any more is reported, so the list cannot go
+stale silently. study/store.py counts its vote and trial functions (STORE_SCOPE), as the issue asks; its other
 functions get a row of their own."""
 import argparse
 import csv
@@ -39,7 +37,8 @@ MARK = "<!-- mutation scores: python -m bench.mutation writes this table -->"
 STORE_SCOPE = {"Store.new_participant", "Store.remaining_trials", "Store._remaining", "Store.get_trial",
                "Store.record_vote", "Store.answer_next", "Store.progress", "Store.completion_code",
                "Store.record_comparison", "Store.voted_pairs", "Store.record_battle", "Store.battles",
-               "Store.battle_ids", "_unvoted", "_complete", "_vote_row", "_view_query", "_views", "_design",
+               "Store.battle_ids", "_unvoted", "_complete", "_vote_row", "_view_query", "_remaining_query",
+               "_trial_view_query", "_views", "_design",
                "_draw_trials", "load_votes"}
 KILLED = {"killed", "timeout"}
 NAME = re.compile(r"^(?P<module>[\w.]+)\.x(?:ǁ(?P<cls>\w+)ǁ|_)(?P<func>\w+?)__mutmut_\d+$")
