@@ -4,6 +4,7 @@ import torch
 
 from model.a2k import a2k_mean_std
 from model.all_to_all import attention_mean_std, positions, unflatten
+from model.function import mean_std, mvn, shallow_keys
 from model.training_free import KEY_CHANNELS, TrainingFree
 
 
@@ -118,3 +119,17 @@ def test_the_pair_differs_only_in_the_attention():
     with pytest.raises(ValueError, match="attention must be 'a2k' or 'all2all', not 'sanet'"):
         TrainingFree("sanet")
     assert TrainingFree("a2k").decode(torch.zeros(1, 512, 4, 5)).shape == (1, 3, 32, 40)  # the AdaIN decoder
+
+
+def test_transfer_gives_the_decoder_attended_statistics_on_relu4_in_the_styles_scale():
+    """transfer: the keys are AdaAttN's shallow keys up to relu4_1, the values the style's relu4_1 standardised;
+    the result std * mvn(content relu4_1) + mean, brought back to the style's channel mean and std."""
+    torch.manual_seed(1)
+    sizes = [(64, 16), (128, 8), (256, 4), (512, 2)]
+    c = [torch.rand(1, ch, n, n + 1) for ch, n in sizes]
+    s = [torch.rand(1, ch, n + 1, n) for ch, n in sizes]
+    net = TrainingFree("a2k")
+    (got,) = net.transfer(c, s)
+    mean, std = net.mean_std(shallow_keys(c, 3), shallow_keys(s, 3), mvn(s[3]))
+    style_mean, style_std = mean_std(s[3])
+    assert got.shape == c[3].shape and torch.allclose(got, (std * mvn(c[3]) + mean) * style_std + style_mean)
