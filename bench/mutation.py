@@ -83,10 +83,10 @@ def report():
     """Write the CSVs and the README table from mutmut's verdicts; returns the table (Markdown)."""
     with open(EQUIVALENT, newline="") as f:
         equivalent = {(r["file"], r["function"], r["line"], r["mutant"]): r["reason"] for r in csv.DictReader(f)}
-    rows, used = [], set()
+    rows, used, mutated = [], set(), modules()
     for mutant, s in sorted(verdicts().items()):
         file, function = row_of(mutant)
-        if file not in modules():
+        if file not in mutated:
             continue
         before, after = change(mutant) if s == "survived" else ("", "")
         reason = equivalent.get((file, function, before, after), "")
@@ -117,10 +117,9 @@ def report():
                        "|---|---|---|---|---|---|---|---|---|"]
                       + [f"| `{s['module']}` | {s['mutants']} | {s['killed']} | {s['survived']} | {s['no_tests']} | "
                          f"{s['equivalent']} | {s['not_checked']} | {s['other']} | {s['score']} |" for s in scores])
-    text = README.read_text()
-    before, _, rest = text.partition(MARK)
-    _, _, after = rest.partition(MARK)
-    README.write_text(f"{before}{MARK}\n{table}\n{MARK}{after}")
+    head, _, rest = README.read_text().partition(MARK)
+    _, _, tail = rest.partition(MARK)
+    README.write_text(f"{head}{MARK}\n{table}\n{MARK}{tail}")
     for file, function, before, after in sorted(set(equivalent) - used):
         print(f"{EQUIVALENT.name} lists a change that no survivor makes now (remove it): {file} {function}: "
               f"{before!r} -> {after!r}")
