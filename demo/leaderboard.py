@@ -101,7 +101,7 @@ def ranking(counts, live, full, label):
     s["ranked"] = s["ci_low"].notna() & s["strength"].notna()
     s["rank"] = 0
     s.loc[s["ranked"], "rank"] = interval_ranks(s.loc[s["ranked"], "ci_low"], s.loc[s["ranked"], "ci_high"])
-    s = s.reset_index().assign(shown=s["strength"].round(3).to_numpy())  # equal as shown: by votes, then name
+    s = s.reset_index().assign(shown=lambda d: d["strength"].round(3))  # equal as shown: by votes, then name
     s = s.sort_values(["ranked", "rank", "shown", "votes", "method"], ascending=[False, True, False, False, True])
     return [{"rank": int(r.rank) if r.ranked else "provisional", "model": label(r.method),
              "strength": "–" if pd.isna(r.strength) else f"{r.strength:.3f}", "95% interval": interval_text(r),
