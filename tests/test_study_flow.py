@@ -31,6 +31,8 @@ from study.prepare import register
 from study.schema import arrival_counts, arrivals, participants, studies, trials
 from study.store import Store, load_arrivals, load_participants, load_votes
 
+from .test_study_vote import feedback_ticket
+
 PASSWORD = "correct horse battery staple"
 SPEC = json.loads((SAMPLE / "study.json").read_text())
 N_TRIALS = SPEC["n_trials"]
@@ -480,7 +482,7 @@ def test_each_trial_asks_its_question_beside_its_references_and_the_end_takes_fe
     assert len({ids[r.left_stimulus_id]["content_sha256"] for r in rows}) >= 2  # references follow the pair
     done = s["done"]
     assert "About this study" in done and 'class="feedback"' in done
-    ticket = re.search(r'data-ticket="([^"]+)"', done).group(1)
+    ticket = feedback_ticket(done)
     participant = saved["sample"]["participant"]
 
     def send(body):

@@ -169,7 +169,8 @@ def test_only_a_believable_browser_time_is_kept(store, value, kept):
     assert pd.isna(stored) if kept is None else stored == kept
 
 
-def finish(votes, store, participant):
+def finish(votes, participant):
+    """Answers every trial of `participant` ("left"); returns the completion screen's HTML."""
     view = votes.screen(STUDY, participant, False)["trial"]
     while view:
         status, reply = answer(votes, view, "left")
@@ -177,11 +178,16 @@ def finish(votes, store, participant):
     return reply["done"]
 
 
+def feedback_ticket(done):
+    """The feedback form's ticket on a completion screen."""
+    return re.search(r'data-ticket="([^"]+)"', done)[1]
+
+
 def test_feedback_is_kept_once_the_study_is_done_and_only_with_its_own_ticket(store):
     votes = votes_of(store, per_minute=100)
     participant = store.new_participant(STUDY)
-    done = finish(votes, store, participant)
-    ticket = re.search(r'data-ticket="([^"]+)"', done)[1]
+    done = finish(votes, participant)
+    ticket = feedback_ticket(done)
     assert votes.feedback({"ticket": ticket, "text": "y" * FEEDBACK_CHARS}, ADDRESS)[0] == 200  # the longest kept
     assert votes.feedback({"ticket": ticket, "text": "  the left ones were blurry "}, ADDRESS)[0] == 200
     assert votes.feedback({"ticket": ticket, "text": 5}, ADDRESS) == (400, {"error": BAD_REQUEST})
@@ -202,13 +208,13 @@ def test_feedback_is_kept_once_the_study_is_done_and_only_with_its_own_ticket(st
 
 def test_feedback_passes_the_vote_limits_of_its_participant_and_address(store):
     votes = votes_of(store, per_minute=100)
-    done = finish(votes, store, store.new_participant(STUDY))
-    ticket = re.search(r'data-ticket="([^"]+)"', done)[1]
+    done = finish(votes, store.new_participant(STUDY))
+    ticket = feedback_ticket(done)
     slow = votes_of(store, interval_ms=60_000)
     assert slow.feedback({"ticket": ticket, "text": "first"}, ADDRESS)[0] == 200
     status, reply = slow.feedback({"ticket": ticket, "text": "second"}, "198.51.100.99")  # the same participant
     assert status == 429 and list(reply) == ["error"] and reply["error"]
-    other = re.search(r'data-ticket="([^"]+)"', finish(votes, store, store.new_participant(STUDY)))[1]
+    other = feedback_ticket(finish(votes, store.new_participant(STUDY)))
     assert slow.feedback({"ticket": other, "text": "another participant"}, ADDRESS)[0] == 200
     crowded = votes_of(store, per_minute=1)
     assert crowded.feedback({"ticket": ticket, "text": "x"}, ADDRESS)[0] == 200
@@ -220,7 +226,7 @@ def test_feedback_passes_the_vote_limits_of_its_participant_and_address(store):
 def test_the_completion_screen_shows_the_debrief_and_the_feedback_question(store):
     votes = votes_of(store)
     participant = store.new_participant(STUDY)
-    done = finish(votes, store, participant)
+    done = finish(votes, participant)
     spec = store.study(STUDY)
     assert spec["feedback_question"] in done and "<h3>About this study</h3>" in done
     assert PROLIFIC_COMPLETE not in done
@@ -263,10 +269,10 @@ def test_a_vote_ticket_is_no_feedback_ticket_and_back(store):
     votes = votes_of(store, per_minute=100)
     participant = store.new_participant(STUDY)
     first = votes.screen(STUDY, participant, False)["trial"]
-    done = finish(votes, store, participant)
-    feedback_ticket = re.search(r'data-ticket="([^"]+)"', done)[1]
+    done = finish(votes, participant)
+    ticket = feedback_ticket(done)
     assert votes.feedback({"ticket": first["ticket"], "text": "x"}, ADDRESS) == (400, {"error": BAD_REQUEST})
-    assert votes.vote({"ticket": feedback_ticket, "choice": "left"}, ADDRESS) == (400, {"error": BAD_REQUEST})
+    assert votes.vote({"ticket": ticket, "choice": "left"}, ADDRESS) == (400, {"error": BAD_REQUEST})
 
 
 def test_a_study_without_references_shows_none(store):
