@@ -113,15 +113,120 @@ def disguised(data):
     return buf.getvalue()
 
 
+class Battles:
+    """One app's battles apart from their layout: the pair drawn, its pictures as they are painted (served from
+    `cache_dir`, Gradio's file cache), the vote under the limits. A battle is a dict: its token, inputs,
+    content and style sha256, methods (side A's first), outputs, results and when it was shown."""
+
+    def __init__(self, arena, cache_dir):
+        self.arena, self.cache_dir = arena, cache_dir
+        self.runnable = arena.runnable()
+        self.size = arena.settings.default_size
+        self.limits = VoteLimits(arena.settings.vote_interval_ms, arena.settings.votes_per_minute)
+        self.sources = DailyPseudonyms()
+        self.key = secrets.token_bytes(32)  # names the served images; a restart makes new names
+        self.rng = random.SystemRandom()
+
+    def fight(self, content_img, style_img, state, address, avoid=None):
+        """Pick the pair (another than `avoid` where one is left), paint it; yields (token, pictures, status,
+        battle): battle None while painting, then the battle open to vote on the last, or None there with
+        STALE when the session's inputs changed meanwhile. What it stores is charged to `address`'s write
+        budget (reserved before anything is stored)."""
+        missing = missing_input(content_img, style_img)
+        if missing:
+            raise gr.Error(missing)
+        inputs = inputs_key(content_img, style_img)
+        state["battle_inputs"] = inputs
+        try:
+            shrunk = [shrink(image, self.arena.settings.size_cap) for image in (content_img, style_img)]
+            with self.arena.hold_for(address, shrunk, self.size, len(SIDES)) as hold:
+                content_sha, style_sha = (self.arena.images.put(image, hold) for image in shrunk)
+                voted = self.arena.store.voted_pairs(visitor(state), content_sha, style_sha)
+                methods = pick_pair(self.runnable, voted | {avoid}, self.rng) or pick_pair(self.runnable, voted, self.rng)
+                if methods is None:
+                    raise gr.Error("You have voted on every pair of models for this photo and painting: "
+                                   "choose another photo or painting.")
+                token, results = secrets.token_urlsafe(16), []
+                for pictures, text in self.painted(content_sha, style_sha, methods, hold, token, results):
+                    yield token, pictures, text, None
+        except (ImageError, ValueError) as exc:
+            raise gr.Error(str(exc)) from exc
+        except (WeightsError, StorageError) as exc:
+            raise gr.Error(f"The server cannot run this now: {exc}") from exc
+        if state.get("battle_inputs") != inputs:
+            yield token, pictures, STALE, None
+            return
+        yield token, pictures, "Which picture is better? The names appear after your vote.", {
+            "token": token, "inputs": inputs, "content": content_sha, "style": style_sha, "methods": methods,
+            "outputs": [r.sha256 for r in results], "results": results, "shown_at": time.monotonic()}
+
+    def painted(self, content_sha, style_sha, methods, hold, token, results):
+        """Runs each model in turn, appending its Result to `results` and yielding (pictures so far, status
+        text) at once, every TICK_S and when a picture is ready; the pictures are served under names made
+        from `token`. Each model's estimate is corrected by how far the models before it were off."""
+        arena, size = self.arena, self.size
+        stored = {m for m in methods if arena.stored(content_sha, style_sha, m, size, **DEFAULTS)}
+        pending = [m for m in methods if m not in stored]
+        guesses = dict(zip(pending, arena.estimates(pending, size, content_sha, style_sha)))
+        estimates = {side: 0.0 if m in stored else guesses[m] for side, m in zip(SIDES, methods)}
+        pictures = [None, None]
+        with ThreadPoolExecutor(1) as pool:
+            for i, (side, m) in enumerate(zip(SIDES, methods)):
+                began = time.monotonic()
+                job = pool.submit(arena.stylize, content_sha, style_sha, m, size, hold=hold, **DEFAULTS)
+                if i == 0:
+                    yield list(pictures), run_text(side, estimates, 0)
+                while not wait([job], TICK_S)[0]:
+                    yield list(pictures), run_text(side, estimates, time.monotonic() - began)
+                results.append(job.result())
+                took = time.monotonic() - began
+                if estimates[side] and not results[-1].cached:
+                    later = SIDES[i + 1:]
+                    ratio = took / estimates[side]
+                    estimates.update({s: estimates[s] * ratio for s in later if estimates[s]})
+                name = hmac.new(self.key, f"{token}:{side}".encode(), hashlib.sha256).hexdigest()
+                pictures[i] = served_copy(disguised(arena.images.data(results[-1].sha256)), self.cache_dir, hold, name)
+                yield list(pictures), run_text(SIDES[i + 1], estimates, 0) if i + 1 < len(SIDES) else ""
+
+    def left_to_vote(self, who, content_img, style_img):
+        """Whether a pair of models is left that `who` has not voted on for these images (as stored)."""
+        shas = [encoded(shrink(image, self.arena.settings.size_cap))[1] for image in (content_img, style_img)]
+        return pick_pair(self.runnable, self.arena.store.voted_pairs(who, *shas), self.rng) is not None
+
+    def ran(self, result):
+        """How a revealed model's picture was made: its time, stored or run now, and a GPU's peak memory."""
+        memory = (f", {result.peak_mib:,.0f} MiB GPU peak"
+                  if self.arena.settings.torch_device.type == "cuda" and result.peak_mib is not None else "")
+        return (f"precomputed (its run: {result.seconds:.1f} s{memory})" if result.cached
+                else f"run now, {result.seconds:.1f} s{memory}")
+
+    def vote(self, choice, battle, state, address):
+        """Stores the vote `choice` (BATTLE_LABELS) on `battle` from `address`; returns (the methods' labels,
+        side A's first, the reveal text)."""
+        if not battle:
+            raise gr.Error("Start a battle before voting.")
+        if battle["inputs"] != state.get("battle_inputs"):
+            raise gr.Error(STALE)
+        who = visitor(state)
+        refused = self.limits.check(who, address)
+        if refused:
+            raise gr.Error(refused)
+        settings = self.arena.settings
+        try:
+            self.arena.store.record_battle(
+                battle["token"], who, self.sources.of(address), battle["content"], battle["style"], *battle["methods"],
+                *battle["outputs"], choice, {"size": self.size, **DEFAULTS, "device": settings.torch_device.type},
+                int((time.monotonic() - battle["shown_at"]) * 1000))
+        except StudyError as exc:
+            raise gr.Error(str(exc)) from exc
+        labels = [self.arena.label(m) for m in battle["methods"]]
+        runs = [f"**Model {side}** was **{label}**: {self.ran(r)}"
+                for side, label, r in zip(SIDES, labels, battle["results"])]
+        return labels, f"Your vote: **{BATTLE_LABELS[choice]}**. " + ". ".join(runs) + "."
+
+
 def build_battle_tab(arena, session):
     """Lays out the tab inside the current Blocks and wires its events; returns its (photo, painting) inputs."""
-    settings = arena.settings
-    runnable = arena.runnable()
-    limits = VoteLimits(settings.vote_interval_ms, settings.votes_per_minute)
-    sources = DailyPseudonyms()
-    key = secrets.token_bytes(32)  # names the served images; a restart makes new names
-    rng = random.SystemRandom()
-    size = settings.default_size
     gr.Markdown("Two anonymous models paint your photo in the style of your painting. Vote for the better "
                 "picture; the names appear after your vote. Each vote feeds the Leaderboard (votes on two example "
                 "pictures are not counted there: use your own photo or painting).")
@@ -151,6 +256,7 @@ def build_battle_tab(arena, session):
     focus = gr.HTML(None, html_template="", js_on_load=PAGE_JS, visible="hidden", elem_id="battle-focus")
     battle = gr.State(None)  # server-side: the battle on screen, its methods and outputs
     shown = [*images, status, reveal, battle, *buttons, regenerate, new_round, focus]
+    battles = Battles(arena, images[0].GRADIO_CACHE)
 
     def screen(pictures=(None, None), text="", revealed="", state=None, stage="idle", names=None, token=None):
         """Every output; pictures None: keep those on screen; names: the methods, once revealed; stage: "idle",
@@ -164,70 +270,17 @@ def build_battle_tab(arena, session):
                 gr.Button(interactive=stage == "vote"), gr.Button(interactive=stage == "voted"),
                 gr.skip() if token is None else token)
 
-    def painted(content_sha, style_sha, methods, hold, token, results):
-        """Runs each model in turn, appending its Result to `results` and yielding (pictures so far, status
-        text) at once, every TICK_S and when a picture is ready; the pictures are served under names made
-        from `token`. Each model's estimate is corrected by how far the models before it were off."""
-        stored = {m for m in methods if arena.stored(content_sha, style_sha, m, size, **DEFAULTS)}
-        pending = [m for m in methods if m not in stored]
-        guesses = dict(zip(pending, arena.estimates(pending, size, content_sha, style_sha)))
-        estimates = {side: 0.0 if m in stored else guesses[m] for side, m in zip(SIDES, methods)}
-        pictures = [None, None]
-        with ThreadPoolExecutor(1) as pool:
-            for i, (side, m) in enumerate(zip(SIDES, methods)):
-                began = time.monotonic()
-                job = pool.submit(arena.stylize, content_sha, style_sha, m, size, hold=hold, **DEFAULTS)
-                if i == 0:
-                    yield pictures, run_text(side, estimates, 0)
-                while not wait([job], TICK_S)[0]:
-                    yield pictures, run_text(side, estimates, time.monotonic() - began)
-                results.append(job.result())
-                took = time.monotonic() - began
-                if estimates[side] and not results[-1].cached:
-                    later = SIDES[i + 1:]
-                    ratio = took / estimates[side]
-                    estimates.update({s: estimates[s] * ratio for s in later if estimates[s]})
-                name = hmac.new(key, f"{token}:{side}".encode(), hashlib.sha256).hexdigest()
-                pictures[i] = served_copy(disguised(arena.images.data(results[-1].sha256)),
-                                          images[i].GRADIO_CACHE, hold, name)
-                yield pictures, run_text(SIDES[i + 1], estimates, 0) if i + 1 < len(SIDES) else ""
-
     def fight(content_img, style_img, state, request, paths=(None, None), avoid=None):
-        """Pick the pair (another than `avoid` where one is left), stream each model's picture as it is
-        ready with the time left, then open the vote; yields updates of [content, style, *shown], the inputs
-        set to `paths` on the first. What it stores is charged to the client's write budget (reserved before
-        anything is stored)."""
-        missing = missing_input(content_img, style_img)
-        if missing:
-            raise gr.Error(missing)
-        inputs = inputs_key(content_img, style_img)
-        state["battle_inputs"] = inputs
-        who = visitor(state)
+        """Battles.fight as updates of [content, style, *shown], the inputs set to `paths` on the first."""
         inputs_out = [gr.skip() if p is None else p for p in paths]
-        try:
-            shrunk = [shrink(image, settings.size_cap) for image in (content_img, style_img)]
-            with arena.hold_for(peer(request), shrunk, size, len(SIDES)) as hold:
-                content_sha, style_sha = (arena.images.put(image, hold) for image in shrunk)
-                voted = arena.store.voted_pairs(who, content_sha, style_sha)
-                methods = pick_pair(runnable, voted | {avoid}, rng) or pick_pair(runnable, voted, rng)
-                if methods is None:
-                    raise gr.Error("You have voted on every pair of models for this photo and painting: "
-                                   "choose another photo or painting.")
-                token, results = secrets.token_urlsafe(16), []
-                for n, (pictures, text) in enumerate(painted(content_sha, style_sha, methods, hold, token, results)):
-                    yield (*inputs_out, *screen(pictures, text, token=None if n else token))
-                    inputs_out = [gr.skip(), gr.skip()]
-        except (ImageError, ValueError) as exc:
-            raise gr.Error(str(exc)) from exc
-        except (WeightsError, StorageError) as exc:
-            raise gr.Error(f"The server cannot run this now: {exc}") from exc
-        if state.get("battle_inputs") != inputs:
-            yield (*inputs_out, *screen(pictures, STALE))
-            return
-        current = {"token": token, "inputs": inputs, "content": content_sha, "style": style_sha, "methods": methods,
-                   "outputs": [r.sha256 for r in results], "results": results, "shown_at": time.monotonic()}
-        yield (*inputs_out, *screen(pictures, "Which picture is better? The names appear after your vote.",
-                                    state=current, stage="vote"))
+        steps = battles.fight(content_img, style_img, state, peer(request), avoid)
+        for n, (token, pictures, text, current) in enumerate(steps):
+            yield (*inputs_out, *screen(pictures, text, state=current, stage="vote" if current else "idle",
+                                        token=None if n else token))
+            inputs_out = [gr.skip(), gr.skip()]
+
+    def fight_start(content_img, style_img, state, request: gr.Request):
+        yield from fight(content_img, style_img, state, request)
 
     def fight_example(index, state, request: gr.Request):
         paths = pair_paths()[index]
@@ -241,15 +294,10 @@ def build_battle_tab(arena, session):
         """New round: another pair on the same images, or new images from the gallery when this visitor has
         voted on every pair for these."""
         paths = (None, None)
-        if content_img is None or style_img is None or not left_to_vote(visitor(state), content_img, style_img):
-            paths = (rng.choice(example_paths("contents")), rng.choice(example_paths("styles")))
+        if content_img is None or style_img is None or not battles.left_to_vote(visitor(state), content_img, style_img):
+            paths = (battles.rng.choice(example_paths("contents")), battles.rng.choice(example_paths("styles")))
             content_img, style_img = (read_input(p) for p in paths)
         yield from fight(content_img, style_img, state, request, paths)
-
-    def left_to_vote(who, content_img, style_img):
-        """Whether a pair of models is left that `who` has not voted on for these images (as stored)."""
-        shas = [encoded(shrink(image, settings.size_cap))[1] for image in (content_img, style_img)]
-        return pick_pair(runnable, arena.store.voted_pairs(who, *shas), rng) is not None
 
     def clear_if_changed(content_img, style_img, state):
         """A new photo or painting ends the battle on screen. Inputs equal to those of the battle running or
@@ -260,41 +308,8 @@ def build_battle_tab(arena, session):
         state["battle_inputs"] = inputs
         return screen()
 
-    def ran(result):
-        """How a revealed model's picture was made: its time, stored or run now, and a GPU's peak memory."""
-        memory = (f", {result.peak_mib:,.0f} MiB GPU peak"
-                  if settings.torch_device.type == "cuda" and result.peak_mib is not None else "")
-        return (f"precomputed (its run: {result.seconds:.1f} s{memory})" if result.cached
-                else f"run now, {result.seconds:.1f} s{memory}")
-
-    def vote(choice, current, state, address):
-        if not current:
-            raise gr.Error("Start a battle before voting.")
-        if current["inputs"] != state.get("battle_inputs"):
-            raise gr.Error(STALE)
-        who = visitor(state)
-        refused = limits.check(who, address)
-        if refused:
-            raise gr.Error(refused)
-        try:
-            arena.store.record_battle(
-                current["token"], who, sources.of(address), current["content"], current["style"], *current["methods"],
-                *current["outputs"], choice, {"size": size, **DEFAULTS, "device": settings.torch_device.type},
-                int((time.monotonic() - current["shown_at"]) * 1000))
-        except StudyError as exc:
-            raise gr.Error(str(exc)) from exc
-        labels = [arena.label(m) for m in current["methods"]]
-        runs = [f"**Model {side}** was **{label}**: {ran(r)}"
-                for side, label, r in zip(SIDES, labels, current["results"])]
-        revealed = f"Your vote: **{BATTLE_LABELS[choice]}**. " + ". ".join(runs) + "."
-        return screen(None, "Thank you! **New round**: another pair of models.", revealed, None, "voted", names=labels)
-
-    device = settings.device_events
+    device = arena.settings.device_events
     battle_outputs = [content, style, *shown]
-
-    def fight_start(content_img, style_img, state, request: gr.Request):
-        yield from fight(content_img, style_img, state, request)
-
     start.click(fight_start, [content, style, session], battle_outputs, api_name="battle", **device)
     pairs.click(fight_example, [pairs, session], battle_outputs, api_name="battle_example", **device, **PAGE_EVENT)
     regenerate.click(fight_again, [content, style, battle, session], battle_outputs, api_name="battle_regenerate",
@@ -304,6 +319,8 @@ def build_battle_tab(arena, session):
           api_name="battle_inputs_changed", show_progress="hidden", trigger_mode="always_last", **PAGE_EVENT)
     for choice, button in zip(BATTLE_LABELS, buttons):
         def handler(current, state, request: gr.Request, choice=choice):
-            return vote(choice, current, state, request.client.host if request.client else "")
+            labels, revealed = battles.vote(choice, current, state, request.client.host if request.client else "")
+            return screen(None, "Thank you! **New round**: another pair of models.", revealed, None, "voted",
+                          names=labels)
         button.click(handler, [battle, session], shown, api_name=f"battle_vote_{choice}")
     return content, style
