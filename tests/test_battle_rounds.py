@@ -1,5 +1,6 @@
-"""Battles in process (demo.battle.Battles, which the Battle tab's events drive): the pair drawn, the pictures as
-they are painted and served, the vote stored as it was seen. tests/test_demo.py drives the same over HTTP."""
+"""Battles in process: demo.battle.Battles (the pair drawn, the pictures as they are painted and served, the vote
+stored as it was seen), and the Battle tab's event functions called as Gradio calls them (what each puts on
+screen). tests/test_demo.py and tests/test_arena_browser.py drive the same over HTTP and in a browser."""
 import hashlib
 import hmac
 import itertools
@@ -11,10 +12,14 @@ import pytest
 from PIL import Image
 
 from demo.arena import Arena, Result, Settings
-from demo.battle import STALE, Battles
+from demo.battle import STALE, Battles, build_battle_tab
+from demo.choices import BATTLE_LABELS
+from demo.gallery import example_paths
 from demo.limits import TOO_FAST, VoteLimits
 from demo.session import inputs_key
 from demo.storage import encoded
+from demo.upload import read_input, shrink
+from demo.warmup import pair_paths
 from model.methods import METHODS
 
 ADDRESS = "198.51.100.7"
@@ -22,10 +27,22 @@ ASK = "Which picture is better? The names appear after your vote."
 
 
 @pytest.fixture(scope="module")
-def battles(tmp_path_factory):
-    """Battles at 64 px on the CPU over the methods that run offline, without the per-visitor vote interval."""
-    arena = Arena(Settings(device="cpu", data_dir=str(tmp_path_factory.mktemp("data")), max_size=64, vote_interval_ms=0))
+def arena(tmp_path_factory):
+    """An arena at 64 px on the CPU over the methods that run offline, without the per-visitor vote interval."""
+    return Arena(Settings(device="cpu", data_dir=str(tmp_path_factory.mktemp("data")), max_size=64, vote_interval_ms=0))
+
+
+@pytest.fixture(scope="module")
+def battles(arena, tmp_path_factory):
     return Battles(arena, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="module")
+def events(arena):
+    """The Battle tab's event functions by their API name, as a page's events call them."""
+    with gr.Blocks() as blocks:
+        build_battle_tab(arena, gr.State({}))
+    return {fn.api_name: fn.fn for fn in blocks.fns.values()}
 
 
 def picture(seed):
@@ -154,3 +171,67 @@ def test_the_reveal_says_how_each_picture_was_made(tmp_path, device, memory):
     assert battles.ran(Result("x", 1.25, 300.4, False)) == f"run now, 1.2 s{memory}"
     assert battles.ran(Result("x", 12.0, 300.4, True)) == f"precomputed (its run: 12.0 s{memory})"
     assert battles.ran(Result("x", 12.0, None, True)) == "precomputed (its run: 12.0 s)"
+
+
+def screen(update):
+    """One update of the tab's outputs [photo, painting, picture A, picture B, status, reveal, battle, the vote
+    buttons, Regenerate, New round, the scroll trigger] as {what: value}; a button as whether it is enabled."""
+    photo, painting, a, b, status, reveal, battle, *buttons, regenerate, new_round, focus = update
+    return {"inputs": [photo, painting], "pictures": [a, b], "status": status, "reveal": reveal, "battle": battle,
+            "votes": [v.interactive for v in buttons], "regenerate": regenerate.interactive,
+            "new_round": new_round.interactive, "focus": focus}
+
+
+SKIP = gr.skip()
+
+
+def test_the_tab_hides_the_names_until_the_vote_then_stores_the_choice_it_revealed(events, arena):
+    request, state = gr.Request(client={"host": ADDRESS}), {}
+    for n, choice in enumerate(BATTLE_LABELS):
+        updates = [screen(u) for u in events["battle"](picture(30 + n), picture(40), state, request)]
+        first, last = updates[0], updates[-1]
+        battle = last["battle"]
+        assert first["inputs"] == [SKIP, SKIP] and first["focus"] == battle["token"]
+        assert all(u["focus"] == SKIP for u in updates[1:])
+        assert all(not any(u["votes"]) and not u["regenerate"] for u in updates[:-1])
+        assert last["votes"] == [True] * 4 and last["regenerate"] and not last["new_round"]
+        assert last["status"] == ASK and last["reveal"] == ""
+        assert [p.label for p in last["pictures"]] == ["Model A", "Model B"]  # no name before the vote
+        for picture_, output in zip(last["pictures"], battle["outputs"]):
+            assert np.abs(pixels(picture_.value["path"]) - pixels(arena.images.get(output))).max() == 1
+        before = len(arena.store.battles())
+        voted = screen((SKIP, SKIP, *events[f"battle_vote_{choice}"](battle, state, request)))
+        row = arena.store.battles().iloc[before:].iloc[0]
+        labels = [METHODS[m].label for m in (row.left_method, row.right_method)]
+        assert row.choice == choice and [row.left_sha256, row.right_sha256] == battle["outputs"]
+        assert [p.label for p in voted["pictures"]] == [f"Model A: {labels[0]}", f"Model B: {labels[1]}"]
+        assert [p.value for p in voted["pictures"]] == [None, None]  # the pictures on screen stay
+        assert voted["reveal"].startswith(f"Your vote: **{BATTLE_LABELS[choice]}**. **Model A** was **{labels[0]}**")
+        assert voted["status"] == "Thank you! **New round**: another pair of models."
+        assert voted["battle"] is None and voted["votes"] == [False] * 4 and voted["new_round"]
+        assert not voted["regenerate"] and voted["focus"] == SKIP
+
+
+def test_regenerate_new_round_examples_and_new_inputs_on_the_tab(events, arena):
+    request, state = gr.Request(client={"host": ADDRESS}), {}
+    photo, painting = picture(50), picture(51)
+    *_, shown = events["battle"](photo, painting, state, request)
+    battle = screen(shown)["battle"]
+    *_, again = events["battle_regenerate"](photo, painting, battle, state, request)
+    assert sorted(screen(again)["battle"]["methods"]) != sorted(battle["methods"])  # another pair
+    unchanged = events["battle_inputs_changed"](photo, painting, state)
+    assert list(unchanged) == [SKIP] * 12  # the battle's own inputs arriving
+    cleared = screen((SKIP, SKIP, *events["battle_inputs_changed"](picture(52), painting, state)))
+    assert cleared["battle"] is None and cleared["pictures"][0].value is None and not any(cleared["votes"])
+    assert cleared["status"] == "" and cleared["focus"] == SKIP
+    first, *_, last = (screen(u) for u in events["battle_new_round"](photo, painting, state, request))
+    assert first["inputs"] == [SKIP, SKIP] and screen(again)["battle"]["inputs"] == last["battle"]["inputs"]
+    first, *_, last = (screen(u) for u in events["battle_new_round"](None, painting, state, request))
+    assert first["inputs"][0] in example_paths("contents") and first["inputs"][1] in example_paths("styles")
+    assert last["battle"]["content"] == encoded(shrink_to(first["inputs"][0], arena))[1]
+    first, *_, last = (screen(u) for u in events["battle_example"](1, state, request))
+    assert first["inputs"] == list(pair_paths()[1]) and last["status"] == ASK
+
+
+def shrink_to(path, arena):
+    return shrink(read_input(path), arena.settings.size_cap)
