@@ -1,11 +1,13 @@
 """Mutation testing of the code that results and stored votes rest on (issue #29), with mutmut 3:
 
-    python -m bench.mutation [--max-children 2] [--report-only]
+    python -m bench.mutation [--max-children 2] [--report-only | --recheck]
 
 mutmut, configured in pyproject.toml's [tool.mutmut] (the modules in `only_mutate`, the fast in-process
 tests in `pytest_add_cli_args_test_selection`), copies the code into mutants/, makes every mutant of those
 modules and runs, for each, the tests that reached the mutated function; it keeps its verdicts there, so
-a run stopped half-way goes on where it stopped (--report-only reads them without running). Then this
+a run stopped half-way goes on where it stopped (--report-only reads them without running). mutmut keeps a
+verdict until the mutated function changes, so after new tests --recheck runs the survivors again (a clean
+clone, with no mutants/, runs every mutant). Then this
 writes artifacts/mutation/mutants.csv (every mutant: module, function, status, and for a survivor the
 mutated line and what it becomes), artifacts/mutation/scores.csv (per module: the counts and the score)
 and the same table into tests/README.md between its two MARK lines.
@@ -129,12 +131,15 @@ def report():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2: the cores here)")
-    parser.add_argument("--report-only", action="store_true", help="only read the verdicts of the last run")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--report-only", action="store_true", help="only read the verdicts of the last run")
+    which.add_argument("--recheck", action="store_true", help="run the survivors of the last run again (after new tests)")
     args = parser.parse_args(argv)
     start = time.monotonic()
     if not args.report_only:
-        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], cwd=ROOT,
-                       check=True)
+        names = [m for m, s in verdicts().items() if s in ("survived", "no tests")] if args.recheck else []
+        subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
+                       cwd=ROOT, check=True)
         print(f"mutmut run: {(time.monotonic() - start) / 60:.1f} min")
     print(report())
     print(f"written: {OUT / 'mutants.csv'}, {OUT / 'scores.csv'}, and the table in {README.relative_to(ROOT)}")

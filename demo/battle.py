@@ -225,8 +225,80 @@ class Battles:
         return labels, f"Your vote: **{BATTLE_LABELS[choice]}**. " + ". ".join(runs) + "."
 
 
-def build_battle_tab(arena, session):
-    """Lays out the tab inside the current Blocks and wires its events; returns its (photo, painting) inputs."""
+class BattleTab:
+    """The Battle tab's event functions over `battles`: each gives updates of the tab's outputs (`screen`), those
+    that start a battle preceded by the photo and the painting."""
+
+    def __init__(self, battles):
+        self.battles = battles
+
+    @staticmethod
+    def screen(pictures=(None, None), text="", revealed="", state=None, stage="idle", names=None, token=None):
+        """Updates of [picture A, picture B, status, reveal, the battle (server-side state), the vote buttons,
+        Regenerate, New round, the scroll trigger]; pictures None: keep those on screen; names: the methods,
+        once revealed; stage: "idle", "vote" (the vote and Regenerate open) or "voted" (New round open);
+        token: a new battle's, which brings it into view."""
+        if pictures is None:
+            shown_images = [gr.Image(label=f"Model {side}: {name}") for side, name in zip(SIDES, names)]
+        else:
+            shown_images = [gr.Image(value=p, label=f"Model {side}") for p, side in zip(pictures, SIDES)]
+        return (*shown_images, text, revealed, state, *(gr.Button(interactive=stage == "vote") for _ in BATTLE_LABELS),
+                gr.Button(interactive=stage == "vote"), gr.Button(interactive=stage == "voted"),
+                gr.skip() if token is None else token)
+
+    def fight(self, content_img, style_img, state, request, paths=(None, None), avoid=None):
+        """Battles.fight as updates of [photo, painting, *screen], the inputs set to `paths` on the first."""
+        inputs_out = [gr.skip() if p is None else p for p in paths]
+        steps = self.battles.fight(content_img, style_img, state, peer(request), avoid)
+        for n, (token, pictures, text, current) in enumerate(steps):
+            yield (*inputs_out, *self.screen(pictures, text, state=current, stage="vote" if current else "idle",
+                                             token=None if n else token))
+            inputs_out = [gr.skip(), gr.skip()]
+
+    def start(self, content_img, style_img, state, request: gr.Request):
+        """Start battle: a pair on the visitor's photo and painting."""
+        yield from self.fight(content_img, style_img, state, request)
+
+    def example(self, index, state, request: gr.Request):
+        """An example pair clicked: a battle on it, the inputs set to its pictures."""
+        paths = pair_paths()[index]
+        yield from self.fight(*(read_input(p) for p in paths), state, request, paths)
+
+    def regenerate(self, content_img, style_img, current, state, request: gr.Request):
+        """Regenerate: another pair on the battle's images, the battle on screen left without a vote."""
+        avoid = tuple(sorted(current["methods"])) if current else None
+        yield from self.fight(content_img, style_img, state, request, avoid=avoid)
+
+    def new_round(self, content_img, style_img, state, request: gr.Request):
+        """New round: another pair on the same images, or new images from the gallery when this visitor has
+        voted on every pair for these."""
+        paths, rng = (None, None), self.battles.rng
+        if content_img is None or style_img is None or not self.battles.left_to_vote(visitor(state), content_img, style_img):
+            paths = (rng.choice(example_paths("contents")), rng.choice(example_paths("styles")))
+            content_img, style_img = (read_input(p) for p in paths)
+        yield from self.fight(content_img, style_img, state, request, paths)
+
+    def inputs_changed(self, content_img, style_img, state):
+        """A new photo or painting ends the battle on screen. Inputs equal to those of the battle running or
+        shown are that battle's own inputs arriving (an example pair): they change nothing."""
+        inputs = inputs_key(content_img, style_img)
+        if state.get("battle_inputs") == inputs:
+            return [gr.skip()] * len(self.screen())
+        state["battle_inputs"] = inputs
+        return self.screen()
+
+    def voter(self, choice):
+        """The event function of the vote button for `choice` (BATTLE_LABELS): stores it, reveals the names."""
+        def vote(current, state, request: gr.Request):
+            labels, revealed = self.battles.vote(choice, current, state, request.client.host if request.client else "")
+            return self.screen(None, "Thank you! **New round**: another pair of models.", revealed, None, "voted",
+                               names=labels)
+        return vote
+
+
+def build_battle_tab(arena, session):  # pragma: no mutate block (layout and wiring: the launched app's tests)
+    """Lays out the tab inside the current Blocks and wires its events to a BattleTab; returns its (photo,
+    painting) inputs."""
     gr.Markdown("Two anonymous models paint your photo in the style of your painting. Vote for the better "
                 "picture; the names appear after your vote. Each vote feeds the Leaderboard (votes on two example "
                 "pictures are not counted there: use your own photo or painting).")
@@ -256,71 +328,16 @@ def build_battle_tab(arena, session):
     focus = gr.HTML(None, html_template="", js_on_load=PAGE_JS, visible="hidden", elem_id="battle-focus")
     battle = gr.State(None)  # server-side: the battle on screen, its methods and outputs
     shown = [*images, status, reveal, battle, *buttons, regenerate, new_round, focus]
-    battles = Battles(arena, images[0].GRADIO_CACHE)
-
-    def screen(pictures=(None, None), text="", revealed="", state=None, stage="idle", names=None, token=None):
-        """Every output; pictures None: keep those on screen; names: the methods, once revealed; stage: "idle",
-        "vote" (the vote and Regenerate open) or "voted" (New round open); token: a new battle's, which
-        brings it into view."""
-        if pictures is None:
-            shown_images = [gr.Image(label=f"Model {side}: {name}") for side, name in zip(SIDES, names)]
-        else:
-            shown_images = [gr.Image(value=p, label=f"Model {side}") for p, side in zip(pictures, SIDES)]
-        return (*shown_images, text, revealed, state, *(gr.Button(interactive=stage == "vote") for _ in buttons),
-                gr.Button(interactive=stage == "vote"), gr.Button(interactive=stage == "voted"),
-                gr.skip() if token is None else token)
-
-    def fight(content_img, style_img, state, request, paths=(None, None), avoid=None):
-        """Battles.fight as updates of [content, style, *shown], the inputs set to `paths` on the first."""
-        inputs_out = [gr.skip() if p is None else p for p in paths]
-        steps = battles.fight(content_img, style_img, state, peer(request), avoid)
-        for n, (token, pictures, text, current) in enumerate(steps):
-            yield (*inputs_out, *screen(pictures, text, state=current, stage="vote" if current else "idle",
-                                        token=None if n else token))
-            inputs_out = [gr.skip(), gr.skip()]
-
-    def fight_start(content_img, style_img, state, request: gr.Request):
-        yield from fight(content_img, style_img, state, request)
-
-    def fight_example(index, state, request: gr.Request):
-        paths = pair_paths()[index]
-        yield from fight(*(read_input(p) for p in paths), state, request, paths)
-
-    def fight_again(content_img, style_img, current, state, request: gr.Request):
-        """Regenerate: another pair on the battle's images, the battle on screen left without a vote."""
-        yield from fight(content_img, style_img, state, request, avoid=tuple(sorted(current["methods"])) if current else None)
-
-    def next_round(content_img, style_img, state, request: gr.Request):
-        """New round: another pair on the same images, or new images from the gallery when this visitor has
-        voted on every pair for these."""
-        paths = (None, None)
-        if content_img is None or style_img is None or not battles.left_to_vote(visitor(state), content_img, style_img):
-            paths = (battles.rng.choice(example_paths("contents")), battles.rng.choice(example_paths("styles")))
-            content_img, style_img = (read_input(p) for p in paths)
-        yield from fight(content_img, style_img, state, request, paths)
-
-    def clear_if_changed(content_img, style_img, state):
-        """A new photo or painting ends the battle on screen. Inputs equal to those of the battle running or
-        shown are that battle's own inputs arriving (an example pair): they change nothing."""
-        inputs = inputs_key(content_img, style_img)
-        if state.get("battle_inputs") == inputs:
-            return [gr.skip()] * len(shown)
-        state["battle_inputs"] = inputs
-        return screen()
-
+    tab = BattleTab(Battles(arena, images[0].GRADIO_CACHE))
     device = arena.settings.device_events
     battle_outputs = [content, style, *shown]
-    start.click(fight_start, [content, style, session], battle_outputs, api_name="battle", **device)
-    pairs.click(fight_example, [pairs, session], battle_outputs, api_name="battle_example", **device, **PAGE_EVENT)
-    regenerate.click(fight_again, [content, style, battle, session], battle_outputs, api_name="battle_regenerate",
+    start.click(tab.start, [content, style, session], battle_outputs, api_name="battle", **device)
+    pairs.click(tab.example, [pairs, session], battle_outputs, api_name="battle_example", **device, **PAGE_EVENT)
+    regenerate.click(tab.regenerate, [content, style, battle, session], battle_outputs, api_name="battle_regenerate",
                      **device)
-    new_round.click(next_round, [content, style, session], battle_outputs, api_name="battle_new_round", **device)
-    gr.on([content.change, style.change], clear_if_changed, [content, style, session], shown,
+    new_round.click(tab.new_round, [content, style, session], battle_outputs, api_name="battle_new_round", **device)
+    gr.on([content.change, style.change], tab.inputs_changed, [content, style, session], shown,
           api_name="battle_inputs_changed", show_progress="hidden", trigger_mode="always_last", **PAGE_EVENT)
     for choice, button in zip(BATTLE_LABELS, buttons):
-        def handler(current, state, request: gr.Request, choice=choice):
-            labels, revealed = battles.vote(choice, current, state, request.client.host if request.client else "")
-            return screen(None, "Thank you! **New round**: another pair of models.", revealed, None, "voted",
-                          names=labels)
-        button.click(handler, [battle, session], shown, api_name=f"battle_vote_{choice}")
+        button.click(tab.voter(choice), [battle, session], shown, api_name=f"battle_vote_{choice}")
     return content, style

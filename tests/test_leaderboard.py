@@ -147,6 +147,8 @@ def test_each_gallery_painting_has_its_board(store):
     assert f"This board: the 90 counted votes on {title}." in summary and pairs is None
     assert sum(r["votes"] for r in ranking["rows"]) == 180
     assert board.view("no such board", {})[4] == ALL
+    *shown_view, menu = board.show(sha, {})  # as the tab puts it on screen
+    assert shown_view == [summary, ranking, pairs] and (menu.value, menu.choices) == (sha, choices)
     other, other_title = list(paintings.items())[1]
     votes.honest(3, style=other)  # a board that appears between two full counts
     assert (f"{other_title} (3 votes)", other) in board.view(ALL, {})[3]

@@ -9,12 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from demo.limits import VoteLimits
 from demo.signing import b64, unb64
 from demo.study_images import StudyImages
 from demo.study_page import REPO, SAMPLE, register_sample
-from demo.study_trial import ahead_html, instruction
+from demo.study_trial import FEEDBACK_ROUTE, ROUTE, ahead_html, instruction
 from demo.study_vote import (
     ANSWERED,
     BAD_REQUEST,
@@ -286,3 +288,25 @@ def test_a_study_without_references_shows_none(store):
     assert view["content"] is view["style"] is None and "reference" not in view["html"]
     assert votes.ahead("plain", participant) == {"html": ahead_html(votes.images.preload(
         "plain", participant, store.remaining_trials(participant)[:1 + PRELOAD_TRIALS], False))}
+
+
+def test_the_routes_take_json_from_the_clients_address_and_answer_uncached(store):
+    """The two POST routes as starlette serves them: a body that is no JSON gets 400 with BAD_REQUEST; a vote
+    and feedback reach StudyVotes with the client's address (the rate limit per address refuses the second)."""
+    votes = votes_of(store, per_minute=1)
+    client = TestClient(Starlette(routes=[votes.route(), votes.feedback_route()]))
+    participant = store.new_participant(STUDY)
+    view = votes.screen(STUDY, participant, False)["trial"]
+    for path in (ROUTE, FEEDBACK_ROUTE):
+        refused = client.post(f"/{path}", content=b"{not json")
+        assert (refused.status_code, refused.json()) == (400, {"error": BAD_REQUEST})
+        assert client.get(f"/{path}").status_code == 405
+    sent = client.post(f"/{ROUTE}", json={"ticket": view["ticket"], "choice": "left", "client_ms": 900})
+    assert sent.status_code == 200 and sent.headers["cache-control"] == "no-store" and "trial" in sent.json()
+    assert load_votes(store, STUDY)["choice"].tolist() == ["left"]
+    second = sent.json()["trial"]
+    limited = client.post(f"/{ROUTE}", json={"ticket": second["ticket"], "choice": "left", "client_ms": 900})
+    assert limited.status_code == 429 and limited.headers["cache-control"] == "no-store"
+    assert votes.vote({"ticket": second["ticket"], "choice": "left", "client_ms": 900}, ADDRESS)[0] == 200
+    feedback = client.post(f"/{FEEDBACK_ROUTE}", json={"ticket": "x", "text": "fine"})
+    assert (feedback.status_code, feedback.json()) == (400, {"error": BAD_REQUEST})  # the body reached feedback()
