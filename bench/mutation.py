@@ -22,6 +22,7 @@ stale silently. study/store.py counts its vote and trial functions (STORE_SCOPE)
 functions get a row of their own."""
 import argparse
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -139,7 +140,7 @@ def main(argv=None):
     if not args.report_only:
         names = [m for m, s in verdicts().items() if s in ("survived", "no tests")] if args.recheck else []
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
-                       cwd=ROOT, check=True)
+                       cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # see pyproject.toml
         print(f"mutmut run: {(time.monotonic() - start) / 60:.1f} min")
     print(report())
     print(f"written: {OUT / 'mutants.csv'}, {OUT / 'scores.csv'}, and the table in {README.relative_to(ROOT)}")

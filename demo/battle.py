@@ -100,6 +100,15 @@ def run_text(side, estimates, elapsed):
     return " · ".join([text + "…", *then])
 
 
+def corrected(estimates, side, took):
+    """`estimates` (side -> seconds, 0 for a stored result, None unknown) once Model `side` took `took` seconds:
+    the sides after it scaled by how far its own estimate was off."""
+    if not estimates[side]:
+        return estimates
+    ratio = took / estimates[side]
+    return {s: e * ratio if e and SIDES.index(s) > SIDES.index(side) else e for s, e in estimates.items()}
+
+
 def disguised(data):
     """The PNG image `data` (bytes) with each channel of each pixel moved by -1, 0 or +1 at random (invisible:
     about 50 dB PSNR), as PNG bytes (zlib level 1: about 40 ms and 1.2 times the stored size at 512 px).
@@ -149,6 +158,8 @@ class Battles:
                 token, results = secrets.token_urlsafe(16), []
                 for pictures, text in self.painted(content_sha, style_sha, methods, hold, token, results):
                     yield token, pictures, text, None
+        except gr.Error:  # a ValueError itself, whose str() is quoted
+            raise
         except (ImageError, ValueError) as exc:
             raise gr.Error(str(exc)) from exc
         except (WeightsError, StorageError) as exc:
@@ -179,11 +190,8 @@ class Battles:
                 while not wait([job], TICK_S)[0]:
                     yield list(pictures), run_text(side, estimates, time.monotonic() - began)
                 results.append(job.result())
-                took = time.monotonic() - began
-                if estimates[side] and not results[-1].cached:
-                    later = SIDES[i + 1:]
-                    ratio = took / estimates[side]
-                    estimates.update({s: estimates[s] * ratio for s in later if estimates[s]})
+                if not results[-1].cached:  # (a result stored meanwhile by another visitor's run took no time)
+                    estimates = corrected(estimates, side, time.monotonic() - began)
                 name = hmac.new(self.key, f"{token}:{side}".encode(), hashlib.sha256).hexdigest()
                 pictures[i] = served_copy(disguised(arena.images.data(results[-1].sha256)), self.cache_dir, hold, name)
                 yield list(pictures), run_text(SIDES[i + 1], estimates, 0) if i + 1 < len(SIDES) else ""

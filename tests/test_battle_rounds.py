@@ -5,17 +5,19 @@ import hashlib
 import hmac
 import itertools
 import re
+import time
 
 import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 
+from demo import battle as battle_module
 from demo.arena import Arena, Result, Settings
-from demo.battle import STALE, Battles, build_battle_tab
+from demo.battle import STALE, Battles, build_battle_tab, corrected, run_text
 from demo.choices import BATTLE_LABELS
 from demo.gallery import example_paths
-from demo.limits import TOO_FAST, VoteLimits
+from demo.limits import TOO_FAST, TOO_MANY, VoteLimits
 from demo.session import inputs_key
 from demo.storage import encoded
 from demo.upload import read_input, shrink
@@ -23,6 +25,8 @@ from demo.warmup import pair_paths
 from model.methods import METHODS
 
 ADDRESS = "198.51.100.7"
+EVERY_PAIR = ("You have voted on every pair of models for this photo and painting: choose another photo or "
+              "painting.")
 ASK = "Which picture is better? The names appear after your vote."
 
 
@@ -43,6 +47,26 @@ def events(arena):
     with gr.Blocks() as blocks:
         build_battle_tab(arena, gr.State({}))
     return {fn.api_name: fn.fn for fn in blocks.fns.values()}
+
+
+class FirstChoice:
+    """A draw that always takes the first: pick_pair then gives the first pair left, in sorted order."""
+
+    def random(self):
+        return 1.0
+
+    def choice(self, seq):
+        return seq[0]
+
+    def shuffle(self, seq):
+        pass
+
+
+def refusal(call, *args):
+    """The message of the gr.Error that call(*args) raises."""
+    with pytest.raises(gr.Error) as refused:
+        call(*args)
+    return refused.value.message
 
 
 def picture(seed):
@@ -77,12 +101,15 @@ def test_a_battle_streams_its_pictures_then_opens_the_vote_on_what_was_shown(bat
         stored = battles.arena.images.get(output)
         change = np.abs(pixels(path) - pixels(stored))
         assert change.max() == 1 and path.read_bytes() != battles.arena.images.data(output)  # disguised
+        moved = pixels(path) - pixels(stored)
+        assert {-1, 0, 1} <= set(np.unique(moved[(pixels(stored) > 0) & (pixels(stored) < 255)]))
 
 
 def test_the_vote_stores_the_methods_and_pictures_on_their_sides_and_reveals_them(battles):
     state = {}
     *_, (_, _, _, battle) = battles.fight(picture(3), picture(4), state, ADDRESS)
     before = len(battles.arena.store.battles())
+    time.sleep(0.05)  # looked at for 50 ms
     labels, revealed = battles.vote("right", battle, state, ADDRESS)
     row = battles.arena.store.battles().iloc[before:]
     assert len(row) == 1
@@ -92,15 +119,15 @@ def test_the_vote_stores_the_methods_and_pictures_on_their_sides_and_reveals_the
     assert (row.token, row.content_sha256, row.style_sha256, row.choice) == \
         (battle["token"], battle["content"], battle["style"], "right")
     assert row.settings == {"size": 64, "alpha": 1.0, "preserve_color": False, "device": "cpu"}
-    assert row.source and row.source != ADDRESS and row.voter != state["visitor"]
+    assert row.source == battles.sources.of(ADDRESS) != ADDRESS and row.voter != state["visitor"]
+    assert 50 <= row.response_time_ms < 5000
     assert labels == [METHODS[m].label for m in battle["methods"]]
     assert re.fullmatch(rf"Your vote: \*\*B is better\*\*\. \*\*Model A\*\* was \*\*{re.escape(labels[0])}\*\*: "
                         rf"(run now,|precomputed \(its run:) \d+\.\d s\)?\. \*\*Model B\*\* was "
                         rf"\*\*{re.escape(labels[1])}\*\*: (run now,|precomputed \(its run:) \d+\.\d s\)?\.", revealed)
     with pytest.raises(gr.Error, match="already voted"):
         battles.vote("left", battle, state, ADDRESS)
-    with pytest.raises(gr.Error, match="Start a battle before voting"):
-        battles.vote("left", None, state, ADDRESS)
+    assert refusal(battles.vote, "left", None, state, ADDRESS) == "Start a battle before voting."
 
 
 def test_new_inputs_while_painting_or_before_the_vote_leave_the_battle_unvotable(battles):
@@ -137,8 +164,7 @@ def test_each_pair_once_per_visitor_and_images_regenerate_draws_another_then_the
     battles.vote("left", battle, state, ADDRESS)
     assert not battles.left_to_vote("v-pairs", content, style)
     assert battles.left_to_vote("v-other", content, style)
-    with pytest.raises(gr.Error, match="voted on every pair of models for this photo and painting"):
-        list(battles.fight(content, style, state, ADDRESS))
+    assert refusal(lambda: list(battles.fight(content, style, state, ADDRESS))) == EVERY_PAIR
 
 
 def test_the_status_gives_each_models_time_left_once_runs_were_measured(battles):
@@ -147,7 +173,7 @@ def test_the_status_gives_each_models_time_left_once_runs_were_measured(battles)
     assert re.fullmatch(r"Model A is painting, (under a second left|about \d+ s left)… · Model B: about \d+ s", first)
 
 
-def test_a_missing_picture_a_full_write_budget_or_a_fast_second_vote_get_a_message(battles, tmp_path, monkeypatch):
+def test_a_missing_picture_or_a_full_write_budget_get_a_message_and_a_battle_charges_its_address(battles, tmp_path):
     with pytest.raises(gr.Error, match="Add a content photo first"):
         next(battles.fight(None, picture(1), {}, ADDRESS))
     with pytest.raises(gr.Error, match="Add a content photo and a style painting first"):
@@ -156,13 +182,58 @@ def test_a_missing_picture_a_full_write_budget_or_a_fast_second_vote_get_a_messa
     with pytest.raises(gr.Error, match="The server cannot run this now: .*"):
         next(full.fight(picture(1), picture(2), {}, ADDRESS))
     assert len(full.arena.store.battles()) == 0
-    monkeypatch.setattr(battles, "limits", VoteLimits(60_000, 600))
-    state = {}
-    *_, (_, _, _, first) = battles.fight(picture(14), picture(15), state, ADDRESS)
-    *_, (_, _, _, second) = battles.fight(picture(16), picture(15), state, ADDRESS)
-    battles.vote("left", first, {**state, "battle_inputs": first["inputs"]}, ADDRESS)
+    address = "198.51.100.99"
+    list(battles.fight(picture(17), picture(18), {}, address))
+    assert not battles.arena.writes.of(address).idle() and battles.arena.writes.of("198.51.100.98").idle()
+
+
+def test_votes_pass_the_limits_per_visitor_and_per_address(battles, monkeypatch):
+    """One vote per visitor per interval; `per_minute` votes per address (another visitor or address is not
+    refused by what a visitor or an address did)."""
+    monkeypatch.setattr(battles, "limits", VoteLimits(60_000, 2))
+    me, other, third = {}, {}, {}
+    *_, (_, _, _, first) = battles.fight(picture(14), picture(15), me, ADDRESS)
+    *_, (_, _, _, second) = battles.fight(picture(16), picture(15), me, ADDRESS)
+    *_, (_, _, _, others) = battles.fight(picture(14), picture(15), other, ADDRESS)
+    *_, (_, _, _, thirds) = battles.fight(picture(14), picture(15), third, ADDRESS)
+    battles.vote("left", first, {**me, "battle_inputs": first["inputs"]}, ADDRESS)
     with pytest.raises(gr.Error, match=re.escape(TOO_FAST)):
-        battles.vote("left", second, state, ADDRESS)
+        battles.vote("left", second, me, ADDRESS)
+    battles.vote("left", others, other, ADDRESS)  # another visitor on the address: its second vote this minute
+    with pytest.raises(gr.Error, match=re.escape(TOO_MANY)):
+        battles.vote("left", thirds, third, ADDRESS)
+    battles.vote("left", thirds, third, "198.51.100.8")  # the same visitor from another address
+
+
+def test_the_status_while_painting(battles, monkeypatch):
+    """It ticks while a model paints (every TICK_S), and says precomputed for a stored result."""
+    monkeypatch.setattr(battle_module, "TICK_S", 0.001)
+    monkeypatch.setattr(battles, "rng", FirstChoice())
+    steps = list(battles.fight(picture(60), picture(61), {}, ADDRESS))
+    painting = [text for _, _, text, _ in steps[:-2]]
+    assert len(painting) > 3 and all(re.fullmatch(
+        r"Model ([AB]) is painting(, (under a second left|about \d s left|longer than estimated \(\d s so far\)))?…"
+        r"( · Model B: about \d s)?", text) for text in painting), painting
+    again = next(battles.fight(picture(60), picture(61), {}, ADDRESS))  # another visitor, the same pair: stored
+    assert again[2] == "Model A: precomputed, loading… · Model B: precomputed"
+
+
+def test_the_status_text():
+    assert run_text("A", {"A": 10.0, "B": 0.0}, 4) == "Model A is painting, about 6 s left… · Model B: precomputed"
+    assert run_text("A", {"A": 10.0, "B": 2.6}, 12.4) == \
+        "Model A is painting, longer than estimated (12 s so far)… · Model B: about 3 s"
+    assert run_text("A", {"A": 10.0, "B": 0.3}, 10) == "Model A is painting, under a second left… · Model B: about 1 s"
+    assert run_text("A", {"A": 0.0, "B": None}, 0) == "Model A: precomputed, loading…"
+    assert run_text("B", {"A": 5.0, "B": None}, 3) == "Model B is painting…"
+    assert run_text("B", {"A": 5.0, "B": 1.0}, 0) == "Model B is painting, about 1 s left…"
+
+
+def test_the_next_models_estimate_is_scaled_by_how_far_the_first_was_off():
+    assert corrected({"A": 2.0, "B": 4.0}, "A", 3.0) == {"A": 2.0, "B": 6.0}
+    assert corrected({"A": 2.0, "B": 0.0}, "A", 3.0) == {"A": 2.0, "B": 0.0}  # stored: no time
+    assert corrected({"A": 2.0, "B": None}, "A", 3.0) == {"A": 2.0, "B": None}
+    assert corrected({"A": None, "B": 4.0}, "A", 3.0) == {"A": None, "B": 4.0}
+    assert corrected({"A": 2.0, "B": 4.0}, "B", 1.0) == {"A": 2.0, "B": 4.0}
 
 
 @pytest.mark.parametrize("device, memory", [("cpu", ""), ("cuda", ", 300 MiB GPU peak")])
@@ -204,6 +275,7 @@ def test_the_tab_hides_the_names_until_the_vote_then_stores_the_choice_it_reveal
         row = arena.store.battles().iloc[before:].iloc[0]
         labels = [METHODS[m].label for m in (row.left_method, row.right_method)]
         assert row.choice == choice and [row.left_sha256, row.right_sha256] == battle["outputs"]
+        assert row.source == events["battle"].__self__.battles.sources.of(ADDRESS)  # the request's address
         assert [p.label for p in voted["pictures"]] == [f"Model A: {labels[0]}", f"Model B: {labels[1]}"]
         assert [p.value for p in voted["pictures"]] == [None, None]  # the pictures on screen stay
         assert voted["reveal"].startswith(f"Your vote: **{BATTLE_LABELS[choice]}**. **Model A** was **{labels[0]}**")
@@ -212,25 +284,40 @@ def test_the_tab_hides_the_names_until_the_vote_then_stores_the_choice_it_reveal
         assert not voted["regenerate"] and voted["focus"] == SKIP
 
 
-def test_regenerate_new_round_examples_and_new_inputs_on_the_tab(events, arena):
+def test_regenerate_new_round_examples_and_new_inputs_on_the_tab(events, arena, monkeypatch):
+    tab = events["battle"].__self__
+    monkeypatch.setattr(tab.battles, "rng", FirstChoice())
     request, state = gr.Request(client={"host": ADDRESS}), {}
     photo, painting = picture(50), picture(51)
+    pairs = list(itertools.combinations(sorted(tab.battles.runnable), 2))
     *_, shown = events["battle"](photo, painting, state, request)
-    battle = screen(shown)["battle"]
-    *_, again = events["battle_regenerate"](photo, painting, battle, state, request)
-    assert sorted(screen(again)["battle"]["methods"]) != sorted(battle["methods"])  # another pair
-    unchanged = events["battle_inputs_changed"](photo, painting, state)
-    assert list(unchanged) == [SKIP] * 12  # the battle's own inputs arriving
+    assert tuple(screen(shown)["battle"]["methods"]) == pairs[0]
+    *_, again = events["battle_regenerate"](photo, painting, screen(shown)["battle"], state, request)
+    battle = screen(again)["battle"]
+    assert tuple(battle["methods"]) == pairs[1]  # another pair than the one on screen
+    voted = []
+    for _ in pairs:  # New round after each vote: another pair on the same pictures while one is left
+        events["battle_vote_left"](battle, state, request)
+        voted.append(tuple(battle["methods"]))
+        first, *_, last = (screen(u) for u in events["battle_new_round"](photo, painting, state, request))
+        battle = last["battle"]
+        if len(voted) < len(pairs):
+            assert first["inputs"] == [SKIP, SKIP] and battle["inputs"] == inputs_key(photo, painting)
+            assert tuple(battle["methods"]) == next(p for p in pairs if p not in voted)
+    assert sorted(voted) == pairs  # then the gallery's first photo and painting
+    contents, styles = example_paths("contents"), example_paths("styles")
+    assert first["inputs"] == [contents[0], styles[0]]
+    assert (battle["content"], battle["style"]) == tuple(encoded(shrink_to(p, arena))[1] for p in first["inputs"])
+    first, *_, last = (screen(u) for u in events["battle_new_round"](None, painting, state, request))
+    assert first["inputs"] == [contents[0], styles[0]]
+    first, *_, last = (screen(u) for u in events["battle_example"](1, state, request))
+    assert first["inputs"] == list(pair_paths()[1]) and last["status"] == ASK
+    example = [read_input(p) for p in pair_paths()[1]]
+    assert list(events["battle_inputs_changed"](*example, state)) == [SKIP] * 12  # the battle's own inputs arriving
     cleared = screen((SKIP, SKIP, *events["battle_inputs_changed"](picture(52), painting, state)))
     assert cleared["battle"] is None and cleared["pictures"][0].value is None and not any(cleared["votes"])
     assert cleared["status"] == "" and cleared["focus"] == SKIP
-    first, *_, last = (screen(u) for u in events["battle_new_round"](photo, painting, state, request))
-    assert first["inputs"] == [SKIP, SKIP] and screen(again)["battle"]["inputs"] == last["battle"]["inputs"]
-    first, *_, last = (screen(u) for u in events["battle_new_round"](None, painting, state, request))
-    assert first["inputs"][0] in example_paths("contents") and first["inputs"][1] in example_paths("styles")
-    assert last["battle"]["content"] == encoded(shrink_to(first["inputs"][0], arena))[1]
-    first, *_, last = (screen(u) for u in events["battle_example"](1, state, request))
-    assert first["inputs"] == list(pair_paths()[1]) and last["status"] == ASK
+    assert list(events["battle_inputs_changed"](picture(52), painting, state)) == [SKIP] * 12  # nothing new
 
 
 def shrink_to(path, arena):
