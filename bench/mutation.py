@@ -140,7 +140,7 @@ def main(argv=None):
     if not args.report_only:
         names = [m for m, s in verdicts().items() if s in ("survived", "no tests")] if args.recheck else []
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
-                       cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # see pyproject.toml
+                       cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # two runs share two cores
         print(f"mutmut run: {(time.monotonic() - start) / 60:.1f} min")
     print(report())
     print(f"written: {OUT / 'mutants.csv'}, {OUT / 'scores.csv'}, and the table in {README.relative_to(ROOT)}")

@@ -637,7 +637,7 @@ _TRIAL_OWNER = (select(trials.c.id, trials.c.participant_id, participants.c.toke
 
 
 def _view_query(where, *ids):
-    left, right = stimuli.alias("l"), stimuli.alias("r")
+    left, right = stimuli.alias(), stimuli.alias()
     return (select(trials.c.token, trials.c.position, left.c.output_sha256.label("left"),
                    right.c.output_sha256.label("right"), studies.c.n_trials, studies.c.practice_trials,
                    trials.c.question, trials.c.practice, trials.c.instructed, *ids)
@@ -674,9 +674,9 @@ def _design(conn, study):
     for r in conn.execute(select(stimuli.c.id, stimuli.c.content_sha256, stimuli.c.style_sha256, stimuli.c.method)
                           .where(stimuli.c.study_id == study["id"]).order_by(stimuli.c.id)):
         cells.setdefault((r.content_sha256, r.style_sha256), {})[r.method] = r.id
-    left, right = stimuli.alias("l"), stimuli.alias("r")
+    left, right = stimuli.alias(), stimuli.alias()
     shown = conn.execute(
-        select(left.c.content_sha256, left.c.style_sha256, left.c.method, right.c.method.label("other"), func.count())
+        select(left.c.content_sha256, left.c.style_sha256, left.c.method, right.c.method, func.count())
         .select_from(trials)
         .join(participants, participants.c.id == trials.c.participant_id)
         .join(left, left.c.id == trials.c.left_stimulus_id)
@@ -781,7 +781,7 @@ def load_votes(source, study):
     them), response_time_ms (Int64, the browser's),
     server_time_ms (Int64, the server's), repeat_attempt (the participant's PROLIFIC_PID had enrolled in
     another browser before: see Store.new_participant), created_at (UTC)."""
-    left, right = stimuli.alias("l"), stimuli.alias("r")
+    left, right = stimuli.alias(), stimuli.alias()
     with opened(source) as store, store._read() as conn:
         study_id = store._study(conn, study)["id"]
         rows = conn.execute(

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import model.a2k
-from model.a2k import A2K, REGION_SIZE, attend, branches, branches_reference, match_regions
+from model.a2k import A2K, REGION_SIZE, attend, branches, branches_reference, match_regions, parameter_free
 from model.stya2k import Transform
 
 from .conftest import DATA, close
@@ -137,6 +137,21 @@ def test_a2k_any_size_matches_loops(content_size, style_size, p, lean):
     ref_da, ref_pa, ref_out = loop_a2k(m, content[0], style[0])
     for got, want in ((da[0], ref_da), (pa[0], ref_pa), (out[0], ref_out)):
         assert (got - want).abs().max().item() <= 1e-10 * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.parametrize("content_size,style_size,p", [((12, 20), (12, 20), 4), ((11, 17), (9, 23), 4)])
+@torch.no_grad()
+def test_parameter_free_a2k_is_the_formula_with_identity_projections(content_size, style_size, p):
+    """parameter_free (the training's L_A2K target): one head, sim_alpha 1, sim_beta 0, the keys and values given."""
+    torch.manual_seed(1)
+    query_key = torch.rand(1, 6, *content_size, dtype=torch.float64)
+    style_key = torch.rand(1, 6, *style_size, dtype=torch.float64)
+    style_value = torch.rand(1, 5, *style_size, dtype=torch.float64)
+    da, pa = parameter_free(query_key, style_key, style_value, p)
+    maps = [replicate_pad(x[0], p) for x in (query_key, style_key, style_value)]
+    for got, want in zip((da[0], pa[0]), naive_branches(*maps, *maps, 1.0, 0.0, p, 1)):
+        want = fold(want, p, *maps[0].shape[-2:])[:, :content_size[0], :content_size[1]]
+        assert got.shape == want.shape and (got - want).abs().max().item() <= 1e-10
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from study.store import (
     StudyError,
     VoteRejected,
     _design,
+    _draw_trials,
     load_arrivals,
     load_participants,
     load_screens,
@@ -646,6 +647,39 @@ def test_draws_balance_pairs_and_cells_across_participants_and_spread_catch_tria
         assert len(pairs) == 3 and max(pairs.values()) - min(pairs.values()) <= 1 and sum(pairs.values()) == 60
         assert len(cells) == 9 and max(cells.values()) - min(cells.values()) <= 1
         assert min(catch_sides["left"], catch_sides["right"]) >= 6  # of 24
+
+
+def drawn(cells, used, n_trials, catch_rate=0.0, seed=0):
+    """_draw_trials on a design made by hand (cells: cell -> {method: id}; used: Counter of (cell, pair) -> method
+    trials drawn before): each trial as (cell, the methods shown, sorted)."""
+    where = {i: (cell, m) for cell, methods in cells.items() for m, i in methods.items()}
+    study = {"n_trials": n_trials, "catch_rate": catch_rate, "attention_rate": 0.0, "questions": None,
+             "practice_trials": 0}
+    rows = _draw_trials((cells, Counter(used)), study, random.Random(seed))
+    return [(where[r["left_stimulus_id"]][0], tuple(sorted(where[r[k]][1] for k in ("left_stimulus_id", "right_stimulus_id"))))
+            for r in rows]
+
+
+def test_a_participant_sees_each_cell_of_a_pair_before_any_again_and_the_least_used_pair_first():
+    cells = {c: {"a": 10 * i + 1, "b": 10 * i + 2} for i, c in enumerate(("c1", "c2", "c3"))}
+    for seed in range(20):  # 4 trials of the one pair over 3 cells: the fourth in the cell others used least
+        shown = Counter(cell for cell, _ in drawn(cells, {("c1", ("a", "b")): 5}, 4, seed=seed))
+        assert shown["c1"] == 1 and sorted(shown.values()) == [1, 1, 2]
+    for seed in range(5):  # 6 trials: each cell twice, though others used c1 most
+        assert Counter(cell for cell, _ in drawn(cells, {("c1", ("a", "b")): 5}, 6, seed=seed)) == \
+            {"c1": 2, "c2": 2, "c3": 2}
+    two_pairs = {"c1": {"a": 1, "b": 2, "c": 3}}
+    for seed in range(5):  # the pair others saw 3 times waits until the other has been shown as often
+        pairs = Counter(pair for _, pair in drawn(two_pairs, {("c1", ("a", "c")): 3, ("c1", ("b", "c")): 3}, 3, seed=seed))
+        assert pairs == {("a", "b"): 3}
+
+
+def test_catch_trials_spread_over_the_cells_with_a_catch_image_and_a_method():
+    """A cell with the catch image and one method is used; one with the catch image alone never is."""
+    cells = {"both": {"a": 1, "b": 2}, "one": {"a": 3, CATCH: 4}, "alone": {CATCH: 5}, "other": {"a": 6, CATCH: 7}}
+    for seed in range(10):
+        catch = Counter(cell for cell, methods in drawn(cells, {}, 8, catch_rate=0.5, seed=seed) if CATCH in methods)
+        assert catch == {"one": 2, "other": 2}
 
 
 def test_a_study_that_cannot_be_drawn_says_what_to_do(tmp_path):
