@@ -322,10 +322,13 @@ def test_500_votes_from_one_client_leave_the_leaderboard_unchanged(demo):
         time.sleep(5)
     summary, shown = after
     print(f"shown after the attack: {shown.set_index('model').loc[label].to_dict()}\n{summary}")
-    assert shown["model"].tolist() == ranking["model"].tolist()
-    for (_, old), (_, new) in zip(ranking.iterrows(), shown.iterrows()):
-        low, high = (float(x) for x in old["95% interval"].split(" – "))
-        assert low <= float(new["strength"]) <= high, (old, new)
+    # each model keeps its rank, and its strength stays in its interval (models sharing a rank may swap rows:
+    # their strengths, equal to 3 decimals, come from refits whose last digits differ)
+    old, new = ranking.set_index("model"), shown.set_index("model")
+    assert new["rank"].to_dict() == old["rank"].to_dict()
+    for model, row in old.iterrows():
+        low, high = (float(x) for x in row["95% interval"].split(" – "))
+        assert low <= float(new.loc[model, "strength"]) <= high, (row, new.loc[model])
     assert f"{len(battles) - 600} from anomalous sources (1)" in summary, summary
 
 
