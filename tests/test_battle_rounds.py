@@ -182,9 +182,22 @@ def test_a_missing_picture_or_a_full_write_budget_get_a_message_and_a_battle_cha
     with pytest.raises(gr.Error, match="The server cannot run this now: .*"):
         next(full.fight(picture(1), picture(2), {}, ADDRESS))
     assert len(full.arena.store.battles()) == 0
+    elongated = Image.new("RGB", (200, 10), "gray")
+    assert refusal(lambda: list(battles.fight(elongated, picture(2), {}, ADDRESS))).startswith(
+        "the image is 200x10: at 64 px on the long side its short side is 3 px, under 32.")
     address = "198.51.100.99"
     list(battles.fight(picture(17), picture(18), {}, address))
     assert not battles.arena.writes.of(address).idle() and battles.arena.writes.of("198.51.100.98").idle()
+
+
+def test_the_settings_give_the_votes_per_minute_of_an_address(arena, tmp_path):
+    limited = Battles(Arena(Settings(device="cpu", data_dir=str(tmp_path), max_size=64, vote_interval_ms=0,
+                                     votes_per_minute=1)), tmp_path)
+    first, second = {}, {}
+    *_, (_, _, _, mine) = limited.fight(picture(19), picture(20), first, ADDRESS)
+    *_, (_, _, _, yours) = limited.fight(picture(19), picture(20), second, ADDRESS)
+    limited.vote("left", mine, first, ADDRESS)
+    assert refusal(limited.vote, "left", yours, second, ADDRESS) == TOO_MANY
 
 
 def test_votes_pass_the_limits_per_visitor_and_per_address(battles, monkeypatch):
@@ -216,6 +229,9 @@ def test_the_status_while_painting(battles, monkeypatch):
         r"( · Model B: about \d s)?", text) for text in painting), painting
     again = next(battles.fight(picture(60), picture(61), {}, ADDRESS))  # another visitor, the same pair: stored
     assert again[2] == "Model A: precomputed, loading… · Model B: precomputed"
+    steps = list(battles.fight(picture(62), picture(61), {}, ADDRESS))  # both methods measured now
+    a_ready = next(text for _, (a, b), text, _ in steps if a is not None and b is None)
+    assert re.fullmatch(r"Model B is painting, (under a second left|about \d s left)…", a_ready)
 
 
 def test_the_status_text():
@@ -318,6 +334,21 @@ def test_regenerate_new_round_examples_and_new_inputs_on_the_tab(events, arena, 
     assert cleared["battle"] is None and cleared["pictures"][0].value is None and not any(cleared["votes"])
     assert cleared["status"] == "" and cleared["focus"] == SKIP
     assert list(events["battle_inputs_changed"](picture(52), painting, state)) == [SKIP] * 12  # nothing new
+
+
+def test_each_event_of_the_tab_charges_its_requests_address(events, arena):
+    """What a battle stores is charged to the address of the request that started it; a request without a
+    client (no address) votes as the address ""."""
+    photo, painting, state = picture(70), picture(71), {}
+    calls = {"battle": (photo, painting, state), "battle_regenerate": (photo, painting, None, state),
+             "battle_new_round": (photo, painting, state), "battle_example": (2, state)}
+    for n, (event, args) in enumerate(calls.items()):
+        address = f"192.0.2.{10 + n}"
+        *_, last = events[event](*args, gr.Request(client={"host": address}))
+        assert screen(last)["status"] == ASK and not arena.writes.of(address).idle(), event
+    before = len(arena.store.battles())
+    events["battle_vote_tie"](screen(last)["battle"], state, gr.Request(client=None))
+    assert arena.store.battles().iloc[before:]["source"].tolist() == [events["battle"].__self__.battles.sources.of("")]
 
 
 def shrink_to(path, arena):
