@@ -1,5 +1,6 @@
 """The example gallery shipped in examples/, with the credit and licence of every image."""
 import csv
+import functools
 from pathlib import Path
 
 from .storage import encoded
@@ -27,9 +28,10 @@ def credits_markdown():
     return "\n".join(lines)
 
 
+@functools.cache  # the gallery's files do not change while the server runs (each picture takes about 0.1 s)
 def stored_sha256(path, size_cap):
-    """The sha256 under which the Battle and Compare tabs store the gallery picture at `path` (inputs larger
-    than `size_cap` px are stored downscaled, as demo.upload.shrink does)."""
+    """The sha256 under which the Battle and Compare tabs store the gallery picture at `path` (a str; inputs
+    larger than `size_cap` px are stored downscaled, as demo.upload.shrink does)."""
     return encoded(shrink(read_input(path), size_cap))[1]
 
 
@@ -40,5 +42,5 @@ def gallery_sha256s(size_cap):
 
 def gallery_paintings(size_cap):
     """{sha256 as stored (see stored_sha256): title} of the gallery's paintings."""
-    return {stored_sha256(EXAMPLES / row["file"], size_cap): row["title"] or Path(row["file"]).stem
+    return {stored_sha256(str(EXAMPLES / row["file"]), size_cap): row["title"] or Path(row["file"]).stem
             for row in sources() if row["file"].startswith("styles/")}

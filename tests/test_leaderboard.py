@@ -13,6 +13,9 @@ from demo.leaderboard import ALL, ALL_LABEL, EMPTY, MIN_VOTES, STARTING, Leaderb
 from study.store import Store
 
 SIZE_CAP = 512
+# the gallery as the boards see it, computed on import (demo.gallery caches it): once per process, and once for
+# all the runs of a mutation test, which fork from a process that imported this module
+GALLERY, PAINTINGS = gallery_sha256s(SIZE_CAP), gallery_paintings(SIZE_CAP)
 PER_DAY = 50
 STRENGTHS = {"a": 6.0, "b": 2.0, "c": 1.0}
 
@@ -112,8 +115,7 @@ def test_no_ranking_until_two_models_have_the_minimum(store):
 def test_votes_on_two_gallery_pictures_and_from_a_flooding_source_are_left_out(store):
     votes = Votes(store)
     votes.honest(200)
-    paintings = gallery_paintings(SIZE_CAP)
-    photo, painting = sorted(gallery_sha256s(SIZE_CAP) - set(paintings))[0], next(iter(paintings))
+    photo, painting = sorted(GALLERY - set(PAINTINGS))[0], next(iter(PAINTINGS))
     votes.add("c", "a", "left", content=photo, style=painting, visitor="me")
     votes.add("c", "b", "left", visitor="me")
     for i in range(80):  # one source picking c whenever shown
@@ -137,8 +139,7 @@ def test_a_source_counts_at_most_its_daily_votes(store):
 
 def test_each_gallery_painting_has_its_board(store):
     votes = Votes(store)
-    paintings = gallery_paintings(SIZE_CAP)
-    sha, title = next(iter(paintings.items()))
+    sha, title = next(iter(PAINTINGS.items()))
     votes.honest(90, style=sha)
     votes.honest(60)
     board = started(store)
@@ -149,7 +150,7 @@ def test_each_gallery_painting_has_its_board(store):
     assert board.view("no such board", {})[4] == ALL
     *shown_view, menu = board.show(sha, {})  # as the tab puts it on screen
     assert shown_view == [summary, ranking, pairs] and (menu.value, menu.choices) == (sha, choices)
-    other, other_title = list(paintings.items())[1]
+    other, other_title = list(PAINTINGS.items())[1]
     votes.honest(3, style=other)  # a board that appears between two full counts
     assert (f"{other_title} (3 votes)", other) in board.view(ALL, {})[3]
     assert sum(r["votes"] for r in board.view(other, {})[1]["rows"]) == 6
