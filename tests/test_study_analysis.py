@@ -28,6 +28,7 @@ from study.analysis import (
     position_bias,
     preference_spread,
     sign_flip_p,
+    viewport_table,
     wilson_interval,
 )
 from study.analyze import main as analyze_main
@@ -401,3 +402,45 @@ def test_analyze_command_writes_the_report(simulated, tmp_path, capsys):
     assert "no database file" in capsys.readouterr().err
     assert analyze_main(["--db", str(path), "--study", "other", "--out", str(out)]) == 2
     assert "no study named 'other'" in capsys.readouterr().err
+
+
+def test_the_rules_as_the_report_states_them():
+    fast = "A median response time (the lower of the browser's and the server's time per vote) under "
+    assert Rules().describe() == [
+        "Participants failing more than 0 catch trial(s) or more than 0 attention check(s) are excluded.",
+        "Incomplete participants (fewer votes than trials) are excluded (default; --keep-incomplete keeps them).",
+        fast + "1000 ms flags a participant, who is kept (default; --exclude-fast excludes them).",
+        "Participants without any vote are excluded."]
+    assert Rules(max_catch_failures=1, keep_incomplete=True, fast_ms=800, exclude_fast=True, include=frozenset({1}),
+                 include_source="the Prolific export x.csv", max_attention_failures=2).describe() == [
+        "Only participants in the Prolific export x.csv are analysed.",
+        "Participants failing more than 1 catch trial(s) or more than 2 attention check(s) are excluded.",
+        "Incomplete participants (fewer votes than trials) are kept (--keep-incomplete).",
+        fast + "800 ms excludes a participant (--exclude-fast).",
+        "Participants without any vote are excluded."]
+    assert Rules(include=frozenset()).describe()[0] == "Only participants in the list are analysed."
+
+
+def test_the_screens_per_outcome_and_device():
+    """Measured screens by outcome and device (sorted; a screen without a device last), then the unmeasured
+    count of each outcome that has any."""
+    nan = float("nan")
+    screens = pd.DataFrame([
+        ("completed", "phone", 390, 844, 3.0, "Chrome"), ("declined", "desktop", 800, 600, 1.0, "Edge"),
+        ("completed", None, 1000, 700, 1.0, "Other"), ("completed", "phone", 412, 915, 2.6, "Chrome"),
+        ("completed", "desktop", 1280, 720, 1.0, "Firefox"), ("completed", "phone", 360, 800, 3.0, "Safari"),
+        ("completed", "phone", 375, 812, 2.0, "Chrome"), ("screened_out", None, nan, nan, nan, None),
+        ("screened_out", None, nan, nan, nan, None), ("completed", "desktop", nan, nan, nan, None),
+    ], columns=["outcome", "device", "viewport_width", "viewport_height", "pixel_ratio", "browser"])
+    got = viewport_table(screens)
+    assert list(got.columns) == ["outcome", "device", "n", "width_min", "width_median", "width_max", "height_median",
+                                 "pixel_ratio_median", "browsers"]
+    rows = [tuple(None if pd.isna(v) else v for v in r) for r in got.itertuples(index=False)]
+    assert rows == [
+        ("completed", "desktop", 1, 1280, 1280.0, 1280, 720.0, 1.0, "Firefox (1)"),
+        ("completed", "phone", 4, 360, 382.5, 412, 828.0, 2.8, "Chrome (3), Safari (1)"),
+        ("completed", None, 1, 1000, 1000.0, 1000, 700.0, 1.0, "Other (1)"),
+        ("declined", "desktop", 1, 800, 800.0, 800, 600.0, 1.0, "Edge (1)"),
+        ("completed", "not measured", 1, None, None, None, None, None, ""),
+        ("screened_out", "not measured", 2, None, None, None, None, None, ""),
+    ]
