@@ -27,6 +27,7 @@ from study.analysis import (
     participant_test,
     position_bias,
     preference_spread,
+    response_times,
     sign_flip_p,
     viewport_table,
     wilson_interval,
@@ -444,3 +445,24 @@ def test_the_screens_per_outcome_and_device():
         ("completed", "not measured", 1, None, None, None, None, None, ""),
         ("screened_out", "not measured", 2, None, None, None, None, None, ""),
     ]
+
+
+def test_response_times_of_all_and_of_the_analysed_participants():
+    """Practice votes left out; each vote at the lower of the browser's and the server's time; the analysed rows
+    without the excluded participant; an empty series as NaN quantiles."""
+    votes = pd.DataFrame({
+        "participant": [1, 1, 1, 2, 2, 3],
+        "kind": ["practice", "method", "catch", "method", "method", "method"],
+        "response_time_ms": [50, 400, 900, 1500, 2500, 300],
+        "server_time_ms": [60, 500, 800, 1600, None, 100]})
+    people = pd.DataFrame({"participant": [1, 2, 3], "excluded": [False, False, True],
+                           "median_rt_ms": [600.0, 2000.0, None]})
+    got = response_times(votes, people, fast_ms=1000).set_index("times")
+    assert list(got.index) == ["votes, all participants", "votes, analysed participants", "participant medians, all",
+                               "participant medians, analysed"]
+    assert got["n"].tolist() == [5, 4, 2, 2]
+    assert got.loc["votes, all participants", "median"] == 800 and got.loc["votes, all participants", "p5"] == 160
+    assert got.loc["votes, analysed participants", "median"] == 1150
+    assert got["share_under_threshold"].tolist() == [0.6, 0.5, 0.5, 0.5]
+    empty = response_times(votes.iloc[:1], people.iloc[:0].astype({"excluded": bool}), fast_ms=1000)
+    assert empty["n"].tolist() == [0, 0, 0, 0] and empty.drop(columns=["times", "n"]).isna().all().all()
