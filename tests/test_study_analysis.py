@@ -25,6 +25,7 @@ from study.analysis import (
     pair_win_rates,
     participant_table,
     participant_test,
+    per_question,
     position_bias,
     preference_spread,
     response_times,
@@ -466,3 +467,19 @@ def test_response_times_of_all_and_of_the_analysed_participants():
     assert got["share_under_threshold"].tolist() == [0.6, 0.5, 0.5, 0.5]
     empty = response_times(votes.iloc[:1], people.iloc[:0].astype({"excluded": bool}), fast_ms=1000)
     assert empty["n"].tolist() == [0, 0, 0, 0] and empty.drop(columns=["times", "n"]).isna().all().all()
+
+
+def test_a_table_per_question_keeps_the_questions_after_one_that_fails():
+    votes = pd.DataFrame({"question": ["q3", "q1", "q2", "q1", "q2", "q0"],
+                          "kind": ["method", "method", "method", "method", "catch", "practice"], "x": [5, 1, 2, 3, 4, 9]})
+
+    def table(v):
+        if (v["x"] == 2).any():
+            raise AnalysisError("too few votes")
+        return pd.DataFrame({"total": [v["x"].sum()]}, index=[7])
+
+    got, missing = per_question(votes, table)
+    assert got.to_dict("list") == {"question": ["q1", "q3"], "total": [4, 5]} and list(got.index) == [0, 1]
+    assert missing == {"q2": "too few votes"}
+    none, _ = per_question(votes[votes["kind"] != "method"], table)
+    assert list(none.columns) == ["question"] and none.empty
