@@ -6,6 +6,7 @@ careless participants, which the analysis must recover. tests/test_study_level.p
 the tests at any number of participants."""
 import itertools
 import random
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from study.analysis import (
     analyze,
     bradley_terry,
     bt_intervals,
+    bt_strengths,
     holm,
     least_p,
     pair_win_rates,
@@ -288,7 +290,12 @@ def test_every_table_is_per_question_and_practice_attention_and_server_time_are_
     attention["kind"], attention["attention_passed"] = "attention", pd.array([False], dtype="boolean")
     votes = pd.concat([votes, attention], ignore_index=True)
     people = people_of(votes[votes["kind"] != "practice"])
-    r = analyze(votes, people, Rules(), n_boot=50)
+    people["feedback"] = [None, "too dark", None, None, None, None, None, "fine"]
+    r = analyze(votes, people, Rules(), n_boot=50, seed=3, level=0.9)
+    assert r.feedback.to_dict("list") == {"participant": [1, 7], "feedback": ["too dark", "fine"]}
+    overall = votes[(votes["participant"] != 6) & (votes["question"] == "overall")]
+    assert r.strengths[r.strengths["question"] == "overall"].drop(columns="question").reset_index(drop=True).equals(
+        bt_strengths(overall, 50, seed=3, level=0.9).reset_index(drop=True))  # the bootstrap as asked for
     assert r.questions == ["overall", "style"] and r.n_practice_votes == 8
     assert r.excluded == [6]  # the failed attention check
     assert r.attention_failure_rate == 1.0 and r.n_attention_votes == 1
@@ -301,12 +308,15 @@ def test_every_table_is_per_question_and_practice_attention_and_server_time_are_
 
 
 def test_analysis_errors_say_why():
-    with pytest.raises(AnalysisError, match="no votes"):
+    with pytest.raises(AnalysisError, match="^the study has no votes yet$"):
         analyze(frame([]), people_of(frame([])))
     caught = frame([(1, "x", CATCH, "a", "left", True, False), (1, "x", "a", "b", "left", False, None)])
     with pytest.raises(AnalysisError, match="max-catch-failures"):
         analyze(caught, people_of(caught))
-    with pytest.raises(AnalysisError, match="keep-incomplete"):
+    with pytest.raises(AnalysisError, match="^" + re.escape(
+            "no method votes are left after the exclusions; --keep-incomplete keeps incomplete participants, "
+            "--max-catch-failures and --max-attention-failures keep those failing catch trials and attention "
+            "checks") + "$"):
         analyze(caught, people_of(caught, n_trials=5), Rules(max_catch_failures=1))
     apart = frame([(1, "x", "a", "b", "left", False, None), (1, "x", "c", "d", "left", False, None)])
     with pytest.raises(AnalysisError, match="never compared"):
