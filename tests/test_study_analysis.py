@@ -25,6 +25,7 @@ from study.analysis import (
     holm,
     least_p,
     pair_win_rates,
+    participant_flow,
     participant_table,
     participant_test,
     per_question,
@@ -493,3 +494,101 @@ def test_a_table_per_question_keeps_the_questions_after_one_that_fails():
     assert missing == {"q2": "too few votes"}
     none, _ = per_question(votes[votes["kind"] != "method"], table)
     assert list(none.columns) == ["question"] and none.empty
+
+
+def flow_people(n_trials):
+    """A participant table (participant_table's columns that the flow reads) of eight people, each meeting a
+    different rule first: p1 not listed, p2 no vote, p3 incomplete, p4 a failed catch trial, p5 a failed attention
+    check, p6 fast, p7 good, p8 incomplete and a failed catch trial (counted as incomplete)."""
+    return pd.DataFrame({"participant": [f"p{i}" for i in range(1, 9)], "n_trials": n_trials,
+                         "n_votes": [4, 0, 2, 4, 4, 4, 4, 1], "completed": [1, 0, 0, 1, 1, 1, 1, 0],
+                         "n_catch_failed": [0, 0, 0, 1, 0, 0, 0, 1], "n_attention_failed": [0, 0, 0, 0, 1, 0, 0, 0],
+                         "fast": [0, 0, 0, 0, 0, 1, 0, 0]}).astype({"completed": bool})
+
+
+def flow_votes():
+    """The stored votes the flow counts: p7's three method votes and a catch vote, and others' method votes."""
+    return pd.DataFrame({"participant": ["p7", "p7", "p7", "p7", "p1", "p6", "p3"],
+                         "kind": ["method", "method", "catch", "method", "method", "method", "practice"]})
+
+
+def test_the_flow_from_the_link_to_the_analysed_participants():
+    """Every rule at once: each participant counted at the first rule that excludes them, the openings, screen-outs,
+    declines and enrolments with no recorded opening before them, the table and the sentence exact."""
+    from study.store import Arrivals
+    since = pd.Timestamp("2026-01-02 03:04:59").to_pydatetime()
+    rules = Rules(include=frozenset(f"p{i}" for i in range(2, 9)), include_source="the export", exclude_fast=True)
+    flow, sentence = participant_flow(flow_people([4, 4, 4, 4, 4, 4, 4, 6]), flow_votes(), rules,
+                                      Arrivals(10, 3, since, frozenset(), 1))
+    recorded = "openings are recorded since 2026-01-02 03:04 UTC"
+    assert [tuple(r) for r in flow.itertuples(index=False)] == [
+        ("opened the link", "", 10, "once per browser"),
+        ("screened out (screen too small)", 1, 9, "sent back before consent"),
+        ("declined consent", 3, 6, ""),
+        ("neither declined nor enrolled", 0, 6, "left the consent page, or opened the link again in another browser"),
+        ("enrolled (consented, trials assigned)", "", 8, f"6 from the openings above, 2 with no recorded opening "
+                                                         f"({recorded})"),
+        ("not in the export", 1, 7, ""), ("no vote", 1, 6, ""), ("incomplete (fewer votes than trials)", 2, 4, ""),
+        ("failed more than 0 catch trial(s)", 1, 3, ""), ("failed more than 0 attention check(s)", 1, 2, ""),
+        ("median response time under 1000 ms", 1, 1, ""), ("analysed", "", 1, "")]
+    assert sentence == (
+        f"The study link was opened in 10 browsers: 1 were screened out (screen too small), 3 declined consent, "
+        f"0 neither declined nor enrolled, and 6 enrolled (2 more enrolled with no recorded opening: {recorded}). "
+        "Of 8 enrolled participants, 7 voted and 5 completed all their trials. Excluded: 1 not in the export, "
+        "1 with no vote, 2 incomplete, 1 who failed more than 0 catch trial(s), 1 who failed more than 0 attention "
+        "check(s), 1 with a median response time under 1000 ms. Analysed: 1 participants and 3 method votes "
+        "(of 7 votes stored).")
+
+
+def test_the_flow_keeps_what_the_rules_keep_and_reads_odd_arrival_counts():
+    """keep_incomplete and the default speed rule count without excluding; an unnamed list; without arrivals the flow
+    starts at enrolment; more openings than enrolments are 'neither declined nor enrolled', and when every opening
+    was screened out or declined, the enrolments all count as unrecorded."""
+    from study.store import Arrivals
+    since = pd.Timestamp("2026-05-06 07:08").to_pydatetime()
+    rules = Rules(keep_incomplete=True, include=frozenset({"p1", "p2", "p3", "p6", "p7", "p8"}))
+    flow, sentence = participant_flow(flow_people(4), flow_votes(), rules)
+    assert [tuple(r) for r in flow.itertuples(index=False)] == [
+        ("enrolled (consented, trials assigned)", "", 8, ""), ("not in the list", 2, 6, ""), ("no vote", 1, 5, ""),
+        ("incomplete (fewer votes than trials)", 0, 5, "2 kept (--keep-incomplete)"),
+        ("failed more than 0 catch trial(s)", 1, 4, ""), ("failed more than 0 attention check(s)", 0, 4, ""),
+        ("median response time under 1000 ms", 0, 4, "1 flagged, kept"), ("analysed", "", 4, "")]
+    assert sentence == (
+        "Of 8 enrolled participants, 7 voted and 5 completed all 4 trials. Excluded: 2 not in the list, 1 with no "
+        "vote, none for being incomplete (2 kept), 1 who failed more than 0 catch trial(s), 0 who failed more than 0 "
+        "attention check(s), none for speed (1 with a median response time under 1000 ms flagged and kept). "
+        "Analysed: 4 participants and 5 method votes (of 7 votes stored).")
+    people = flow_people(4).iloc[:2]
+    flow, sentence = participant_flow(people, flow_votes(), Rules(), Arrivals(9, 2, since, frozenset(), 4))
+    assert flow["excluded"].tolist()[:4] == ["", 4, 2, 1] and flow["remaining"].tolist()[:5] == [9, 5, 3, 2, 2]
+    assert flow["note"][4] == "" and sentence.startswith(
+        "The study link was opened in 9 browsers: 4 were screened out (screen too small), 2 declined consent, "
+        "1 neither declined nor enrolled, and 2 enrolled. Of 2 enrolled")
+    flow, sentence = participant_flow(people, flow_votes(), Rules(), Arrivals(5, 4, since, frozenset(), 1))
+    assert flow["excluded"].tolist()[:4] == ["", 1, 4, 0] and flow["remaining"].tolist()[:5] == [5, 4, 0, 0, 2]
+    assert flow["note"][4] == ("0 from the openings above, 2 with no recorded opening (openings are recorded since "
+                               "2026-05-06 07:08 UTC)")
+    assert "and 0 enrolled (2 more enrolled with no recorded opening: openings are recorded since" in sentence
+
+
+def test_agreement_counts_items_rated_twice_or_more():
+    """An item rated once is left out and one rated twice counts; ties and 'both bad' are answers of their own;
+    unanimous answers leave kappa undefined (chance agreement 1); no item rated twice leaves every share undefined."""
+    rows = [(1, "x", "a", "b", "left", False, None), (2, "x", "b", "a", "right", False, None),
+            (3, "y", "a", "b", "tie", False, None), (4, "y", "b", "a", "both_bad", False, None),
+            (5, "y", "a", "b", "both_bad", False, None), (6, "z", "a", "b", "left", False, None),
+            (7, "x", "a", "c", "left", False, None), (8, "x", "c", "a", "left", False, None)]
+    result = agreement(frame(rows))
+    # items: (x, a-b) = (a, a), (x, a-c) = (a, c), (y, a-b) = (tie, both_bad, both_bad); z rated once
+    # rater pairs 2 + 2 + 6, agreeing 2 + 0 + 2; shares a 3/7, b 0, tie 1/7, both_bad 2/7, (c counts as b) 1/7
+    expected = (3 / 7) ** 2 + (1 / 7) ** 2 + (1 / 7) ** 2 + (2 / 7) ** 2
+    assert result["measure"].startswith("pairwise agreement and Fleiss' kappa")
+    assert (result["n_items"], result["n_votes"], result["n_rater_pairs"]) == (3, 7, 10)
+    assert result["pairwise_agreement"] == pytest.approx(0.4)
+    assert result["chance_agreement"] == pytest.approx(expected)
+    assert result["fleiss_kappa"] == pytest.approx((0.4 - expected) / (1 - expected))
+    same = agreement(frame(rows[:2]))
+    assert (same["pairwise_agreement"], same["chance_agreement"]) == (1.0, 1.0) and np.isnan(same["fleiss_kappa"])
+    once = agreement(frame(rows[5:6]))
+    assert (once["n_items"], once["n_votes"], once["n_rater_pairs"]) == (0, 0, 0)
+    assert all(np.isnan(once[k]) for k in ("pairwise_agreement", "chance_agreement", "fleiss_kappa"))
