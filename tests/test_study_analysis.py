@@ -592,3 +592,70 @@ def test_agreement_counts_items_rated_twice_or_more():
     once = agreement(frame(rows[5:6]))
     assert (once["n_items"], once["n_votes"], once["n_rater_pairs"]) == (0, 0, 0)
     assert all(np.isnan(once[k]) for k in ("pairwise_agreement", "chance_agreement", "fleiss_kappa"))
+
+
+def test_analyze_puts_together_each_table_of_the_analysed_votes_with_the_settings_asked_for():
+    """analyze's every field against the function that makes it, run on the analysed votes with the seed and level
+    asked for: 16 analysed participants (beyond EXACT_UP_TO, so the sign flips are random and the seed matters),
+    two questions, three methods, two styles, ties and both_bad, practice votes, an attention check, and one
+    participant who fails a catch trial (excluded, though their catch votes count in the failure rate)."""
+    rng = np.random.default_rng(7)
+    rows, kinds, questions, styles = [], [], [], []
+    for person in range(17):
+        for i in range(12):
+            left, right = [("a", "b"), ("b", "c"), ("c", "a")][i % 3]
+            u = rng.random()
+            choice = "tie" if u < 0.08 else "both_bad" if u < 0.12 else "left" if u < 0.12 + 0.55 + person / 80 \
+                else "right"
+            rows.append((person, f"c{i % 4}", left, right, choice, False, None))
+            kinds.append("method")
+            questions.append(("overall", "style")[i % 2])
+            styles.append(f"s{i // 6}")
+        rows += [(person, "c0", CATCH, "a", "right", True, person != 16), (person, "c1", "a", "b", "left", False, None)]
+        kinds += ["catch", "practice"]
+        questions += ["overall", "overall"]
+        styles += ["s0", "s0"]
+    votes = frame(rows)
+    votes["kind"], votes["question"], votes["style"] = kinds, questions, styles
+    votes["server_time_ms"] = pd.array(rng.integers(800, 3000, len(votes)), dtype="Int64")
+    attention = frame([(3, "c0", "a", "b", "left", False, None)])
+    attention["kind"], attention["attention_passed"] = "attention", pd.array([True], dtype="boolean")
+    votes = pd.concat([votes, attention], ignore_index=True)
+    participants = people_of(votes[votes["kind"] != "practice"])
+    screens = pd.DataFrame({"outcome": ["enrolled", "enrolled", "screened out"], "device": ["phone", "desktop", None],
+                            "viewport_width": [390, 1280, 300], "viewport_height": [844, 720, 500],
+                            "pixel_ratio": [3.0, 1.0, 2.0], "browser": ["Chrome", "Firefox", "Safari"]})
+    rules = Rules(fast_ms=1200)
+    r = analyze(votes, participants, rules, n_boot=40, seed=5, level=0.9, screens=screens)
+
+    kept = votes[votes["participant"] != 16]
+    method = kept[kept["kind"] == "method"]
+    test = {"seed": 5, "level": 0.9}
+    people = participant_table(votes, participants, rules)
+    assert r.participants.equals(people) and r.excluded == [16] and r.rules is rules
+    assert (r.n_participants, r.n_analysed, r.n_votes, r.n_method_votes) == (17, 16, len(votes), 16 * 12)
+    assert (r.n_practice_votes, r.n_attention_votes, r.attention_failure_rate) == (17, 1, 0.0)
+    assert r.catch_failure_rate == pytest.approx(1 / 17) and r.questions == ["overall", "style"]
+    flow, sentence = participant_flow(people, votes, rules)
+    assert r.flow.equals(flow) and r.flow_sentence == sentence
+    assert r.tie_rate == (~method["choice"].isin(["left", "right"])).mean() > 0
+    for got, table in [(r.pairs, lambda v: pair_win_rates(v, **test)),
+                       (r.pairs_by_style, lambda v: pair_win_rates(v, by=["style"], **test)),
+                       (r.pairs_by_content, lambda v: pair_win_rates(v, by=["content"], **test)),
+                       (r.spread, lambda v: preference_spread(v)[0]),
+                       (r.agreement, lambda v: pd.DataFrame([agreement(v)])),
+                       (r.strengths, lambda v: bt_strengths(v, 40, **test))]:
+        expected, missing = per_question(kept, table)
+        pd.testing.assert_frame_equal(got, expected)
+        assert not missing
+    assert r.pairs["p_value"].notna().all() and not r.pairs.equals(per_question(kept, pair_win_rates)[0])
+    assert r.position == position_bias(kept, **test) and r.position != position_bias(kept)
+    pd.testing.assert_frame_equal(r.response_times, response_times(votes, people, 1200))
+    weights = r.spread["n_participants"]
+    assert r.pooled_spread == pytest.approx(np.sqrt((weights * r.spread["spread"] ** 2).sum() / weights.sum()))
+    pd.testing.assert_frame_equal(r.viewports, viewport_table(screens))
+    assert r.settings == {"max_catch_failures": 0, "keep_incomplete": False, "fast_ms": 1200, "exclude_fast": False,
+                          "include_source": "", "max_attention_failures": 0, "n_boot": 40, "seed": 5, "level": 0.9}
+    plain = analyze(votes, participants.drop(columns="feedback", errors="ignore"), n_boot=40)
+    assert plain.viewports is None and plain.feedback.empty and list(plain.feedback.columns) == ["participant",
+                                                                                                   "feedback"]
