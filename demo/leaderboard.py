@@ -233,8 +233,7 @@ class Leaderboard:
         before = len(self.counting.votes)
         self.counting = counted_since(self.counting, new, self.gallery, self.per_day)
         for board, tally in self.tallies_of(self.counting.votes.iloc[before:]).items():
-            self.tallies[board] = tally.add(self.tallies[board], fill_value=0).astype(int) \
-                if board in self.tallies else tally
+            self.tallies[board] = tally.add(self.tallies[board], fill_value=0) if board in self.tallies else tally
         self.live = {}
 
     def choices(self):

@@ -6,10 +6,13 @@ import itertools
 import random
 import time
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from demo.gallery import gallery_paintings, gallery_sha256s
-from demo.leaderboard import ALL, ALL_LABEL, EMPTY, MIN_VOTES, STARTING, Leaderboard
+from demo.leaderboard import ALL, ALL_LABEL, EMPTY, MIN_VOTES, STARTING, Leaderboard, pairs_table, ranking_table
+from study.analysis import MIN_PARTICIPANTS
 from study.store import Store
 
 SIZE_CAP = 512
@@ -154,3 +157,38 @@ def test_each_gallery_painting_has_its_board(store):
     votes.honest(3, style=other)  # a board that appears between two full counts
     assert (f"{other_title} (3 votes)", other) in board.view(ALL, {})[3]
     assert sum(r["votes"] for r in board.view(other, {})[1]["rows"]) == 6
+    votes.honest(2, style=sha)  # counted into a board that has a tally
+    summary, ranking, *_, choices, _ = board.view(sha, {})
+    assert f"This board: the 92 counted votes on {title}." in summary and (f"{title} (92 votes)", sha) in choices
+
+
+def test_the_tables_as_html():
+    """The ranking and pair tables as the tab renders them: headers, numbers, a provisional model's dash, escaped
+    names, and a pair's withheld interval and unknown rate."""
+    ranked = ranking_table([
+        {"rank": 1, "model": "A<1>", "strength": "0.600", "95% interval": "0.500 – 0.700", "wins": 30, "losses": 10,
+         "votes": 40},
+        {"rank": "provisional", "model": "B", "strength": "–", "95% interval": "provisional: 3 of 20 votes",
+         "wins": 1, "losses": 2, "votes": 3}])
+    assert ranked["html"] == (
+        "<table><thead><tr><th>Rank</th><th>Model</th><th>Strength (95% interval)</th><th>Wins – losses</th>"
+        "<th>Votes</th></tr></thead><tbody>"
+        "<tr><td class='n'>1</td><td>A&lt;1&gt;</td><td class='n'>0.600<br><small>0.500 – 0.700</small></td>"
+        "<td class='n'>30 – 10</td><td class='n'>40</td></tr>"
+        "<tr><td class='n'>–</td><td>B</td><td class='n'>–<br><small>provisional: 3 of 20 votes</small></td>"
+        "<td class='n'>1 – 2</td><td class='n'>3</td></tr></tbody></table>")
+    pairs = pd.DataFrame({"method_a": ["a", "b"], "method_b": ["b", "c"], "n_votes": [40, 4], "n_participants": [12, 3],
+                          "a_wins": [25, 0], "b_wins": [10, 0], "ties": [3, 2], "both_bad": [2, 2],
+                          "a_win_rate": [25 / 35, np.nan], "ci_low": [0.55, np.nan], "ci_high": [0.85, np.nan]})
+    shown = pairs_table(pairs, str.upper)
+    assert shown["rows"][1] == {"model A": "B", "model B": "C", "votes": 4, "sources": 3, "A wins": 0, "B wins": 0,
+                                "ties": 2, "both bad": 2, "A win rate": "–",
+                                "95% interval": f"withheld: under {MIN_PARTICIPANTS} sources"}
+    assert shown["html"] == (
+        "<table><thead><tr><th>Pair</th><th>Votes</th><th>A / B / tie / both bad</th><th>A&#x27;s win rate (95%)</th>"
+        "</tr></thead><tbody>"
+        "<tr><td>A<br><small>against</small> B</td><td class='n'>40<br><small>12 sources</small></td>"
+        "<td class='n'>25 / 10 / 3 / 2</td><td class='n'>71%<br><small>55% – 85%</small></td></tr>"
+        "<tr><td>B<br><small>against</small> C</td><td class='n'>4<br><small>3 sources</small></td>"
+        "<td class='n'>0 / 0 / 2 / 2</td><td class='n'>–<br><small>withheld: under 6 sources</small></td></tr>"
+        "</tbody></table>")
