@@ -298,7 +298,7 @@ class BattleTab:
     def voter(self, choice):
         """The event function of the vote button for `choice` (BATTLE_LABELS): stores it, reveals the names."""
         def vote(current, state, request: gr.Request):
-            labels, revealed = self.battles.vote(choice, current, state, request.client.host if request.client else "")
+            labels, revealed = self.battles.vote(choice, current, state, peer(request))
             return self.screen(None, "Thank you! **New round**: another pair of models.", revealed, None, "voted",
                                names=labels)
         return vote

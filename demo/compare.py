@@ -215,6 +215,6 @@ def build_compare_tab(arena, session):
           api_name="compare_inputs_changed", show_progress="hidden", trigger_mode="always_last", **PAGE_EVENT)
     for choice, button in zip(("left", "right", "tie", "both_bad"), buttons):
         def handler(result, state, request: gr.Request, choice=choice):
-            return vote(choice, result, state, request.client.host if request.client else "")
+            return vote(choice, result, state, peer(request))
         button.click(handler, [comparison, session], [*buttons, vote_info], api_name=f"vote_{choice}")
     return content, style

@@ -18,7 +18,7 @@ from study.analysis import AnalysisError, Rules, analyze
 from study.store import STUDY_NAME, StudyError, load_participants, load_votes
 
 from .browser_key import browser_key, private_folder
-from .security import PAGE_EVENT, Lockout
+from .security import PAGE_EVENT, Lockout, peer
 from .study_page import DEFAULT_STUDY
 
 NO_CSV = ("\n\nThe CSV of the votes is made for the browser that asks for it: open this page in a browser "
@@ -93,7 +93,7 @@ def build_results_page(arena):
     csv = gr.File(label="Raw votes (CSV)")
 
     def results(given, name, max_catch_failures, request: gr.Request):
-        check_password(expected, given, lockout, request.client.host if request.client else "")
+        check_password(expected, given, lockout, peer(request))
         if not isinstance(name, str) or not STUDY_NAME.fullmatch(name):
             raise gr.Error("Type a study name: letters, digits, '_', '-' or '.'.")
         try:

@@ -151,6 +151,8 @@ class Admission:
 
 
 def peer(request):
+    """The network address of a request's client (a gr.Request or a Starlette Request): the connection's peer,
+    "" when the server does not know it (no request, or a transport without one); the limits charge it."""
     return request.client.host if request is not None and request.client else ""
 
 

@@ -31,6 +31,7 @@ from study.questions import of_study
 from study.schema import CHOICES, FEEDBACK_CHARS
 from study.store import StudyError
 
+from .security import peer
 from .signing import Signer, b64, unb64
 from .study_trial import FEEDBACK_ROUTE, ROUTE, ahead_html, instruction, trial_html
 
@@ -208,6 +209,6 @@ def _json_route(path, answer):
             body = await request.json()
         except ValueError:
             return JSONResponse({"error": BAD_REQUEST}, 400)
-        status, reply = await run_in_threadpool(answer, body, request.client.host if request.client else "")
+        status, reply = await run_in_threadpool(answer, body, peer(request))
         return JSONResponse(reply, status, headers={"Cache-Control": "no-store"})
     return Route(f"/{path}", post, methods=["POST"])

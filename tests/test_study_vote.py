@@ -6,13 +6,16 @@ import re
 import time
 from pathlib import Path
 
+import gradio as gr
 import pandas as pd
 import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from demo.limits import VoteLimits
+from demo.security import peer
 from demo.signing import b64, unb64
 from demo.study_images import StudyImages
 from demo.study_page import REPO, SAMPLE, register_sample
@@ -312,3 +315,11 @@ def test_the_routes_take_json_from_the_clients_address_and_answer_uncached(store
     assert votes.vote(again, ADDRESS)[0] == 200
     feedback = client.post(f"/{FEEDBACK_ROUTE}", json={"ticket": "x", "text": "fine"})
     assert (feedback.status_code, feedback.json()) == (400, {"error": BAD_REQUEST})  # the body reached feedback()
+
+
+def test_the_address_charged_is_the_connections_peer_or_none():
+    """peer(): the client's address of a Starlette request (the vote routes) or a gr.Request (the events), "" when
+    the transport gives none; the limits then charge every such request to that one address."""
+    assert peer(Request({"type": "http", "client": ("198.51.100.2", 4321)})) == "198.51.100.2"
+    assert peer(Request({"type": "http"})) == peer(gr.Request(Request({"type": "http"}))) == peer(None) == ""
+    assert peer(gr.Request(client={"host": "203.0.113.5"})) == "203.0.113.5"
