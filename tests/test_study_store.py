@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from study.analysis import Rules, participant_flow, participant_table
@@ -113,6 +113,21 @@ def test_votes_are_refused_with_clear_reasons(store):
     with pytest.raises(StudyError, match="unknown participant"):
         store.progress("forged-participant")
     assert load_votes(store, study)["choice"].tolist() == ["tie"]
+
+
+def test_trials_come_in_their_positions_order_not_the_order_they_were_stored_in(store):
+    """The trials' order is their position (PostgreSQL returns rows in no set order): stored in one order and
+    positioned in the reverse, they are handed out, and answered, in the reverse."""
+    study = study_with_stimuli(store, n_trials=3, catch_rate=0)
+    me = store.new_participant(study)
+    first, second, third = store.remaining_trials(me)
+    with store.engine.begin() as conn:
+        conn.execute(update(trials).values(position=trials.c.position + 10))
+        conn.execute(update(trials).values(position=12 - trials.c.position))
+    reordered = [{**t, "position": 2 - t["position"]} for t in (third, second, first)]
+    assert store.remaining_trials(me) == reordered
+    assert store.answer_next(me, first["token"], "left") == (False, reordered)
+    assert store.answer_next(me, third["token"], "left") == (True, reordered[1:])
 
 
 def test_answer_next_takes_only_the_next_trial_in_one_go(store):
