@@ -38,6 +38,8 @@ MIN_VOTES = 20  # counted votes (ties and both bad included) a model needs to be
 ALL = "all"  # the board of every counted vote (the others are keyed by a painting's sha256 as stored)
 ALL_LABEL = "All paintings"
 STARTING = "The votes are being counted: the leaderboard appears in a few seconds (open the tab again)."
+NOT_COUNTED = ("The votes could not be counted (the server logged why): the leaderboard tries again every "
+               f"{REFRESH_S:.0f} s.")
 EMPTY = ("No battle votes yet. Play a battle on the Battle tab with your own photo or painting: the "
          "leaderboard starts with the first votes.")
 TABLE_CSS = """
@@ -158,6 +160,7 @@ class Leaderboard:
         self.tallies = {}  # board -> vote_tally of the votes counted now
         self.live = {}  # board -> (battle_counts, tally_strengths or None) of the votes counted now
         self.gallery, self.paintings = set(), {}
+        self.failed = False  # whether the last full count failed
         threading.Thread(target=self._loop, args=(size_cap, interval_s), name="leaderboard", daemon=True).start()
 
     def _loop(self, size_cap, interval_s):
@@ -165,8 +168,10 @@ class Leaderboard:
         while True:
             try:
                 self.count_all()
+                self.failed = False
             except Exception as exc:  # a database hiccup: keep the last tables and try again later
                 print(f"leaderboard: {exc!r}", file=sys.stderr, flush=True)
+                self.failed = True
             time.sleep(interval_s)
 
     def tallies_of(self, votes):
@@ -203,7 +208,7 @@ class Leaderboard:
         votes if it has no counted vote) as of now. session: the page's (its visitor's votes are summed up)."""
         with self.lock:
             if self.counting is None:
-                return STARTING, None, None, [(ALL_LABEL, ALL)], ALL
+                return NOT_COUNTED if self.failed else STARTING, None, None, [(ALL_LABEL, ALL)], ALL
             new = self.store.battles(after=self.counting.last_id)
             if len(new):
                 self.count_since(new)

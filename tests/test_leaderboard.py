@@ -9,9 +9,20 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import text
 
 from demo.gallery import gallery_paintings, gallery_sha256s
-from demo.leaderboard import ALL, ALL_LABEL, EMPTY, MIN_VOTES, STARTING, Leaderboard, pairs_table, ranking_table
+from demo.leaderboard import (
+    ALL,
+    ALL_LABEL,
+    EMPTY,
+    MIN_VOTES,
+    NOT_COUNTED,
+    STARTING,
+    Leaderboard,
+    pairs_table,
+    ranking_table,
+)
 from study.analysis import MIN_PARTICIPANTS
 from study.store import Store
 
@@ -53,9 +64,10 @@ class Votes:
 def started(store, n_boot=200):
     board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=3600, n_boot=n_boot)
     deadline = time.monotonic() + 60
-    while board.view(ALL, {})[0] == STARTING:
+    while (summary := board.view(ALL, {})[0]) == STARTING:
         assert time.monotonic() < deadline, "the first full count never ended"
         time.sleep(0.1)
+    assert summary != NOT_COUNTED, "the first full count failed (stderr has why)"
     return board
 
 
@@ -66,6 +78,24 @@ def rows(view):
 def test_no_vote_yet(store):
     summary, ranking, pairs, choices, shown = started(store).view(ALL, {})
     assert (summary, ranking, pairs, choices, shown) == (EMPTY, None, None, [(ALL_LABEL, ALL)], ALL)
+
+
+def test_a_first_count_that_fails_is_said_and_the_next_one_shows_the_board(store, capfd):
+    """A database the first full count cannot read: the tab says so (the reason goes to the server's log, not to
+    visitors) instead of promising the board in a few seconds; a later count shows it."""
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE battles RENAME TO battles_away"))
+    board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=3600, n_boot=20)
+    deadline = time.monotonic() + 60
+    while (view := board.view(ALL, {}))[0] == STARTING:
+        assert time.monotonic() < deadline, "the first full count never ended"
+        time.sleep(0.1)
+    assert view == (NOT_COUNTED, None, None, [(ALL_LABEL, ALL)], ALL) and "every 60 s" in NOT_COUNTED
+    assert "no such table: battles" in capfd.readouterr().err
+    with store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE battles_away RENAME TO battles"))
+    board.count_all()
+    assert board.view(ALL, {})[0] == EMPTY
 
 
 def test_models_are_ranked_by_overlapping_intervals_and_provisional_below_the_minimum(store):
