@@ -101,7 +101,6 @@ def ranking(counts, live, full, label):
     go by strength as shown (3 decimals), votes, then name: an order that a refit cannot flip."""
     s = counts.set_index("method").join(columns(live, ["strength"])).join(columns(full, ["ci_low", "ci_high"]))
     s["ranked"] = s["ci_low"].notna() & s["strength"].notna()
-    s["rank"] = 0
     s.loc[s["ranked"], "rank"] = interval_ranks(s.loc[s["ranked"], "ci_low"], s.loc[s["ranked"], "ci_high"])
     s = s.reset_index().assign(shown=lambda d: d["strength"].round(3))  # equal as shown: by votes, then name
     s = s.sort_values(["ranked", "rank", "shown", "votes", "method"], ascending=[False, True, False, False, True])

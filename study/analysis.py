@@ -714,7 +714,7 @@ def battle_strengths(battles, n_boot=1000, seed=0, level=0.95):
 def interval_ranks(low, high):
     """The rank of each of N intervals (arrays (N,)): 1 + the number of intervals lying entirely above it
     (low above its high); overlapping intervals share ranks, as in Chatbot Arena."""
-    low, high = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    low, high = np.asarray(low), np.asarray(high)
     return 1 + (low[None, :] > high[:, None]).sum(axis=1)
 
 

@@ -21,6 +21,7 @@ from demo.leaderboard import (
     STARTING,
     Leaderboard,
     pairs_table,
+    ranking,
     ranking_table,
 )
 from study.analysis import MIN_PARTICIPANTS
@@ -103,9 +104,11 @@ def test_models_are_ranked_by_overlapping_intervals_and_provisional_below_the_mi
     votes.honest(240)
     for i in range(MIN_VOTES - 1):  # d: one vote short of being ranked
         votes.add("d", "c", "right" if i % 2 else "left")
-    view = started(store).view(ALL, {})
+    board = started(store)
+    view = board.view(ALL, {})
     shown = rows(view)
     assert [r["model"] for r in view[1]["rows"]] == ["A", "B", "C", "D"]
+    assert set(board.full["boards"][ALL]["fit"]["method"]) == {"a", "b", "c"}  # fitted on votes among those ranked
     assert shown["A"]["rank"] == 1 and shown["C"]["rank"] >= 2 and shown["D"]["rank"] == "provisional"
     assert shown["D"]["95% interval"] == f"provisional: {MIN_VOTES - 1} of {MIN_VOTES} votes"
     assert shown["D"]["strength"] == "–" and "<td class='n'>–</td><td>D</td>" in view[1]["html"]
@@ -222,3 +225,22 @@ def test_the_tables_as_html():
         "<tr><td>B<br><small>against</small> C</td><td class='n'>4<br><small>3 sources</small></td>"
         "<td class='n'>0 / 0 / 2 / 2</td><td class='n'>–<br><small>withheld: under 6 sources</small></td></tr>"
         "</tbody></table>")
+
+
+def test_a_ranking_orders_ranks_then_strength_as_shown_then_votes():
+    """ranking() on made-up fits: b and a overlap (rank 1, the stronger first though it has fewer votes), c and d
+    share rank 3 and a strength as shown (0.100: the one with more votes first); e has an interval from the last
+    full count but no strength in the live fit (provisional until the next count), f too few votes."""
+    counts = pd.DataFrame({"method": list("abcdef"), "votes": [100, 50, 40, 30, 25, 5], "wins": [60, 30, 10, 9, 12, 2],
+                           "losses": [40, 20, 30, 21, 13, 3]})
+    live = pd.DataFrame({"method": list("bacd"), "strength": [0.5, 0.3, 0.10001, 0.10009]})
+    full = pd.DataFrame({"method": list("abcde"), "ci_low": [0.2, 0.35, 0.05, 0.06, 0.0],
+                         "ci_high": [0.4, 0.6, 0.15, 0.16, 0.5]})
+    got = ranking(counts, live, full, str.upper)
+    assert [(r["rank"], r["model"], r["strength"], r["95% interval"]) for r in got] == [
+        (1, "B", "0.500", "0.350 – 0.600"), (1, "A", "0.300", "0.200 – 0.400"), (3, "C", "0.100", "0.050 – 0.150"),
+        (3, "D", "0.100", "0.060 – 0.160"), ("provisional", "E", "–", "ranked at the next full count (every 60 s)"),
+        ("provisional", "F", "–", f"provisional: 5 of {MIN_VOTES} votes")]
+    assert [(r["wins"], r["losses"], r["votes"]) for r in got][:2] == [(30, 20, 50), (60, 40, 100)]
+    unfitted = ranking(counts, None, None, str.upper)
+    assert [r["model"] for r in unfitted] == list("ABCDEF") and {r["rank"] for r in unfitted} == {"provisional"}
