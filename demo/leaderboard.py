@@ -160,15 +160,16 @@ class Leaderboard:
         self.live = {}  # board -> (battle_counts, tally_strengths or None) of the votes counted now
         self.gallery, self.paintings = set(), {}
         self.failed = False  # whether the last full count failed
-        threading.Thread(target=self._loop, args=(size_cap, interval_s), name="leaderboard", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, args=(size_cap, interval_s), name="leaderboard", daemon=True)
+        self.thread.start()
 
     def _loop(self, size_cap, interval_s):
-        self.gallery, self.paintings = gallery_sha256s(size_cap), gallery_paintings(size_cap)
         while True:
             try:
+                self.gallery, self.paintings = gallery_sha256s(size_cap), gallery_paintings(size_cap)  # cached
                 self.count_all()
                 self.failed = False
-            except Exception as exc:  # a database hiccup: keep the last tables and try again later
+            except Exception as exc:  # a database or file hiccup: keep the last tables and try again later
                 print(f"leaderboard: {exc!r}", file=sys.stderr, flush=True)
                 self.failed = True
             time.sleep(interval_s)

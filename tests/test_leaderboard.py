@@ -66,6 +66,7 @@ def started(store, n_boot=200):
     board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=3600, n_boot=n_boot)
     deadline = time.monotonic() + 60
     while (summary := board.view(ALL, {})[0]) == STARTING:
+        assert board.thread.is_alive(), "the counting thread ended"
         assert time.monotonic() < deadline, "the first full count never ended"
         time.sleep(0.1)
     assert summary != NOT_COUNTED, "the first full count failed (stderr has why)"
