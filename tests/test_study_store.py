@@ -716,3 +716,29 @@ def test_a_study_that_cannot_be_drawn_says_what_to_do(tmp_path):
         token = store.new_participant("ids", {"PROLIFIC_PID": "", "SESSION_ID": None, "STUDY_ID": "x"})
         kept = load_participants(store, "ids").set_index("participant")
         assert kept["external_key"].isna().all() and len(kept) == 1 and token
+
+
+def test_arrivals_beyond_the_limit_are_counted_per_study_event_and_hour(store, monkeypatch):
+    """count_arrival: one row per study, event and UTC hour (its start), its count growing by one per arrival;
+    an event outside the vocabulary is refused with the ones there are."""
+    from study import store as store_module
+    from study.schema import arrival_counts
+    study_with_stimuli(store, "one")
+    study_with_stimuli(store, "two")
+    for stamp, study, event in [("10:05:07.5", "one", "opened"), ("10:59:59.9", "one", "opened"),
+                                ("10:30:00", "one", "declined"), ("10:31:00", "two", "opened"),
+                                ("11:00:00", "one", "opened")]:
+        monkeypatch.setattr(store_module, "now", lambda s=stamp: datetime.fromisoformat(f"2026-03-04T{s}+00:00"))
+        store.count_arrival(study, event)
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(arrival_counts.c.study_id, arrival_counts.c.event, arrival_counts.c.hour,
+                                   arrival_counts.c.n).order_by(arrival_counts.c.hour, arrival_counts.c.study_id,
+                                                                 arrival_counts.c.event)).all()
+    one, two = (store.study(name)["id"] for name in ("one", "two"))
+    assert [(s, e, h.strftime("%H:%M:%S.%f"), n) for s, e, h, n in rows] == [
+        (one, "declined", "10:00:00.000000", 1), (one, "opened", "10:00:00.000000", 2),
+        (two, "opened", "10:00:00.000000", 1), (one, "opened", "11:00:00.000000", 1)]
+    assert load_arrivals(store, "one").opened == 3 and load_arrivals(store, "two").opened == 1
+    with pytest.raises(StudyError) as refused:
+        store.count_arrival("one", "clicked")
+    assert str(refused.value) == "unknown arrival event 'clicked': use one of opened, declined"
