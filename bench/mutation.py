@@ -8,9 +8,9 @@ modules and runs, for each, the tests that reached the mutated function; it keep
 a run stopped half-way goes on where it stopped (--report-only reads them without running). mutmut keeps a
 verdict until the mutated function changes, so after new tests --recheck runs the survivors again (a clean
 clone, with no mutants/, runs every mutant). Then this
-writes artifacts/mutation/mutants.csv (every mutant: module, function, status, and for a survivor the
-mutated line and what it becomes), artifacts/mutation/scores.csv (per module: the counts and the score)
-and the same table into tests/README.md between its two MARK lines.
+writes docs/mutation/survivors.csv (every mutant not killed: module, function, status, the mutated line and
+what it becomes, and for an equivalent one the reason), docs/mutation/scores.csv (per module: the counts and
+the score) and the same table into tests/README.md between its two MARK lines.
 
 score = killed / (mutants - equivalent - not checked): timeouts count as killed (the mutant hangs where the
 code returns), "no tests" as survived (no selected test reaches the function); "not checked" is zero after
@@ -32,7 +32,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "artifacts" / "mutation"
+OUT = ROOT / "docs" / "mutation"
 EQUIVALENT = ROOT / "tests" / "mutants_equivalent.csv"
 README = ROOT / "tests" / "README.md"
 MARK = "<!-- mutation scores: python -m bench.mutation writes this table -->"
@@ -99,10 +99,10 @@ def report():
         rows.append({"module": group(file, function), "function": function, "mutant": mutant, "status": s,
                      "reason": reason, "line": before, "becomes": after})
     OUT.mkdir(parents=True, exist_ok=True)
-    with open(OUT / "mutants.csv", "w", newline="") as f:
+    with open(OUT / "survivors.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, ["module", "function", "mutant", "status", "reason", "line", "becomes"])
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(r for r in rows if r["status"] not in KILLED)
     scores = []
     for module in sorted({r["module"] for r in rows}):
         n = Counter(r["status"] for r in rows if r["module"] == module)
@@ -143,7 +143,7 @@ def main(argv=None):
                        cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # two runs share two cores
         print(f"mutmut run: {(time.monotonic() - start) / 60:.1f} min")
     print(report())
-    print(f"written: {OUT / 'mutants.csv'}, {OUT / 'scores.csv'}, and the table in {README.relative_to(ROOT)}")
+    print(f"written: {OUT / 'survivors.csv'}, {OUT / 'scores.csv'}, and the table in {README.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
