@@ -20,9 +20,9 @@ from study.analysis import (
     MIN_PARTICIPANTS,
     AnalysisError,
     battle_counts,
+    battle_pairs,
     battle_strengths,
     interval_ranks,
-    leaderboard,
     tally_strengths,
     vote_tally,
 )
@@ -159,7 +159,7 @@ class Leaderboard:
         self.tallies = {}  # board -> vote_tally of the votes counted now
         self.live = {}  # board -> (battle_counts, tally_strengths or None) of the votes counted now
         self.gallery, self.paintings = set(), {}
-        self.failed = False  # whether the last full count failed
+        self.failed = False  # whether a full count failed (the tab says so until one succeeds)
         self.thread = threading.Thread(target=self._loop, args=(size_cap, interval_s), name="leaderboard", daemon=True)
         self.thread.start()
 
@@ -168,7 +168,6 @@ class Leaderboard:
             try:
                 self.gallery, self.paintings = gallery_sha256s(size_cap), gallery_paintings(size_cap)  # cached
                 self.count_all()
-                self.failed = False
             except Exception as exc:  # a database or file hiccup: keep the last tables and try again later
                 print(f"leaderboard: {exc!r}", file=sys.stderr, flush=True)
                 self.failed = True
@@ -198,8 +197,7 @@ class Leaderboard:
             methods = established(tally)
             on_board = votes_among(votes if board == ALL else votes[votes["style_sha256"] == board], methods)
             boards[board] = {"methods": methods, "fit": self.fitted(battle_strengths, on_board, self.n_boot)}
-        everything = self.fitted(leaderboard, votes, self.n_boot)
-        full = {"boards": boards, "pairs": everything and everything["pairs"], "at": datetime.now(UTC)}
+        full = {"boards": boards, "pairs": battle_pairs(votes), "at": datetime.now(UTC)}
         with self.lock:
             self.counting, self.tallies, self.full, self.live = counting, tallies, full, {}
 
@@ -225,7 +223,7 @@ class Leaderboard:
         if counts.empty:
             return summary, None, None, choices, board
         rows = ranking(counts, live, known["fit"], self.label)
-        pairs = pairs_table(full["pairs"], self.label) if board == ALL and full["pairs"] is not None else None
+        pairs = pairs_table(full["pairs"], self.label) if board == ALL and len(full["pairs"]) else None
         return summary, ranking_table(rows), pairs, choices, board
 
     def show(self, board, session):

@@ -718,12 +718,15 @@ def interval_ranks(low, high):
     return 1 + (low[None, :] > high[:, None]).sum(axis=1)
 
 
-def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
-    """From the Battle tab's votes: {"strengths": battle_strengths, "pairs": pair_win_rates' counts and
-    intervals}. Visitors are the participants (intervals NaN with fewer than MIN_PARTICIPANTS of them).
-    AnalysisError when no two methods have a decisive vote between them."""
-    strengths = battle_strengths(battles, n_boot, seed, level)
-    pairs = pair_win_rates(battle_votes(battles), seed=seed, level=level)
+def battle_pairs(battles, seed=0, level=0.95):
+    """From the Battle tab's votes: one row per method pair, pair_win_rates' counts and intervals. Visitors are
+    the participants (intervals NaN with fewer than MIN_PARTICIPANTS of them)."""
     columns = ["method_a", "method_b", "n_participants", "n_votes", "a_wins", "b_wins", "ties", "both_bad",
                "a_win_rate", "n_people", "ci_low", "ci_high"]
-    return {"strengths": strengths, "pairs": pairs[columns]}
+    return pair_win_rates(battle_votes(battles), seed=seed, level=level)[columns]
+
+
+def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
+    """From the Battle tab's votes: {"strengths": battle_strengths, "pairs": battle_pairs}. AnalysisError when no
+    two methods have a decisive vote between them."""
+    return {"strengths": battle_strengths(battles, n_boot, seed, level), "pairs": battle_pairs(battles, seed, level)}

@@ -4,7 +4,9 @@ boards and a visitor's own votes (the tab in Chromium: test_board_browser; the a
 Fast enough for mutation testing (bench.mutation)."""
 import itertools
 import random
+import re
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -23,8 +25,9 @@ from demo.leaderboard import (
     pairs_table,
     ranking,
     ranking_table,
+    votes_among,
 )
-from study.analysis import MIN_PARTICIPANTS
+from study.analysis import MIN_PARTICIPANTS, battle_strengths
 from study.store import Store
 
 SIZE_CAP = 512
@@ -62,14 +65,15 @@ class Votes:
             self.add(left, right, "left" if won else "right", **where)
 
 
-def started(store, n_boot=200):
-    board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=3600, n_boot=n_boot)
+def started(store, n_boot=200, interval_s=3600):
+    board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=interval_s, n_boot=n_boot)
     deadline = time.monotonic() + 60
     while (summary := board.view(ALL, {})[0]) == STARTING:
         assert board.thread.is_alive(), "the counting thread ended"
         assert time.monotonic() < deadline, "the first full count never ended"
         time.sleep(0.1)
     assert summary != NOT_COUNTED, "the first full count failed (stderr has why)"
+    assert board.thread.daemon  # the server exits without waiting for it
     return board
 
 
@@ -109,7 +113,8 @@ def test_models_are_ranked_by_overlapping_intervals_and_provisional_below_the_mi
     view = board.view(ALL, {})
     shown = rows(view)
     assert [r["model"] for r in view[1]["rows"]] == ["A", "B", "C", "D"]
-    assert set(board.full["boards"][ALL]["fit"]["method"]) == {"a", "b", "c"}  # fitted on votes among those ranked
+    fit = battle_strengths(votes_among(board.counting.votes, {"a", "b", "c"}), 200).set_index("method")
+    assert shown["A"]["95% interval"] == f"{fit.loc['a', 'ci_low']:.3f} – {fit.loc['a', 'ci_high']:.3f}"  # n_boot
     assert shown["A"]["rank"] == 1 and shown["C"]["rank"] >= 2 and shown["D"]["rank"] == "provisional"
     assert shown["D"]["95% interval"] == f"provisional: {MIN_VOTES - 1} of {MIN_VOTES} votes"
     assert shown["D"]["strength"] == "–" and "<td class='n'>–</td><td>D</td>" in view[1]["html"]
@@ -245,3 +250,97 @@ def test_a_ranking_orders_ranks_then_strength_as_shown_then_votes():
     assert [(r["wins"], r["losses"], r["votes"]) for r in got][:2] == [(30, 20, 50), (60, 40, 100)]
     unfitted = ranking(counts, None, None, str.upper)
     assert [r["model"] for r in unfitted] == list("ABCDEF") and {r["rank"] for r in unfitted} == {"provisional"}
+
+
+def head(n, sources, gallery=0, anomalous=0, flagged=0, over_cap=0):
+    """The summary's first two sentences."""
+    return (f"{n} battle votes from {n} visitors and {sources} sources. The ranking counts "
+            f"{n - gallery - anomalous - over_cap}; left out: {gallery} on two gallery pictures, {anomalous} from "
+            f"anomalous sources ({flagged}), {over_cap} beyond {PER_DAY} a day from one source.")
+
+
+def test_the_summary_says_what_the_board_stands_on(store, monkeypatch):
+    """The summary word for word: votes only on gallery pairs (none counted), too few votes to rank, two models at
+    exactly the minimum between full counts, a ranked board (its time in UTC whatever the server's zone), and a
+    painting's board."""
+    votes = Votes(store)
+    photo, painting = sorted(GALLERY - set(PAINTINGS))[0], next(iter(PAINTINGS))
+    for _ in range(3):
+        votes.add("a", "b", "left", content=photo, style=painting)
+    board = started(store)
+    assert board.view(ALL, {})[0] == head(3, 3, gallery=3) + (
+        " No vote is counted yet: the ranking starts with the first vote on your own photo or painting.")
+    for i in range(MIN_VOTES - 1):
+        votes.add("a", "b", "left" if i % 3 else "right", style=painting)
+    assert board.view(ALL, {})[0] == head(22, 22, gallery=3) + (
+        f" No ranking yet: it needs two models with {MIN_VOTES} counted votes each and decisive votes (A or B) "
+        "between them; until then every model is provisional.")
+    votes.add("a", "b", "tie", style=painting)
+    assert board.view(ALL, {})[0] == head(23, 23, gallery=3) + (
+        f" The models with {MIN_VOTES} counted votes are ranked at the next full count (every 60 s); until then "
+        "every model is provisional.")
+    title = PAINTINGS[painting]
+    assert board.view(painting, {})[0] == head(23, 23, gallery=3) + (
+        f" This board: the {MIN_VOTES} counted votes on {title}. The models with {MIN_VOTES} counted votes are "
+        "ranked at the next full count (every 60 s); until then every model is provisional.")
+    monkeypatch.setenv("TZ", "Pacific/Kiritimati")  # UTC+14: a local time would show a different hour
+    time.tzset()
+    try:
+        board.count_all()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    summary = board.view(ALL, {})[0]
+    at = re.search(r"intervals and ranks as of (\d\d:\d\d:\d\d) UTC", summary)[1]
+    assert summary == head(23, 23, gallery=3) + (
+        f" Strengths, wins and votes include every vote up to now; intervals and ranks as of {at} UTC (recomputed "
+        "every 60 s).")
+    shown = datetime.strptime(at, "%H:%M:%S").replace(tzinfo=UTC)
+    late = datetime.now(UTC) - datetime.combine(datetime.now(UTC).date(), shown.timetz())
+    assert abs(late.total_seconds()) < 120 or abs(late.total_seconds()) > 86_400 - 120
+
+
+def test_a_visitor_is_told_what_became_of_their_votes(store):
+    """Each reason a vote of theirs was left out, in the summary's order, with the counted ones; nothing for a
+    visitor with no vote."""
+    votes = Votes(store)
+    votes.honest(200)
+    photo, painting = sorted(GALLERY - set(PAINTINGS))[0], next(iter(PAINTINGS))
+    for i in range(80):  # a source picking c whenever shown: anomalous
+        votes.add(*(("c", "a") if i % 2 else ("b", "c")), "left" if i % 2 else "right", source="192.0.2.1")
+    for _ in range(PER_DAY):  # a source at its daily cap of ties
+        votes.add("a", "b", "tie", source="192.0.2.9")
+    votes.add("a", "b", "left", visitor="me")
+    votes.add("c", "a", "left", content=photo, style=painting, visitor="me")
+    votes.add("c", "a", "left", source="192.0.2.1", visitor="me")
+    votes.add("a", "c", "tie", source="192.0.2.9", visitor="me")
+    votes.add("c", "b", "left", content=photo, style=painting, visitor="unlucky")
+    votes.add("b", "a", "right", visitor="lucky")
+    board = started(store)
+    plain = board.view(ALL, {})[0]
+    assert board.view(ALL, {"visitor": "me"})[0] == plain + (
+        f"\n\n**Your votes**: 4, of which 1 counted (not counted: 1 on two gallery pictures, 1 from an anomalous "
+        f"source, 1 beyond {PER_DAY} a day from your address).")
+    assert board.view(ALL, {"visitor": "unlucky"})[0] == plain + (
+        "\n\n**Your votes**: 1, of which 0 counted (not counted: 1 on two gallery pictures).")
+    assert board.view(ALL, {"visitor": "lucky"})[0] == plain + "\n\n**Your votes**: 1, of which 1 counted."
+    assert board.view(ALL, {"visitor": "new"})[0] == board.view(ALL, {"visitor": ""})[0] == plain
+
+
+def test_each_board_is_fitted_on_its_own_votes_and_counted_again_every_interval(store):
+    """A painting on which c beats a, while a beats c everywhere else: its board ranks C first. The counting
+    thread counts again every interval_s: a new model is ranked without anyone calling count_all."""
+    votes = Votes(store)
+    sha = next(iter(PAINTINGS))
+    votes.honest(150, {"a": 1.0, "c": 8.0}, style=sha)
+    votes.honest(400, {"a": 8.0, "c": 1.0})
+    board = started(store, n_boot=100, interval_s=0.2)
+    assert [(r["model"], r["rank"]) for r in board.view(sha, {})[1]["rows"]] == [("C", 1), ("A", 2)]
+    assert [(r["model"], r["rank"]) for r in board.view(ALL, {})[1]["rows"]] == [("A", 1), ("C", 2)]
+    for i in range(MIN_VOTES):
+        votes.add("e", "c", "left", source=f"203.0.113.{i}")
+    deadline = time.monotonic() + 60
+    while rows(board.view(ALL, {}))["E"]["rank"] == "provisional":
+        assert board.thread.is_alive(), "the counting thread ended"
+        assert time.monotonic() < deadline, "no full count after the first"
+        time.sleep(0.1)
