@@ -703,10 +703,12 @@ def tally_strengths(tally):
     return out.sort_values("strength", ascending=False, ignore_index=True)
 
 
-def battle_strengths(battles, n_boot=1000, seed=0, level=0.95):
-    """From the Battle tab's votes: bt_strengths (n_boot 0: no intervals) with each method's vote count
-    (votes, ties and both_bad included)."""
-    strengths = bt_strengths(battle_votes(battles), n_boot, seed, level)
+def battle_strengths(battles, n_boot):
+    """From the Battle tab's votes: bt_strengths (n_boot resamples of the visitors, seed 0; 0: no intervals)
+    with each method's vote count (votes, ties and both_bad included). Visitors are the participants (intervals
+    NaN with fewer than MIN_PARTICIPANTS of them). AnalysisError when no two methods have a decisive vote
+    between them."""
+    strengths = bt_strengths(battle_votes(battles), n_boot)
     strengths["votes"] = strengths["method"].map(battle_counts(vote_tally(battles)).set_index("method")["votes"])
     return strengths
 
@@ -718,15 +720,9 @@ def interval_ranks(low, high):
     return 1 + (low[None, :] > high[:, None]).sum(axis=1)
 
 
-def battle_pairs(battles, seed=0, level=0.95):
-    """From the Battle tab's votes: one row per method pair, pair_win_rates' counts and intervals. Visitors are
-    the participants (intervals NaN with fewer than MIN_PARTICIPANTS of them)."""
+def battle_pairs(battles):
+    """From the Battle tab's votes: one row per method pair, pair_win_rates' counts and intervals (seed 0). Visitors
+    are the participants (intervals NaN with fewer than MIN_PARTICIPANTS of them)."""
     columns = ["method_a", "method_b", "n_participants", "n_votes", "a_wins", "b_wins", "ties", "both_bad",
                "a_win_rate", "n_people", "ci_low", "ci_high"]
-    return pair_win_rates(battle_votes(battles), seed=seed, level=level)[columns]
-
-
-def leaderboard(battles, n_boot=1000, seed=0, level=0.95):
-    """From the Battle tab's votes: {"strengths": battle_strengths, "pairs": battle_pairs}. AnalysisError when no
-    two methods have a decisive vote between them."""
-    return {"strengths": battle_strengths(battles, n_boot, seed, level), "pairs": battle_pairs(battles, seed, level)}
+    return pair_win_rates(battle_votes(battles))[columns]

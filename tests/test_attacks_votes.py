@@ -30,7 +30,7 @@ from demo.battle import pick_pair
 from demo.pseudonyms import DailyPseudonyms
 from demo.signing import Signer
 from model.methods import METHODS
-from study.analysis import leaderboard
+from study.analysis import battle_strengths
 from study.counting import ALPHA, anomalous_sources, counted, counted_since
 from study.store import Store, load_votes
 
@@ -304,7 +304,7 @@ def test_500_votes_from_one_client_leave_the_leaderboard_unchanged(demo):
     attack = battles[battles["source"].notna() & ~battles["source"].str.startswith("honest-", na=False)]
     print(f"\nattack: {len(attack)} votes in {seconds:.0f} s from one client")
     assert len(attack) >= 300 and attack["source"].nunique() == 1
-    raw = leaderboard(battles, 200)["strengths"].set_index("method")  # counting every vote, as before
+    raw = battle_strengths(battles, 200).set_index("method")  # counting every vote, as before
     label = METHODS[TARGET].label
     was = ranking.set_index("model").loc[label]
     assert raw["strength"].rank(ascending=False)[TARGET] < was["rank"], raw  # the attack moves TARGET up

@@ -9,7 +9,18 @@ import pytest
 from demo.battle import CROSS, pick_pair
 from demo.leaderboard import ranking
 from model.methods import METHODS
-from study.analysis import AnalysisError, battle_counts, interval_ranks, leaderboard, tally_strengths, vote_tally
+from study.analysis import (
+    AnalysisError,
+    battle_counts,
+    battle_pairs,
+    battle_strengths,
+    battle_votes,
+    bt_strengths,
+    interval_ranks,
+    pair_win_rates,
+    tally_strengths,
+    vote_tally,
+)
 from study.counting import counted
 from study.schema import SCHEMA_VERSION
 from study.store import Store, VoteRejected, schema_version
@@ -64,8 +75,8 @@ def test_leaderboard_ranks_by_bradley_terry_over_visitors(tmp_path):
                     first = rng.random() < strength[x] / (strength[x] + strength[y])
                     vote(store, f"v{visitor}", x, y, "left" if first else "right", content=f"c{content}")
         battles = store.battles()
-        board = leaderboard(battles, n_boot=200)
-    ranks = board["strengths"]
+    ranks = battle_strengths(battles, 200)
+    assert ranks.drop(columns="votes").equals(bt_strengths(battle_votes(battles), 200))  # the bootstrap asked for
     half = len(battles) // 2  # a page view's point strengths, from the tallies of two batches of votes added up
     tally = vote_tally(battles[:half]).add(vote_tally(battles[half:]), fill_value=0)
     points = tally_strengths(tally)
@@ -76,7 +87,9 @@ def test_leaderboard_ranks_by_bradley_terry_over_visitors(tmp_path):
     assert ranks["method"].tolist() == ["a2k_free", "all2all_free", "adain"]
     assert (ranks["ci_low"] <= ranks["strength"]).all() and (ranks["strength"] <= ranks["ci_high"]).all()
     assert ranks["votes"].tolist() == [72, 72, 72]
-    pairs = board["pairs"].set_index(["method_a", "method_b"])
+    pairs = battle_pairs(battles)
+    assert pairs.equals(pair_win_rates(battle_votes(battles))[list(pairs.columns)])
+    pairs = pairs.set_index(["method_a", "method_b"])
     assert pairs.loc[("a2k_free", "adain"), "a_win_rate"] > 0.5 > pairs.loc[("adain", "all2all_free"), "a_win_rate"]
     assert pairs["n_votes"].sum() == 108
 
@@ -87,13 +100,30 @@ def test_ranks_count_the_intervals_entirely_above():
     assert interval_ranks(low, high).tolist() == [1, 1, 1, 3, 4]
 
 
-def test_leaderboard_needs_decisive_votes(tmp_path):
+def test_strengths_need_decisive_votes_between_two_methods(tmp_path):
+    message = "^Bradley-Terry needs decisive votes between at least two methods$"
     with Store(tmp_path / "a.db") as store:
-        with pytest.raises(AnalysisError):
-            leaderboard(store.battles())
+        with pytest.raises(AnalysisError, match=message):
+            battle_strengths(store.battles(), 10)
         vote(store, "v1", "a2k_free", "adain", "tie")
-        with pytest.raises(AnalysisError):
-            leaderboard(store.battles())
+        for fit in (lambda b: battle_strengths(b, 10), lambda b: tally_strengths(vote_tally(b))):
+            with pytest.raises(AnalysisError, match=message):
+                fit(store.battles())
+        vote(store, "v1", "a2k_free", "adain", "right", content="c2")
+        assert tally_strengths(vote_tally(store.battles()))["method"].tolist() == ["adain", "a2k_free"]
+
+
+def test_counts_and_point_strengths_of_a_tally():
+    """battle_counts: most votes first, then by name, a model that never won with 0 wins; tally_strengths:
+    strongest first; both indexed 0..n-1."""
+    battles = pd.DataFrame([("b", "a", "left"), ("c", "b", "right"), ("a", "c", "tie"), ("b", "d", "left"),
+                            ("a", "b", "right"), ("d", "c", "both_bad"), ("b", "c", "right")],
+                           columns=["left_method", "right_method", "choice"])
+    counts = battle_counts(vote_tally(battles))
+    assert counts.equals(pd.DataFrame({"method": ["b", "c", "a", "d"], "votes": [5, 4, 3, 2], "wins": [4, 1, 0, 0],
+                                       "losses": [1, 1, 2, 1]}))
+    points = tally_strengths(vote_tally(battles))
+    assert points["method"].tolist() == ["b", "c", "d", "a"] and list(points.index) == [0, 1, 2, 3]
 
 
 def test_the_leaderboard_moves_the_chosen_side_up(tmp_path):
@@ -110,7 +140,7 @@ def test_the_leaderboard_moves_the_chosen_side_up(tmp_path):
                                         left, right, "o1", "o2", choice)
         counting = counted(store.battles(), gallery=set(), per_day=50)
     assert counting.tally["counted"] == 36
-    ranks = leaderboard(counting.votes, n_boot=50)["strengths"]
+    ranks = battle_strengths(counting.votes, 50)
     assert ranks["method"].tolist() == order
     assert ranks["wins"].tolist() == [24, 12, 0] and ranks["losses"].tolist() == [0, 12, 24]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from demo.leaderboard import interval
-from study.analysis import holm, leaderboard, least_p, pair_win_rates, position_bias
+from study.analysis import battle_pairs, battle_strengths, holm, least_p, pair_win_rates, position_bias
 from study.analyze import main as analyze_main
 from study.store import Store
 from tests.study_fixtures import METHODS, add_stimuli
@@ -120,7 +120,7 @@ def test_the_arena_leaderboard_withholds_intervals_from_few_visitors():
                 for k, pair in enumerate(PAIRS * 2)]
         return pd.DataFrame(rows, columns=["voter", "left_method", "right_method", "choice"])
 
-    few, enough = leaderboard(battles(5), n_boot=100), leaderboard(battles(6), n_boot=100)
+    few, enough = ({"strengths": battle_strengths(battles(n), 100), "pairs": battle_pairs(battles(n))} for n in (5, 6))
     for table in ("strengths", "pairs"):
         assert few[table][["ci_low", "ci_high"]].isna().all(axis=None), table
         assert enough[table][["ci_low", "ci_high"]].notna().all(axis=None), table
