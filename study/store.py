@@ -570,12 +570,12 @@ class Store:
                                "start a new battle") from exc
 
     def battles(self, after=0):
-        """The battle votes with an id above `after` (default: all), oldest first, as a DataFrame (one row per
-        vote; voter is a salted hash, source a pseudonym of the address, None for votes stored before schema
-        version 7)."""
-        with self._read() as conn:
+        """The battle votes with an id above `after` (default: all; any integer, numpy's included), oldest first,
+        as a DataFrame (one row per vote; voter is a salted hash, source a pseudonym of the address, None for votes
+        stored before schema version 7)."""
+        with self._read() as conn:  # int(): SQLite would bind a numpy integer as a blob, above which no id lies
             rows = [dict(r) for r in conn.execute(
-                select(battles).where(battles.c.id > after).order_by(battles.c.id)).mappings()]
+                select(battles).where(battles.c.id > int(after)).order_by(battles.c.id)).mappings()]
         df = pd.DataFrame(rows, columns=list(battles.c.keys()))
         df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
         return df

@@ -38,12 +38,15 @@ def vote(store, visitor, left, right, choice, token=None, content="cc"):
 def test_one_vote_per_visitor_content_style_and_pair(tmp_path):
     with Store(tmp_path / "a.db") as store:
         vote(store, "v1", "a2k_free", "adain", "left")
-        with pytest.raises(VoteRejected, match="already voted"):  # the same pair on swapped sides
-            vote(store, "v1", "adain", "a2k_free", "right", token="other")
-        with pytest.raises(VoteRejected, match="already voted"):  # the same battle again
-            vote(store, "v2", "a2k_free", "adain", "left", token="v1-cc-a2k_free-adain")
-        with pytest.raises(VoteRejected, match="same method"):
-            vote(store, "v1", "adain", "adain", "left")
+        again = "you have already voted on these two models for this photo and painting: start a new battle"
+        for args, kw, message in [
+                (("v1", "adain", "a2k_free", "right"), {"token": "other"}, again),  # the same pair on swapped sides
+                (("v2", "a2k_free", "adain", "left"), {"token": "v1-cc-a2k_free-adain"}, again),  # the same battle
+                (("v1", "adain", "adain", "left"), {}, "both sides show the same method: there is nothing to compare"),
+                (("v1", "adain", "a2k_free", "up"), {}, "invalid choice 'up': send one of left, right, tie, both_bad")]:
+            with pytest.raises(VoteRejected) as refused:
+                vote(store, *args, **kw)
+            assert str(refused.value) == message
         vote(store, "v2", "adain", "a2k_free", "tie")  # another visitor
         vote(store, "v1", "a2k_free", "adain", "left", content="other")  # another photo
         vote(store, "v1", "a2k_free", "all2all_free", "left", content="other")
@@ -52,6 +55,8 @@ def test_one_vote_per_visitor_content_style_and_pair(tmp_path):
         assert store.voted_pairs("v3", "cc", "ss") == set()
         df = store.battles()
         assert len(df) == 4 and "v1" not in set(df["voter"])  # visitors are stored hashed
+        assert str(df["created_at"].dt.tz) == "UTC" and df["id"].is_monotonic_increasing
+        assert store.battles(after=df["id"].iloc[1])["id"].tolist() == df["id"].iloc[2:].tolist()  # a numpy int
 
 
 def test_version_4_database_gains_the_battles_table(tmp_path):

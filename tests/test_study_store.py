@@ -96,23 +96,46 @@ def test_votes_are_refused_with_clear_reasons(store):
     study = study_with_stimuli(store)
     me, other = store.new_participant(study), store.new_participant(study)
     trial = store.remaining_trials(me)[0]["token"]
-    with pytest.raises(VoteRejected, match="invalid choice"):
-        store.record_vote(trial, me, "up")
-    with pytest.raises(VoteRejected, match="non-negative integer"):
-        store.record_vote(trial, me, "left", -5)
-    with pytest.raises(VoteRejected, match="unknown trial"):
-        store.record_vote("forged-token", me, "left")
-    with pytest.raises(VoteRejected, match="another participant"):
-        store.record_vote(trial, other, "left")
-    store.record_vote(trial, me, "tie", 1200)
-    with pytest.raises(VoteRejected, match="already has a vote"):
+    for args, message in [
+            ((trial, me, "up"), "invalid choice 'up': send one of left, right, tie, both_bad"),
+            ((trial, me, "left", -5), "response_time_ms must be a non-negative integer, not -5"),
+            ((trial, me, "left", True), "response_time_ms must be a non-negative integer, not True"),
+            ((trial, me, "left", 900, 1.5), "server_time_ms must be a non-negative integer, not 1.5"),
+            (("forged-token", me, "left"), "unknown trial: reload the study page to get your next trial"),
+            ((trial, other, "left"), "this trial belongs to another participant: reload the study page")]:
+        with pytest.raises(VoteRejected) as refused:
+            store.record_vote(*args)
+        assert str(refused.value) == message
+    store.record_vote(trial, me, "tie", 1200, 1500)
+    with pytest.raises(VoteRejected) as refused:
         store.record_vote(trial, me, "left")
+    assert str(refused.value) == "this trial already has a vote and votes cannot be changed: go on to the next trial"
     with pytest.raises(StudyError) as refused:
         store.get_trial("forged-token")
     assert str(refused.value) == "unknown trial: reload the study page to get your next trial"
     with pytest.raises(StudyError, match="unknown participant"):
         store.progress("forged-participant")
-    assert load_votes(store, study)["choice"].tolist() == ["tie"]
+    stored = load_votes(store, study)
+    assert stored[["choice", "response_time_ms", "server_time_ms"]].values.tolist() == [["tie", 1200, 1500]]
+
+
+def test_the_last_vote_completes_the_participant(store):
+    """record_vote marks a participant completed at their last trial's vote, not before."""
+    study = study_with_stimuli(store, n_trials=3, catch_rate=0)
+    me, other = store.new_participant(study), store.new_participant(study)
+
+    def completed():
+        with store.engine.connect() as conn:
+            return {t for t, at in conn.execute(select(participants.c.token, participants.c.completed_at)) if at}
+
+    first, *rest = store.remaining_trials(me)
+    store.record_vote(first["token"], me, "left")
+    store.record_vote(store.remaining_trials(other)[0]["token"], other, "left")
+    assert completed() == set()
+    for trial in rest:
+        assert completed() == set()
+        store.record_vote(trial["token"], me, "right")
+    assert completed() == {me} and store.completion_code(me)
 
 
 def test_trials_come_in_their_positions_order_not_the_order_they_were_stored_in(store):
@@ -237,13 +260,36 @@ def test_a_known_prolific_id_never_gets_the_token_back(store):
     assert store.finished_participant(study, {"PROLIFIC_PID": "someone-else"}) is None
 
 
+def test_a_repeat_attempt_is_one_of_the_same_id_in_the_same_study(store):
+    """A PROLIFIC_PID enrolled before in this study makes a repeat attempt of its first enrolment (which alone keeps
+    the key); another id, the same id in another study, and no id at all are first enrolments. Tokens carry 192
+    (participant) and 128 (trial) random bits."""
+    study_with_stimuli(store, "one", n_trials=2, catch_rate=0)
+    study_with_stimuli(store, "two", n_trials=2, catch_rate=0)
+    tokens = [store.new_participant(study, ids) for study, ids in [
+        ("one", {"PROLIFIC_PID": "A"}), ("one", {"PROLIFIC_PID": "B"}), ("one", {"PROLIFIC_PID": "A"}),
+        ("two", {"PROLIFIC_PID": "A"}), ("one", {}), ("one", {"PROLIFIC_PID": ""})]]
+    with store.engine.connect() as conn:
+        rows = {r.token: r for r in conn.execute(select(participants))}
+        trial_tokens = conn.scalars(select(trials.c.token)).all()
+    first_a, b, again, elsewhere, anonymous, empty = (rows[t] for t in tokens)
+    assert (first_a.external_key, b.external_key, elsewhere.external_key) == (
+        store.hash_id("PROLIFIC_PID", "A"), store.hash_id("PROLIFIC_PID", "B"), store.hash_id("PROLIFIC_PID", "A"))
+    assert again.repeat_of == first_a.id and again.external_key is None
+    assert [r.repeat_of for r in (first_a, b, elsewhere, anonymous, empty)] == [None] * 5
+    assert anonymous.external_key is None and empty.external_key is None
+    assert {len(t) for t in tokens} == {32} and {len(t) for t in trial_tokens} == {22}
+
+
 def test_a_full_study_takes_no_more_participants(store):
     store.create_study("full", "I agree.", 2, 0, max_participants=2)
     add_stimuli(store, "full", contents=("c1",), styles=("s1",), catch=False)
     store.new_participant("full")
     store.new_participant("full")
-    with pytest.raises(StudyError, match="takes no more"):
+    with pytest.raises(StudyError) as refused:
         store.new_participant("full")
+    assert str(refused.value) == "this study has all the participants it needs and takes no more: thank you for your " \
+        "interest"
     with pytest.raises(StudyError, match="max_participants"):
         store.create_study("full", "I agree.", 2, 0, max_participants=3)
 
