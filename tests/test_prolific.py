@@ -81,6 +81,8 @@ def test_the_export_column_and_the_lists(tmp_path):
     assert read_export(export) == ["b", "007"]
     export.write_text("PROLIFIC_PID\nx\n")
     assert read_export(export) == ["x"]
+    export.write_text("Participant id\n007\n0123\n")  # ids that look like numbers stay as written
+    assert read_export(export) == ["007", "0123"]
     export.write_text("Status,Started at\nAPPROVED,now\n")
     with pytest.raises(ValueError) as refused:
         read_export(export)
