@@ -397,10 +397,15 @@ def preference_spread(votes):
             spread = np.sqrt(np.clip((s2 - rate * (1 - rate) * h) / (1 - h), 0, None))
         rows.append((a, b, len(n), rate, spread))
     table = pd.DataFrame(rows, columns=["method_a", "method_b", "n_participants", "a_win_rate", "spread"])
+    return table, pooled_spread(table)
+
+
+def pooled_spread(table):
+    """The participant-weighted root mean square of a preference_spread table's known spreads (NaN if none)."""
     known = table.dropna(subset=["spread"])
-    pooled = (float(np.sqrt(np.average(known["spread"] ** 2, weights=known["n_participants"])))
-              if len(known) else float("nan"))
-    return table, pooled
+    if known.empty:
+        return float("nan")
+    return float(np.sqrt(np.average(known["spread"] ** 2, weights=known["n_participants"])))
 
 
 def bradley_terry(wins, pseudo=0.5, compared=None, tol=1e-10, max_iter=20_000):
@@ -552,7 +557,7 @@ def viewport_table(screens):
     and the browsers seen (most frequent first, with counts)."""
     measured = screens.dropna(subset=["viewport_width"])
     rows = []
-    for (outcome, device), g in measured.groupby(["outcome", "device"], dropna=False, sort=True):
+    for (outcome, device), g in measured.groupby(["outcome", "device"], dropna=False):
         browsers = g["browser"].value_counts()
         rows.append((outcome, device, len(g), int(g["viewport_width"].min()), float(g["viewport_width"].median()),
                      int(g["viewport_width"].max()), float(g["viewport_height"].median()),
@@ -620,7 +625,6 @@ def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95,
     attention = votes.loc[votes["kind"] == "attention", "attention_passed"]
     test = {"seed": seed, "level": level}
     spread, _ = per_question(kept, lambda v: preference_spread(v)[0])
-    known = spread.dropna(subset=["spread"])
     strengths, strengths_missing = per_question(kept, lambda v: bt_strengths(v, n_boot, **test))
     if strengths.empty:  # no question has strengths: the study cannot be analysed as it stands
         raise AnalysisError(next(iter(strengths_missing.values())))
@@ -630,9 +634,9 @@ def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95,
         n_participants=len(people), n_analysed=len(people) - len(excluded), n_votes=len(votes),
         n_method_votes=len(method), questions=sorted(method["question"].unique()), participants=people,
         excluded=excluded, flow=flow, flow_sentence=sentence,
-        catch_failure_rate=float(1 - catch.astype(bool).mean()) if len(catch) else float("nan"),
+        catch_failure_rate=float(1 - catch.astype(bool).mean()),  # NaN without catch votes
         n_attention_votes=len(attention),
-        attention_failure_rate=float(1 - attention.astype(bool).mean()) if len(attention) else float("nan"),
+        attention_failure_rate=float(1 - attention.astype(bool).mean()),
         n_practice_votes=int((votes["kind"] == "practice").sum()),
         strengths=strengths, strengths_missing=strengths_missing,
         pairs=per_question(kept, lambda v: pair_win_rates(v, **test))[0],
@@ -642,8 +646,7 @@ def analyze(votes, participants, rules=Rules(), n_boot=2000, seed=0, level=0.95,
         agreement=per_question(kept, lambda v: pd.DataFrame([agreement(v)]))[0],
         position=position_bias(kept, **test),
         response_times=response_times(votes, people, rules.fast_ms),
-        pooled_spread=(float(np.sqrt(np.average(known["spread"] ** 2, weights=known["n_participants"])))
-                       if len(known) else float("nan")),
+        pooled_spread=pooled_spread(spread),
         tie_rate=float((~method["choice"].isin(["left", "right"])).mean()),
         viewports=None if screens is None else viewport_table(screens),
         feedback=feedback.reset_index(drop=True), rules=rules,

@@ -29,6 +29,7 @@ from study.analysis import (
     participant_table,
     participant_test,
     per_question,
+    pooled_spread,
     position_bias,
     preference_spread,
     response_times,
@@ -212,6 +213,12 @@ def test_spread_estimator_recovers_the_between_participant_sd():
     assert pooled == pytest.approx(np.sqrt(0.2**2 / 2), abs=0.03)
 
 
+def test_the_pooled_spread_weighs_pairs_by_their_participants():
+    table = pd.DataFrame({"n_participants": [30, 10, 1], "spread": [0.1, 0.3, np.nan]})
+    assert pooled_spread(table) == pytest.approx(np.sqrt((30 * 0.01 + 10 * 0.09) / 40))
+    assert np.isnan(pooled_spread(table.iloc[2:])) and np.isnan(pooled_spread(table.iloc[:0]))
+
+
 def test_bradley_terry_recovers_strengths_from_expected_counts():
     p = np.array([0.5, 0.3, 0.15, 0.05])
     wins = 1000 * p[:, None] / (p[:, None] + p[None, :])
@@ -299,7 +306,7 @@ def test_every_table_is_per_question_and_practice_attention_and_server_time_are_
         bt_strengths(overall, 50, seed=3, level=0.9).reset_index(drop=True))  # the bootstrap as asked for
     assert r.questions == ["overall", "style"] and r.n_practice_votes == 8
     assert r.excluded == [6]  # the failed attention check
-    assert r.attention_failure_rate == 1.0 and r.n_attention_votes == 1
+    assert r.attention_failure_rate == 1.0 and r.n_attention_votes == 1 and np.isnan(r.catch_failure_rate)
     rates = r.pairs.set_index("question")["a_win_rate"]
     assert rates["overall"] == 1.0 and rates["style"] == 0.0  # practice votes (all b) counted nowhere
     assert list(r.strengths["question"].unique()) == ["overall", "style"]
@@ -476,6 +483,8 @@ def test_response_times_of_all_and_of_the_analysed_participants():
     assert got.loc["votes, all participants", "median"] == 800 and got.loc["votes, all participants", "p5"] == 160
     assert got.loc["votes, analysed participants", "median"] == 1150
     assert got["share_under_threshold"].tolist() == [0.6, 0.5, 0.5, 0.5]
+    at = response_times(votes, people, fast_ms=800).set_index("times")  # a vote of exactly 800 ms is not under
+    assert at.loc["votes, all participants", "share_under_threshold"] == 0.4
     empty = response_times(votes.iloc[:1], people.iloc[:0].astype({"excluded": bool}), fast_ms=1000)
     assert empty["n"].tolist() == [0, 0, 0, 0] and empty.drop(columns=["times", "n"]).isna().all().all()
 
@@ -651,8 +660,7 @@ def test_analyze_puts_together_each_table_of_the_analysed_votes_with_the_setting
     assert r.pairs["p_value"].notna().all() and not r.pairs.equals(per_question(kept, pair_win_rates)[0])
     assert r.position == position_bias(kept, **test) and r.position != position_bias(kept)
     pd.testing.assert_frame_equal(r.response_times, response_times(votes, people, 1200))
-    weights = r.spread["n_participants"]
-    assert r.pooled_spread == pytest.approx(np.sqrt((weights * r.spread["spread"] ** 2).sum() / weights.sum()))
+    assert r.pooled_spread == pooled_spread(r.spread)
     pd.testing.assert_frame_equal(r.viewports, viewport_table(screens))
     assert r.settings == {"max_catch_failures": 0, "keep_incomplete": False, "fast_ms": 1200, "exclude_fast": False,
                           "include_source": "", "max_attention_failures": 0, "n_boot": 40, "seed": 5, "level": 0.9}
