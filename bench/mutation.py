@@ -6,8 +6,8 @@ mutmut, configured in pyproject.toml's [tool.mutmut] (the modules in `only_mutat
 tests in `pytest_add_cli_args_test_selection`), copies the code into mutants/, makes every mutant of those
 modules and runs, for each, the tests that reached the mutated function; it keeps its verdicts there, so
 a run stopped half-way goes on where it stopped (--report-only reads them without running). mutmut keeps a
-verdict until the mutated function changes, so after new tests --recheck runs the survivors again (a clean
-clone, with no mutants/, runs every mutant). Then this
+verdict until the mutated function changes, so after new tests --recheck runs the survivors that
+tests/mutants_equivalent.csv does not list again (a clean clone, with no mutants/, runs every mutant). Then this
 writes docs/mutation/survivors.csv (every mutant not killed: module, function, status, the mutated line and
 what it becomes, and for an equivalent one the reason), docs/mutation/scores.csv (per module: the counts and
 the score) and the same table into tests/README.md between its two MARK lines.
@@ -93,10 +93,22 @@ def change(mutant):
     return tuple("\n".join(x[1:].strip() for x in lines if x[0] == sign) for sign in "-+")
 
 
+def equivalents():
+    """{(file, function, line, mutant): reason} of tests/mutants_equivalent.csv."""
+    with open(EQUIVALENT, newline="") as f:
+        return {(r["file"], r["function"], r["line"], r["mutant"]): r["reason"] for r in csv.DictReader(f)}
+
+
+def unexplained():
+    """The names of the survivors (survived or no tests) that tests/mutants_equivalent.csv does not list."""
+    listed = equivalents()
+    return [m for m, s in verdicts().items()
+            if s in ("survived", "no tests") and (*row_of(m), *change(m)) not in listed]
+
+
 def report():
     """Write the CSVs and the README table from mutmut's verdicts; returns the table (Markdown)."""
-    with open(EQUIVALENT, newline="") as f:
-        equivalent = {(r["file"], r["function"], r["line"], r["mutant"]): r["reason"] for r in csv.DictReader(f)}
+    equivalent = equivalents()
     rows, used, mutated, seconds = [], set(), modules(), durations()
     for mutant, s in sorted(verdicts().items()):
         file, function = row_of(mutant)
@@ -148,11 +160,13 @@ def main(argv=None):
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2: the cores here)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--report-only", action="store_true", help="only read the verdicts of the last run")
-    which.add_argument("--recheck", action="store_true", help="run the survivors of the last run again (after new tests)")
+    which.add_argument("--recheck", action="store_true",
+                       help="run again the survivors of the last run that mutants_equivalent.csv does not list (after "
+                            "new tests)")
     args = parser.parse_args(argv)
     start = time.monotonic()
     if not args.report_only:
-        names = [m for m, s in verdicts().items() if s in ("survived", "no tests")] if args.recheck else []
+        names = unexplained() if args.recheck else []
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
                        cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # two runs share two cores
         print(f"mutmut run: {(time.monotonic() - start) / 60:.1f} min")
