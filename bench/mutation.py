@@ -19,12 +19,9 @@ each with its reason, in tests/mutants_equivalent.csv (file, function, line: the
 shows it, mutant: the line it becomes, reason), by their change rather than their number, which shifts when
 the function changes; a listed change that no survivor makes any more is reported, so the list cannot go
 stale silently. study/store.py counts its vote and trial functions (STORE_SCOPE), as the issue asks; its other
-functions get a row of their own. "test minutes": the time the tests of a module's mutants ran, summed over its
-mutants as mutmut recorded it (a whole run's wall time is about the sum over modules divided by --max-children,
-plus mutmut's first run of every test, about a minute)."""
+functions get a row of their own."""
 import argparse
 import csv
-import json
 import os
 import re
 import subprocess
@@ -60,14 +57,6 @@ def verdicts():
     out = subprocess.run([sys.executable, "-m", "mutmut", "results", "--all", "true"], cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
     return dict(line.strip().rsplit(": ", 1) for line in out.splitlines() if ": " in line)
-
-
-def durations():
-    """{mutant name: seconds its tests ran} from mutmut's records (mutants/**/*.meta), for the mutants checked."""
-    seconds = {}
-    for meta in (ROOT / "mutants").rglob("*.meta"):
-        seconds.update(json.loads(meta.read_text())["durations_by_key"])
-    return seconds
 
 
 def row_of(mutant):
@@ -109,7 +98,7 @@ def unexplained():
 def report():
     """Write the CSVs and the README table from mutmut's verdicts; returns the table (Markdown)."""
     equivalent = equivalents()
-    rows, used, mutated, seconds = [], set(), modules(), durations()
+    rows, used, mutated = [], set(), modules()
     for mutant, s in sorted(verdicts().items()):
         file, function = row_of(mutant)
         if file not in mutated:
@@ -120,11 +109,10 @@ def report():
             s = "equivalent"
             used.add((file, function, before, after))
         rows.append({"module": group(file, function), "function": function, "mutant": mutant, "status": s,
-                     "reason": reason, "line": before, "becomes": after, "seconds": seconds.get(mutant, 0.0)})
+                     "reason": reason, "line": before, "becomes": after})
     OUT.mkdir(parents=True, exist_ok=True)
     with open(OUT / "survivors.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["module", "function", "mutant", "status", "reason", "line", "becomes"],
-                                extrasaction="ignore")
+        writer = csv.DictWriter(f, ["module", "function", "mutant", "status", "reason", "line", "becomes"])
         writer.writeheader()
         writer.writerows(r for r in rows if r["status"] not in KILLED)
     scores = []
@@ -135,17 +123,15 @@ def report():
         scores.append({"module": module, "mutants": total, "killed": killed, "survived": n["survived"],
                        "no_tests": n["no tests"], "equivalent": eq, "not_checked": unchecked,
                        "other": scored - killed - n["survived"] - n["no tests"],
-                       "score": f"{killed / scored:.3f}" if scored else "",
-                       "test_minutes": f"{sum(r['seconds'] for r in rows if r['module'] == module) / 60:.1f}"})
+                       "score": f"{killed / scored:.3f}" if scored else ""})
     with open(OUT / "scores.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, list(scores[0]))
         writer.writeheader()
         writer.writerows(scores)
-    table = "\n".join(["| module | mutants | killed | survived | no test | equivalent | not checked | other | score "
-                       "| test minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    table = "\n".join(["| module | mutants | killed | survived | no test | equivalent | not checked | other | score |",
+                       "|---|---|---|---|---|---|---|---|---|"]
                       + [f"| `{s['module']}` | {s['mutants']} | {s['killed']} | {s['survived']} | {s['no_tests']} | "
-                         f"{s['equivalent']} | {s['not_checked']} | {s['other']} | {s['score']} | {s['test_minutes']} |"
-                         for s in scores])
+                         f"{s['equivalent']} | {s['not_checked']} | {s['other']} | {s['score']} |" for s in scores])
     head, _, rest = README.read_text().partition(MARK)
     _, _, tail = rest.partition(MARK)
     README.write_text(f"{head}{MARK}\n{table}\n{MARK}{tail}")
