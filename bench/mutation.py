@@ -1,13 +1,15 @@
 """Mutation testing of the code that results and stored votes rest on (issue #29), with mutmut 3:
 
-    python -m bench.mutation [--max-children 2] [--report-only | --recheck]
+    python -m bench.mutation [--max-children 2] [--continue] [--report-only | --recheck]
 
 mutmut, configured in pyproject.toml's [tool.mutmut] (the modules in `only_mutate`, the fast in-process
 tests in `pytest_add_cli_args_test_selection`), copies the code into mutants/, makes every mutant of those
 modules and runs, for each, the tests that reached the mutated function; it keeps its verdicts there, so
 a run stopped half-way goes on where it stopped (--report-only reads them without running). mutmut keeps a
 verdict until the mutated function changes, so after new tests --recheck runs the survivors that
-tests/mutants_equivalent.csv does not list again (a clean clone, with no mutants/, runs every mutant). Then this
+tests/mutants_equivalent.csv does not list again (a clean clone, with no mutants/, runs every mutant). mutants/
+is not committed; the verdicts are, in docs/mutation/verdicts.json, and --continue starts from them on another
+machine (mutmut checks again the mutants of every function changed since). Then this
 writes docs/mutation/survivors.csv (every mutant not killed: module, function, status, the mutated line and
 what it becomes, and for an equivalent one the reason), docs/mutation/scores.csv (per module: the counts and
 the score) and the same table into tests/README.md between its two MARK lines.
@@ -22,6 +24,7 @@ stale silently. study/store.py counts its vote and trial functions (STORE_SCOPE)
 functions get a row of their own."""
 import argparse
 import csv
+import json
 import os
 import re
 import subprocess
@@ -33,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "mutation"
+SAVED = OUT / "verdicts.json"  # mutmut's verdicts and function hashes, for --continue on another machine
 EQUIVALENT = ROOT / "tests" / "mutants_equivalent.csv"
 README = ROOT / "tests" / "README.md"
 MARK = "<!-- mutation scores: python -m bench.mutation writes this table -->"
@@ -80,6 +84,28 @@ def change(mutant):
     out = subprocess.run([sys.executable, "-m", "mutmut", "show", mutant], cwd=ROOT, capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line[:1] in "-+" and line[:3] not in ("---", "+++")]
     return tuple("\n".join(x[1:].strip() for x in lines if x[0] == sign) for sign in "-+")
+
+
+def save_verdicts():
+    """Copy mutmut's verdicts (mutants/**/*.meta: each mutant's exit code, None when not checked, and each
+    function's hash) to SAVED."""
+    saved = {}
+    for meta in sorted((ROOT / "mutants").rglob("*.meta")):
+        data = json.loads(meta.read_text())
+        saved[meta.relative_to(ROOT / "mutants").as_posix()] = {k: data[k] for k in ("hash_by_function_name",
+                                                                                    "exit_code_by_key")}
+    OUT.mkdir(parents=True, exist_ok=True)
+    SAVED.write_text(json.dumps(saved, indent=0, sort_keys=True) + "\n")
+
+
+def restore_verdicts():
+    """Write SAVED's verdicts as mutmut's meta files where mutants/ has none: mutmut then keeps the verdicts of
+    the functions whose hash is unchanged and checks the rest."""
+    for path, data in json.loads(SAVED.read_text()).items():
+        meta = ROOT / "mutants" / path
+        if not meta.exists():
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            meta.write_text(json.dumps({**data, "durations_by_key": {}, "estimated_durations_by_key": {}}))
 
 
 def equivalents():
@@ -144,6 +170,9 @@ def report():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2: the cores here)")
+    parser.add_argument("--continue", dest="resume", action="store_true",
+                        help=f"start from the verdicts saved in {SAVED.relative_to(ROOT)} (a run spread over machines; "
+                             "without it a clean clone checks every mutant; --recheck after it, not with it)")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--report-only", action="store_true", help="only read the verdicts of the last run")
     which.add_argument("--recheck", action="store_true",
@@ -151,13 +180,17 @@ def main(argv=None):
                             "new tests)")
     args = parser.parse_args(argv)
     start = time.monotonic()
+    if args.resume:
+        restore_verdicts()
     if not args.report_only:
         names = unexplained() if args.recheck else []
         subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
                        cwd=ROOT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})  # two runs share two cores
         print(f"mutmut run: {(time.monotonic() - start) / 60:.1f} min")
+    save_verdicts()
     print(report())
-    print(f"written: {OUT / 'survivors.csv'}, {OUT / 'scores.csv'}, and the table in {README.relative_to(ROOT)}")
+    print(f"written: {OUT / 'survivors.csv'}, {OUT / 'scores.csv'}, {SAVED.name}, and the table in "
+          f"{README.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
