@@ -12,10 +12,11 @@ import pytest
 from sqlalchemy import insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from study.analysis import Rules, participant_flow, participant_table
+from study.analysis import Rules, participant_flow, participant_table, viewport_table
 from study.schema import SCHEMA_VERSION, UPGRADES, participants, trials, votes
 from study.store import (
     CATCH,
+    SCREEN_FIELDS,
     Store,
     StudyError,
     VoteRejected,
@@ -377,6 +378,9 @@ def test_feedback_after_the_last_vote_and_screen_outs(store):
     screens = load_screens(store, study)
     assert screens["outcome"].tolist() == ["enrolled", "screened out"]
     assert screens["viewport_width"].tolist()[1] == 300
+    store.create_study("empty", "I agree.", 2, 0)
+    none = load_screens(store, "empty")  # no enrolment yet: the columns all the same, for the viewport table
+    assert none.empty and list(none.columns) == ["outcome", *SCREEN_FIELDS] and viewport_table(none).empty
 
 
 def test_completion_code_only_after_the_last_vote(store):
