@@ -173,6 +173,8 @@ def test_comparison_votes_are_kept_once_each_in_order(tmp_path):
             store.record_comparison("c3", "cc", "ss", "a2k_free", "adain", "o1", "o2", "middle")
         assert str(refused.value) == "invalid choice 'middle': send one of left, right, tie, both_bad"
         assert store.comparisons()["token"].tolist() == ["c2", "c1"]
+        vote(store, "v1", "a2k_free", "adain", "left", content="photo")
+        assert store.voted_images() == {"cc", "ss", "o1", "o2", "photo", "o-a2k_free", "o-adain"}  # kept in the cache
 
 
 def test_a_battle_draws_a2k_against_all_to_all_at_the_cross_rate():

@@ -379,6 +379,8 @@ def test_feedback_after_the_last_vote_and_screen_outs(store):
     assert screens["outcome"].tolist() == ["enrolled", "screened out"]
     assert screens["viewport_width"].tolist()[1] == 300
     store.create_study("empty", "I agree.", 2, 0)
+    stimulus = store.stimuli(study)[0]["id"]
+    assert (store.stimulus_study(stimulus), store.stimulus_study(stimulus + 10_000)) == (study, None)
     none = load_screens(store, "empty")  # no enrolment yet: the columns all the same, for the viewport table
     assert none.empty and list(none.columns) == ["outcome", *SCREEN_FIELDS] and viewport_table(none).empty
 
