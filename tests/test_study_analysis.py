@@ -127,10 +127,13 @@ def test_sign_flip_test_by_hand():
         assert brute_force_p(wins[0], totals[0], end - outside) > 0.05 >= brute_force_p(wins[0], totals[0], end + outside)
     assert (low > 0.5) == (r["p_value"][0] <= 0.05)
     assert (r["ci_low"][1], r["ci_high"][1]) == pytest.approx((1.0, 1.0), abs=1e-6)  # all six chose a every time
-    assert sign_flip_p(wins, totals).tolist()[:2] == r["p_value"].tolist()[:2]
+    p = sign_flip_p(wins, totals)
+    assert p.tolist()[:2] == r["p_value"].tolist()[:2] and np.isnan(p[2])
     many_wins, many_totals = np.array([3, 5, 2, 4, 6, 1, 4, 5, 3, 2, 4, 6, 3, 2]), np.full(14, 6)
     p = sign_flip_p(many_wins[None], many_totals[None])[0]  # 14 participants: Monte Carlo, 10,000 flips
     assert p == pytest.approx(brute_force_p(many_wins, many_totals, 0.5), abs=0.015)
+    again = [sign_flip_p(many_wins[None], many_totals[None], seed=seed)[0] for seed in (7, 7, 8)]
+    assert again[0] == again[1] != again[2]  # the seed makes the Monte Carlo test reproducible
 
 
 @pytest.mark.parametrize("n_people", [5, 10, 30])
