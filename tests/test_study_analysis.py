@@ -216,6 +216,29 @@ def test_spread_estimator_recovers_the_between_participant_sd():
     assert pooled == pytest.approx(np.sqrt(0.2**2 / 2), abs=0.03)
 
 
+def test_spread_by_hand_and_where_it_is_unknown():
+    """Method of moments by hand: a-b, three people choosing a in 3 of 4, 1 of 4 and 2 of 2 votes: rate 0.6,
+    h = mean(1/n) = 1/3, s2 = (0.15^2 + 0.35^2 + 0.4^2) / 2 = 0.1525, spread^2 = (s2 - 0.6 * 0.4 * h) / (1 - h).
+    a-c, two people of two votes each, one all a, one all c: spread^2 = (0.5 - 0.25 * 0.5) / 0.5. Unknown (NaN)
+    with one vote per person (h = 1: binomial noise is all there is) and with one person."""
+    def votes(pair, person, n_a, n):
+        return [(person, "x", *pair, "left" if i < n_a else "right", False, None) for i in range(n)]
+
+    rows = votes("ab", 1, 3, 4) + votes("ba", 2, 3, 4) + votes("ab", 3, 2, 2) + votes("ac", 1, 2, 2) \
+        + votes("ac", 2, 0, 2) + votes("ad", 1, 1, 1) + votes("ad", 2, 0, 1) + votes("ae", 1, 1, 3)
+    table, pooled = preference_spread(frame(rows))
+    assert list(table.columns) == ["method_a", "method_b", "n_participants", "a_win_rate", "spread"]
+    assert table[["method_a", "method_b", "n_participants"]].values.tolist() == [
+        ["a", "b", 3], ["a", "c", 2], ["a", "d", 2], ["a", "e", 1]]
+    assert table["a_win_rate"].tolist() == pytest.approx([0.6, 0.5, 0.5, 1 / 3])
+    ab, ac = np.sqrt((0.1525 - 0.24 / 3) / (2 / 3)), np.sqrt(0.375 / 0.5)
+    assert table["spread"].iloc[:2].tolist() == pytest.approx([ab, ac])
+    assert table["spread"].iloc[2:].isna().all() and table["spread"].dtype == float
+    assert pooled == pytest.approx(np.sqrt((3 * ab**2 + 2 * ac**2) / 5))
+    alone, pooled_alone = preference_spread(frame(votes("ab", 1, 2, 3)))
+    assert alone["spread"].dtype == float and alone["spread"].isna().all() and np.isnan(pooled_alone)
+
+
 def test_the_pooled_spread_weighs_pairs_by_their_participants():
     table = pd.DataFrame({"n_participants": [30, 10, 1], "spread": [0.1, 0.3, np.nan]})
     assert pooled_spread(table) == pytest.approx(np.sqrt((30 * 0.01 + 10 * 0.09) / 40))
