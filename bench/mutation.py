@@ -46,7 +46,7 @@ STORE_SCOPE = {"Store.new_participant", "Store.remaining_trials", "Store._remain
                "Store.record_comparison", "Store.voted_pairs", "Store.record_battle", "Store.battles",
                "Store.battle_ids", "_unvoted", "_complete", "_vote_row", "_view_query", "_remaining_query",
                "_trial_view_query", "_views", "_design",
-               "_draw_trials", "load_votes"}
+               "_draw_trials", "load_votes", "load_participants"}
 KILLED = {"killed", "timeout"}
 NAME = re.compile(r"^(?P<module>[\w.]+)\.x(?:ǁ(?P<cls>\w+)ǁ|_)(?P<func>\w+?)__mutmut_\d+$")
 

@@ -843,7 +843,7 @@ def load_participants(source, study):
             .outerjoin(trials, (trials.c.participant_id == participants.c.id) & trials.c.practice.is_(False))
             .outerjoin(votes, votes.c.trial_id == trials.c.id)
             .where(participants.c.study_id == study_id)
-            .group_by(participants.c.id, participants.c.created_at, *kept)
+            .group_by(participants.c.id)
             .order_by(participants.c.id)
         ).mappings()
         rows = [dict(r) for r in rows]

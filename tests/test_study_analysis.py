@@ -269,6 +269,54 @@ def test_catch_threshold_is_configurable():
     assert lenient.loc[lenient["excluded"], "participant"].tolist() == [2]
 
 
+def test_participant_table_by_hand():
+    """Five participants, every column by hand. 1: four method votes (two left, one right, a tie), a passed catch
+    trial and attention check, and a practice vote whose time (10 ms) would move the median. 2: fails a catch trial
+    and an attention check, median time exactly at fast_ms (not under it). 3: not on the list and incomplete.
+    4: enrolled without a vote. 5: fast (500 ms)."""
+    rows = [  # participant, kind, choice, is_catch, catch_passed, attention_passed, ms
+        (1, "method", "left", False, None, None, 1000), (1, "method", "left", False, None, None, 2000),
+        (1, "method", "right", False, None, None, 3000), (1, "method", "tie", False, None, None, 4000),
+        (1, "catch", "right", True, True, None, 5000), (1, "attention", "left", False, None, True, 6000),
+        (1, "practice", "right", False, None, None, 10),
+        (2, "method", "right", False, None, None, 700), (2, "catch", "left", True, False, None, 900),
+        (2, "attention", "right", False, None, False, 800),
+        (3, "method", "left", False, None, None, 2000),
+        (5, "method", "left", False, None, None, 400), (5, "method", "right", False, None, None, 600)]
+    votes = pd.DataFrame(rows, columns=["participant", "kind", "choice", "is_catch", "catch_passed",
+                                        "attention_passed", "response_time_ms"])
+    for column in ("catch_passed", "attention_passed"):
+        votes[column] = votes[column].astype("boolean")
+    votes["response_time_ms"] = votes["response_time_ms"].astype("Int64")
+    votes["server_time_ms"] = pd.array([None] * len(votes), dtype="Int64")
+    people = pd.DataFrame({"participant": [1, 2, 3, 4, 5], "n_trials": [6, 3, 4, 3, 2], "n_votes": [6, 3, 1, 0, 2],
+                           "completed": [True, True, False, False, True]}, index=[10, 11, 12, 13, 14])
+    rules = Rules(include=frozenset({1, 2, 4, 5}), include_source="ids.csv", fast_ms=800, exclude_fast=True)
+    got = participant_table(votes, people, rules)
+    assert list(got.columns) == ["participant", "n_trials", "n_votes", "completed", "n_catch", "n_catch_failed",
+                                 "n_attention", "n_attention_failed", "median_rt_ms", "share_left", "fast",
+                                 "excluded", "reason"]
+    assert list(got.index) == [0, 1, 2, 3, 4]
+    assert got[["n_catch", "n_catch_failed", "n_attention", "n_attention_failed"]].values.tolist() == [
+        [1, 0, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    assert got["median_rt_ms"].tolist()[:3] == [3500, 800, 2000] and got["median_rt_ms"][4] == 500
+    assert got["share_left"].tolist()[:3] == [2 / 3, 0.0, 1.0] and got["share_left"][4] == 0.5
+    assert np.isnan(got["median_rt_ms"][3]) and np.isnan(got["share_left"][3])
+    assert got["fast"].tolist() == [False, False, False, False, True]
+    assert got["reason"].tolist() == ["", "failed 1 of 1 catch trials; failed 1 of 1 attention checks",
+                                      "not in ids.csv; incomplete (1 of 4 trials)", "no vote",
+                                      "median response time 500 ms < 800 ms"]
+    assert got["excluded"].tolist() == [False, True, True, True, True]
+    unnamed = participant_table(votes, people, Rules(include=frozenset({1})))
+    assert unnamed["reason"][2] == "not in the list; incomplete (1 of 4 trials)"
+    strangers = votes.assign(participant=votes["participant"] + 20)
+    with pytest.raises(AnalysisError, match=r"missing from the participant table: \[21, 22, 23, 25\]$"):
+        participant_table(strangers, people)
+    many = pd.concat([strangers, strangers.assign(participant=26), strangers.assign(participant=27)])
+    with pytest.raises(AnalysisError, match=r"missing from the participant table: \[21, 22, 23, 25, 26\]$"):
+        participant_table(many, people)
+
+
 def test_win_rates_count_ties_apart_and_agreement_by_hand():
     rows = [(1, "x", "b", "a", "right", False, None), (2, "x", "a", "b", "left", False, None),
             (3, "x", "a", "b", "left", False, None), (4, "y", "a", "b", "left", False, None),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, inspect, select, text, update
+from sqlalchemy import delete, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from study.analysis import Rules, participant_flow, participant_table, viewport_table
@@ -401,8 +401,10 @@ def test_completion_code_only_after_the_last_vote(store):
 def test_load_votes_one_row_per_vote(store):
     study = study_with_stimuli(store, n_trials=5, catch_rate=0)
     pid = store.new_participant(study)
+    before = datetime.now(UTC)
     for t, choice in zip(store.remaining_trials(pid), ["left", "right", "tie", "both_bad", "left"]):
         store.record_vote(t["token"], pid, choice, 321, 1500)
+    after = datetime.now(UTC)
     df = load_votes(store, study)
     assert list(df.columns) == ["participant", "trial", "position", "content", "style", "left_method",
                                 "right_method", "question", "choice", "winner", "kind", "is_catch", "catch_passed",
@@ -413,6 +415,37 @@ def test_load_votes_one_row_per_vote(store):
     expected = [r.left_method if r.choice == "left" else r.right_method if r.choice == "right" else None
                 for r in df.itertuples()]
     assert df["winner"].tolist() == expected
+    assert df["position"].tolist() == [0, 1, 2, 3, 4] and df["created_at"].is_monotonic_increasing
+    assert df["created_at"].between(before, after).all()
+    assert {c: str(df[c].dtype) for c in ("participant", "trial", "is_catch", "response_time_ms", "server_time_ms",
+                                          "repeat_attempt", "winner", "kind")} == {
+        "participant": "int64", "trial": "int64", "is_catch": "bool", "response_time_ms": "Int64",
+        "server_time_ms": "Int64", "repeat_attempt": "bool", "winner": "object", "kind": "object"}
+
+
+def test_load_participants_counts_each_persons_counted_trials_and_votes(store):
+    """Practice trials and their votes are not counted; completed means a vote on every counted trial; a
+    participant left without a trial (none drawn) has not completed; two enrolled at the same instant stay apart."""
+    assert list(load_participants(store, study_with_stimuli(store, "empty"))) == [
+        "participant", "enrolled_at", "n_trials", "n_votes", "completed", "external_key", *SCREEN_FIELDS,
+        "feedback"]
+    store.create_study("p", "I agree.", 1, 0, practice_trials=1)
+    add_stimuli(store, "p")
+    before = datetime.now(UTC)
+    done, waiting, voted_practice, emptied = (store.new_participant("p") for _ in range(4))
+    for trial in store.remaining_trials(done):
+        store.record_vote(trial["token"], done, "left")
+    store.record_vote(store.remaining_trials(voted_practice)[0]["token"], voted_practice, "left")
+    with store.engine.begin() as conn:
+        ids = {t: conn.scalar(select(participants.c.id).where(participants.c.token == t))
+               for t in (done, waiting, voted_practice, emptied)}
+        conn.execute(delete(trials).where(trials.c.participant_id == ids[emptied]))
+        conn.execute(update(participants).values(created_at=before))
+    people = load_participants(store, "p")
+    assert people["participant"].tolist() == list(ids.values())
+    assert people["n_trials"].tolist() == [1, 1, 1, 0] and people["n_votes"].tolist() == [1, 0, 0, 0]
+    assert people["completed"].tolist() == [True, False, False, False]
+    assert str(people["enrolled_at"].dt.tz) == "UTC" and people["enrolled_at"].eq(before).all()
 
 
 def test_studies_and_stimuli_are_idempotent_with_clear_conflicts(store):
