@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import delete, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
 
@@ -142,10 +143,16 @@ def test_the_last_vote_completes_the_participant(store):
 
 def test_trials_come_in_their_positions_order_not_the_order_they_were_stored_in(store):
     """The trials' order is their position (PostgreSQL returns rows in no set order): stored in one order and
-    positioned in the reverse, they are handed out, and answered, in the reverse."""
+    positioned in the reverse, they are handed out, and answered, in the reverse. SQLite, which would read them
+    in order through an index, is told to return the rows of a query without ORDER BY in reverse."""
+    if store.engine.dialect.name == "sqlite":
+        sqlalchemy.event.listen(store.engine, "connect",
+                                lambda dbapi, _: dbapi.execute("PRAGMA reverse_unordered_selects = ON"))
+        store.engine.dispose()
     study = study_with_stimuli(store, n_trials=3, catch_rate=0)
     me = store.new_participant(study)
     first, second, third = store.remaining_trials(me)
+    assert [t["position"] for t in (first, second, third)] == [0, 1, 2]
     with store.engine.begin() as conn:
         conn.execute(update(trials).values(position=trials.c.position + 10))
         conn.execute(update(trials).values(position=12 - trials.c.position))
