@@ -188,6 +188,27 @@ def test_answer_next_takes_only_the_next_trial_in_one_go(store):
     assert completed[me] is not None and completed[other] is None
 
 
+def test_a_vote_that_loses_its_trial_between_the_query_and_the_insert_stores_nothing(store):
+    """Another request's vote on the same trial lands after answer_next found the trial unanswered (PostgreSQL
+    lets two requests interleave so; SQLite's write lock does not, so the rival vote is written here on the same
+    connection just before answer_next's own insert): the insert fails on the trial's one-vote constraint, the
+    transaction stores nothing, and the answer says so with the trials the participant has left."""
+    study = study_with_stimuli(store, n_trials=2, catch_rate=0)
+    me = store.new_participant(study)
+    first, second = store.remaining_trials(me)
+    rivals = []
+
+    def rival(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT INTO votes") and not rivals:
+            rivals.append(cursor.execute(statement, parameters))
+
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute", rival)
+    assert store.answer_next(me, first["token"], "left") == (False, [first, second]) and rivals
+    sqlalchemy.event.remove(store.engine, "before_cursor_execute", rival)
+    assert load_votes(store, study).empty
+    assert store.answer_next(me, first["token"], "left") == (True, [second])
+
+
 def test_answer_next_sent_twice_at_once_stores_one_vote(db_url):
     """Two workers get the same vote at the same moment (a retry racing its first send): one stores
     it, the other answers that nothing was stored, and the trial has one vote."""
