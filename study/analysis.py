@@ -388,8 +388,8 @@ def preference_spread(votes):
     v = v[v["outcome"].isin(["a", "b"])]
     rows = []
     for (a, b), g in v.groupby(["method_a", "method_b"]):
-        k = (g["outcome"] == "a").groupby(g["participant"]).sum().to_numpy(float)
-        n = g.groupby("participant").size().to_numpy(float)
+        k = (g["outcome"] == "a").groupby(g["participant"]).sum().to_numpy()
+        n = g.groupby("participant").size().to_numpy()
         rate, h = k.sum() / n.sum(), np.mean(1 / n)
         spread = np.nan
         if len(n) >= 2 and h < 1:
@@ -402,9 +402,9 @@ def preference_spread(votes):
 
 def pooled_spread(table):
     """The participant-weighted root mean square of a preference_spread table's known spreads (NaN if none)."""
-    known = table.dropna(subset=["spread"])
+    known = table[table["spread"].notna()]
     if known.empty:
-        return float("nan")
+        return np.nan
     return float(np.sqrt(np.average(known["spread"] ** 2, weights=known["n_participants"])))
 
 
