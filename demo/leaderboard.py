@@ -10,7 +10,6 @@ vote shows on their next view, and what a vote costs does not grow with the numb
 import html
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 
 import gradio as gr
@@ -160,18 +159,24 @@ class Leaderboard:
         self.live = {}  # board -> (battle_counts, tally_strengths or None) of the votes counted now
         self.gallery, self.paintings = set(), {}
         self.failed = False  # whether a full count failed (the tab says so until one succeeds)
+        self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._loop, args=(size_cap, interval_s), name="leaderboard", daemon=True)
         self.thread.start()
 
     def _loop(self, size_cap, interval_s):
-        while True:
+        while not self.stopped.is_set():
             try:
                 self.gallery, self.paintings = gallery_sha256s(size_cap), gallery_paintings(size_cap)  # cached
                 self.count_all()
             except Exception as exc:  # a database or file hiccup: keep the last tables and try again later
                 print(f"leaderboard: {exc!r}", file=sys.stderr, flush=True)
                 self.failed = True
-            time.sleep(interval_s)
+            self.stopped.wait(interval_s)
+
+    def close(self):
+        """Stop the counting thread (after the count in progress, if any)."""
+        self.stopped.set()
+        self.thread.join()
 
     def tallies_of(self, votes):
         """{board: vote_tally} of counted `votes`: all of them, and those on each gallery painting."""

@@ -65,8 +65,31 @@ class Votes:
             self.add(left, right, "left" if won else "right", **where)
 
 
-def started(store, n_boot=200, interval_s=3600):
-    board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=interval_s, n_boot=n_boot)
+@pytest.fixture
+def boards():
+    """Leaderboard(store, ...) with the tests' gallery and limits; their counting threads stop with the test
+    (one counting every 0.2 s would go on through every later test)."""
+    made = []
+
+    def board(store, interval_s=3600, n_boot=20):
+        made.append(Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=interval_s, n_boot=n_boot))
+        return made[-1]
+
+    yield board
+    for b in made:
+        b.close()
+        assert not b.thread.is_alive()
+
+
+@pytest.fixture
+def started(boards):
+    """board(store, n_boot=200, interval_s=3600) once its first full count is done."""
+    def started(store, n_boot=200, interval_s=3600):
+        return wait_for_count(boards(store, interval_s, n_boot))
+    return started
+
+
+def wait_for_count(board):
     deadline = time.monotonic() + 60
     while (summary := board.view(ALL, {})[0]) == STARTING:
         assert board.thread.is_alive(), "the counting thread ended"
@@ -81,17 +104,17 @@ def rows(view):
     return {r["model"]: r for r in view[1]["rows"]}
 
 
-def test_no_vote_yet(store):
+def test_no_vote_yet(store, started):
     summary, ranking, pairs, choices, shown = started(store).view(ALL, {})
     assert (summary, ranking, pairs, choices, shown) == (EMPTY, None, None, [(ALL_LABEL, ALL)], ALL)
 
 
-def test_a_first_count_that_fails_is_said_and_the_next_one_shows_the_board(store, capfd):
+def test_a_first_count_that_fails_is_said_and_the_next_one_shows_the_board(store, boards, capfd):
     """A database the first full count cannot read: the tab says so (the reason goes to the server's log, not to
     visitors) instead of promising the board in a few seconds; a later count shows it."""
     with store.engine.begin() as conn:
         conn.execute(text("ALTER TABLE battles RENAME TO battles_away"))
-    board = Leaderboard(store, str.upper, SIZE_CAP, PER_DAY, interval_s=3600, n_boot=20)
+    board = boards(store)
     deadline = time.monotonic() + 60
     while (view := board.view(ALL, {}))[0] == STARTING:
         assert time.monotonic() < deadline, "the first full count never ended"
@@ -104,7 +127,7 @@ def test_a_first_count_that_fails_is_said_and_the_next_one_shows_the_board(store
     assert board.view(ALL, {})[0] == EMPTY
 
 
-def test_models_are_ranked_by_overlapping_intervals_and_provisional_below_the_minimum(store):
+def test_models_are_ranked_by_overlapping_intervals_and_provisional_below_the_minimum(store, started):
     votes = Votes(store)
     votes.honest(240)
     for i in range(MIN_VOTES - 1):  # d: one vote short of being ranked
@@ -129,7 +152,7 @@ def test_models_are_ranked_by_overlapping_intervals_and_provisional_below_the_mi
     assert [(r["model A"], r["model B"]) for r in view[2]["rows"]][:3] == [("A", "B"), ("A", "C"), ("B", "C")]
 
 
-def test_a_vote_counts_at_once_and_its_rank_at_the_next_full_count(store):
+def test_a_vote_counts_at_once_and_its_rank_at_the_next_full_count(store, started):
     votes = Votes(store)
     votes.honest(120, {"a": 3.0, "b": 1.0})
     board = started(store)
@@ -145,7 +168,7 @@ def test_a_vote_counts_at_once_and_its_rank_at_the_next_full_count(store):
     assert rows(board.view(ALL, {}))["E"]["rank"] == 1
 
 
-def test_no_ranking_until_two_models_have_the_minimum(store):
+def test_no_ranking_until_two_models_have_the_minimum(store, started):
     votes = Votes(store)
     for _ in range(5):
         votes.add("a", "b", "left")
@@ -154,7 +177,7 @@ def test_no_ranking_until_two_models_have_the_minimum(store):
     assert {r["rank"] for r in ranking["rows"]} == {"provisional"}
 
 
-def test_votes_on_two_gallery_pictures_and_from_a_flooding_source_are_left_out(store):
+def test_votes_on_two_gallery_pictures_and_from_a_flooding_source_are_left_out(store, started):
     votes = Votes(store)
     votes.honest(200)
     photo, painting = sorted(GALLERY - set(PAINTINGS))[0], next(iter(PAINTINGS))
@@ -170,7 +193,7 @@ def test_votes_on_two_gallery_pictures_and_from_a_flooding_source_are_left_out(s
     assert "Your votes" not in board.view(ALL, {"visitor": "someone else"})[0]
 
 
-def test_a_source_counts_at_most_its_daily_votes(store):
+def test_a_source_counts_at_most_its_daily_votes(store, started):
     votes = Votes(store)
     votes.honest(100)
     for _ in range(PER_DAY + 7):
@@ -179,7 +202,7 @@ def test_a_source_counts_at_most_its_daily_votes(store):
     assert f"7 beyond {PER_DAY} a day from one source" in summary
 
 
-def test_each_gallery_painting_has_its_board(store):
+def test_each_gallery_painting_has_its_board(store, started):
     votes = Votes(store)
     sha, title = next(iter(PAINTINGS.items()))
     votes.honest(90, style=sha)
@@ -259,7 +282,7 @@ def head(n, sources, gallery=0, anomalous=0, flagged=0, over_cap=0):
             f"anomalous sources ({flagged}), {over_cap} beyond {PER_DAY} a day from one source.")
 
 
-def test_the_summary_says_what_the_board_stands_on(store, monkeypatch):
+def test_the_summary_says_what_the_board_stands_on(store, started, monkeypatch):
     """The summary word for word: votes only on gallery pairs (none counted), too few votes to rank, two models at
     exactly the minimum between full counts, a ranked board (its time in UTC whatever the server's zone), and a
     painting's board."""
@@ -300,7 +323,7 @@ def test_the_summary_says_what_the_board_stands_on(store, monkeypatch):
     assert abs(late.total_seconds()) < 120 or abs(late.total_seconds()) > 86_400 - 120
 
 
-def test_a_visitor_is_told_what_became_of_their_votes(store):
+def test_a_visitor_is_told_what_became_of_their_votes(store, started):
     """Each reason a vote of theirs was left out, in the summary's order, with the counted ones; nothing for a
     visitor with no vote."""
     votes = Votes(store)
@@ -327,7 +350,7 @@ def test_a_visitor_is_told_what_became_of_their_votes(store):
     assert board.view(ALL, {"visitor": "new"})[0] == board.view(ALL, {"visitor": ""})[0] == plain
 
 
-def test_each_board_is_fitted_on_its_own_votes_and_counted_again_every_interval(store):
+def test_each_board_is_fitted_on_its_own_votes_and_counted_again_every_interval(store, started):
     """A painting on which c beats a, while a beats c everywhere else: its board ranks C first. The counting
     thread counts again every interval_s: a new model is ranked without anyone calling count_all."""
     votes = Votes(store)
