@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 from bench.server import free_port
 from study.store import CATCH, Store
@@ -84,7 +85,13 @@ def db_url(request, tmp_path, monkeypatch):
 
 @pytest.fixture
 def store(db_url):
+    """A Store on db_url. On SQLite, a query without ORDER BY returns its rows in reverse (PRAGMA
+    reverse_unordered_selects): PostgreSQL promises no order either, and SQLite's indexes would hide a missing one."""
     with Store(db_url) as s:
+        if s.engine.dialect.name == "sqlite":
+            sqlalchemy.event.listen(s.engine, "connect",
+                                    lambda dbapi, _: dbapi.execute("PRAGMA reverse_unordered_selects = ON"))
+            s.engine.dispose()
         yield s
 
 

@@ -143,12 +143,8 @@ def test_the_last_vote_completes_the_participant(store):
 
 def test_trials_come_in_their_positions_order_not_the_order_they_were_stored_in(store):
     """The trials' order is their position (PostgreSQL returns rows in no set order): stored in one order and
-    positioned in the reverse, they are handed out, and answered, in the reverse. SQLite, which would read them
-    in order through an index, is told to return the rows of a query without ORDER BY in reverse."""
-    if store.engine.dialect.name == "sqlite":
-        sqlalchemy.event.listen(store.engine, "connect",
-                                lambda dbapi, _: dbapi.execute("PRAGMA reverse_unordered_selects = ON"))
-        store.engine.dispose()
+    positioned in the reverse, they are handed out, and answered, in the reverse (the store fixture has SQLite
+    return the rows of a query without ORDER BY in reverse: its index would read them in order)."""
     study = study_with_stimuli(store, n_trials=3, catch_rate=0)
     me = store.new_participant(study)
     first, second, third = store.remaining_trials(me)
