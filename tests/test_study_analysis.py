@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from sqlalchemy import select
 
 from study.analysis import (
@@ -25,6 +26,7 @@ from study.analysis import (
     holm,
     least_p,
     pair_win_rates,
+    participant_draws,
     participant_flow,
     participant_table,
     participant_test,
@@ -181,6 +183,37 @@ def test_bradley_terry_intervals_cover_the_population_strengths(n_people):
     covered = np.mean((low <= truth) & (truth <= high), axis=0)
     print(f"{n_people} participants: Bradley-Terry intervals cover {np.round(covered, 3)}")
     assert ((0.90 <= covered) & (covered <= 0.98)).all()
+
+
+def test_bradley_terry_intervals_follow_their_recipe_resample_by_resample():
+    """The documented interval, one resample at a time: participants drawn with replacement (numpy's generator
+    with the seed), each resample's wins fitted with pseudo-wins on the pairs the whole study compared (c-d by one
+    vote of one participant, so most resamples lose it; a-d never), strength +- t(P - 1, level) x sd (ddof 1) x
+    sqrt(P / (P - 1)), clipped to [0, 1] (a dominant a and a rare d reach both ends). Batched rows are separate
+    studies; below MIN_PARTICIPANTS the intervals are withheld."""
+    n_people, n_boot, seed, level = 7, 50, 3, 0.999
+    rng = np.random.default_rng(0)
+    per_person = np.zeros((n_people, 4, 4))
+    per_person[:, 0, 1], per_person[:, 1, 0] = rng.integers(6, 12, n_people), rng.integers(0, 2, n_people)
+    per_person[:, 0, 2], per_person[:, 2, 0] = rng.integers(6, 12, n_people), rng.integers(0, 2, n_people)
+    per_person[:, 1, 2], per_person[:, 2, 1] = rng.integers(0, 4, n_people), rng.integers(0, 4, n_people)
+    per_person[0, 2, 3] = 1
+    wins = per_person.sum(axis=0)
+    compared = (wins + wins.T) > 0
+    assert not compared[0, 3] and compared[2, 3]
+    draws = participant_draws(n_people, n_boot, np.random.default_rng(seed))
+    boot = np.array([bradley_terry(np.tensordot(d, per_person, axes=1), compared=compared) for d in draws])
+    half = stats.t.ppf((1 + level) / 2, n_people - 1) * boot.std(axis=0, ddof=1) * np.sqrt(n_people / (n_people - 1))
+    strength = bradley_terry(wins, compared=compared)
+    got = bt_intervals(per_person, n_boot, seed, level)
+    assert got[0] == pytest.approx(strength, rel=1e-9)
+    assert got[1] == pytest.approx(np.clip(strength - half, 0, 1), rel=1e-6)
+    assert got[2] == pytest.approx(np.clip(strength + half, 0, 1), rel=1e-6)
+    assert got[2][0] == 1 and strength[0] + half[0] > 1 and got[1][3] == 0 and strength[3] - half[3] < 0
+    batched = bt_intervals(np.stack([per_person, per_person[:, ::-1, ::-1]]), n_boot, seed, level)
+    assert batched[2][0] == pytest.approx(got[2]) and batched[2][1] == pytest.approx(got[2][::-1])
+    few = bt_intervals(per_person[: MIN_PARTICIPANTS - 1], n_boot, seed, level)
+    assert np.isnan(few[1]).all() and np.isnan(few[2]).all() and not np.isnan(few[0]).any()
 
 
 def test_holm_keeps_the_family_error_on_planted_nulls():
