@@ -15,6 +15,7 @@ from scipy import stats
 from sqlalchemy import select
 
 from study.analysis import (
+    EXACT_UP_TO,
     MIN_PARTICIPANTS,
     AnalysisError,
     Rules,
@@ -136,6 +137,14 @@ def test_sign_flip_test_by_hand():
     assert p == pytest.approx(brute_force_p(many_wins, many_totals, 0.5), abs=0.015)
     again = [sign_flip_p(many_wins[None], many_totals[None], seed=seed)[0] for seed in (7, 7, 8)]
     assert again[0] == again[1] != again[2]  # the seed makes the Monte Carlo test reproducible
+    # EXACT_UP_TO participants: every sign vector, even beside a row that needs the Monte Carlo test
+    exact = sign_flip_p(np.stack([np.append(many_wins[:13], 0), many_wins]), np.stack([np.append(many_totals[:13], 0),
+                                                                                        many_totals]))[0]
+    assert EXACT_UP_TO == 13 and exact == pytest.approx(brute_force_p(many_wins[:13], many_totals[:13], 0.5), rel=1e-12)
+    gaps = np.insert(wins[0], [0, 3], 0), np.insert(totals[0], [0, 3], 0)  # participants without a vote in between
+    once = np.array([1, 1, 1, 1, 1, 0]), np.ones(6)  # one decisive vote each: six participants, tested
+    p = sign_flip_p(np.stack([gaps[0], np.pad(once[0], (0, 3))]), np.stack([gaps[1], np.pad(once[1], (0, 3))]))
+    assert p == pytest.approx([r["p_value"][0], brute_force_p(*once, 0.5)], rel=1e-12)
 
 
 @pytest.mark.parametrize("n_people", [5, 10, 30])
