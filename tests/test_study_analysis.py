@@ -123,6 +123,8 @@ def test_sign_flip_test_by_hand():
     assert np.isnan(r["p_value"][2]) and np.isnan(r["ci_low"][2])  # 3 participants: too thin to test
     assert r["min_p"] == pytest.approx([2 / 2**7, 2 / 2**6, 2 / 2**3]) and least_p(MIN_PARTICIPANTS - 1) > 0.05
     assert r["estimate"] == pytest.approx(wins.sum(axis=1) / totals.sum(axis=1))
+    alone = participant_test([[1, 0], [0, 0]], [[2, 0], [0, 0]])  # one participant: p can be no lower than 1
+    assert alone["min_p"][0] == 1.0 and np.isnan(alone["min_p"][1]) and np.isnan(alone["estimate"][1])
     # the interval is what the test does not reject: its ends are where p crosses 0.05
     low, high = r["ci_low"][0], r["ci_high"][0]
     assert low < r["estimate"][0] < high
@@ -295,7 +297,14 @@ def test_bradley_terry_recovers_strengths_from_expected_counts():
     batch = bradley_terry(np.stack([wins, wins.T]), pseudo=0)
     assert batch[0] == pytest.approx(p, rel=1e-6) and batch[1] == pytest.approx(bradley_terry(wins.T, pseudo=0))
     never_wins = np.array([[0, 5], [0, 0]])
-    assert np.all(bradley_terry(never_wins) > 0)  # pseudo-wins keep it finite
+    # half a win each way on a compared pair keeps it finite: 5.5 to 0.5, so 11/12 and 1/12, batched or not
+    assert bradley_terry(never_wins) == pytest.approx([11 / 12, 1 / 12], rel=1e-8)
+    assert bradley_terry(np.stack([never_wins, never_wins.T])) == pytest.approx(np.array([[11, 1], [1, 11]]) / 12,
+                                                                                rel=1e-8)
+    chain = np.array([[0, 4, 0], [1, 0, 3], [0, 2, 0]])  # a and c never met: no pseudo-wins between them
+    linked = np.array([[False, True, False], [True, False, True], [False, True, False]])
+    assert bradley_terry(chain) == pytest.approx(bradley_terry(chain, compared=linked), rel=1e-8)
+    assert bradley_terry(chain) != pytest.approx(bradley_terry(chain, compared=~np.eye(3, dtype=bool)), rel=1e-3)
 
 
 def test_catch_threshold_is_configurable():
@@ -371,6 +380,12 @@ def test_win_rates_count_ties_apart_and_agreement_by_hand():
     assert (row["wilson_low_per_vote"], row["wilson_high_per_vote"]) == pytest.approx(wilson_interval(4, 5))
     assert row["n_people"] == 5 and np.isnan(row["p_value"]) and np.isnan(row["ci_low"])  # too few to test
     assert row["min_p"] == pytest.approx(2 / 2**5)
+    assert list(pairs.columns) == ["method_a", "method_b", "n_participants", "n_votes", "a_wins", "b_wins", "ties",
+                                   "both_bad", "n_decisive", "a_win_rate", "n_people", "min_p", "ci_low", "ci_high",
+                                   "p_value", "p_holm", "wilson_low_per_vote", "wilson_high_per_vote"]
+    assert pairs.columns.name is None and row["n_votes"] == 6
+    at_80 = pair_win_rates(frame(rows), level=0.8).iloc[0]
+    assert (at_80["wilson_low_per_vote"], at_80["wilson_high_per_vote"]) == pytest.approx(wilson_interval(4, 5, 0.8))
     by_content = pair_win_rates(frame(rows), by=["content"])
     assert by_content["a_wins"].tolist() == [3, 1] and by_content["p_holm"].isna().all()
     # items: x = (a, a, a), y = (a, b, tie); rater pairs 6 + 6, agreeing 6 + 0; shares a 4/6, b 1/6, tie 1/6
