@@ -17,6 +17,7 @@ from sqlalchemy import select
 from study.analysis import (
     EXACT_UP_TO,
     MIN_PARTICIPANTS,
+    RANDOM_FLIPS,
     AnalysisError,
     Rules,
     agreement,
@@ -147,6 +148,27 @@ def test_sign_flip_test_by_hand():
     once = np.array([1, 1, 1, 1, 1, 0]), np.ones(6)  # one decisive vote each: six participants, tested
     p = sign_flip_p(np.stack([gaps[0], np.pad(once[0], (0, 3))]), np.stack([gaps[1], np.pad(once[1], (0, 3))]))
     assert p == pytest.approx([r["p_value"][0], brute_force_p(*once, 0.5)], rel=1e-12)
+
+
+@pytest.mark.parametrize("level", [0.9, 0.95, 0.9999])
+def test_sign_flip_intervals_end_where_the_test_starts_rejecting(level):
+    """Each end of the interval inside (0, 1) is where the test's p-value (same sign vectors) crosses 1 - level:
+    just inside it the test keeps the win rate, just outside it rejects it; by enumeration (6 participants: 64
+    vectors, whose k-th and (k+1)-th smallest ends differ at 0.95; no p-value is below 1/32, so not at 0.9999)
+    and by Monte Carlo (14 participants). Beyond the least Monte Carlo p-value the interval is all of [0, 1]."""
+    rows = [([3, 5, 2, 4, 6, 1, 4, 5, 3, 2, 4, 6, 3, 2], [6] * 14)]
+    if level < 0.99:
+        rows.append(([4, 2, 5, 3, 3, 4], [6] * 6))
+    for wins, totals in rows:
+        r = participant_test([wins], [totals], seed=4, level=level)
+        low, high = r["ci_low"][0], r["ci_high"][0]
+        assert 0 < low < r["estimate"][0] < high <= 1, (low, high)
+        p = [sign_flip_p([wins], [totals], seed=4, null=theta)[0] for theta in (low - 1e-6, low + 1e-6,
+                                                                                high - 1e-6, high + 1e-6)]
+        assert p[0] <= 1 - level < p[1] and (high == 1 or p[3] <= 1 - level < p[2])
+    wins, totals = [[3, 5, 2, 4, 6, 1, 4, 5, 3, 2, 4, 6, 3, 2]], [[6] * 14]
+    sure = participant_test(wins, totals, level=1 - 0.5 / (RANDOM_FLIPS + 1))  # no Monte Carlo p-value that low
+    assert (sure["ci_low"][0], sure["ci_high"][0]) == (0.0, 1.0)
 
 
 @pytest.mark.parametrize("n_people", [5, 10, 30])
