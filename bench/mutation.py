@@ -40,7 +40,8 @@ SAVED = OUT / "verdicts.json"  # mutmut's verdicts and function hashes, for --co
 EQUIVALENT = ROOT / "tests" / "mutants_equivalent.csv"
 README = ROOT / "tests" / "README.md"
 MARK = "<!-- mutation scores: python -m bench.mutation writes this table -->"
-# the functions of study/store.py that make, hand out, record and load for the analysis trials and votes (battles included)
+# the functions of study/store.py that make, hand out and record trials and votes (battles included), and load them
+# for the analysis
 STORE_SCOPE = {"Store.new_participant", "Store.remaining_trials", "Store._remaining", "Store.get_trial",
                "Store.record_vote", "Store.answer_next", "Store.progress", "Store.completion_code",
                "Store.record_comparison", "Store.voted_pairs", "Store.record_battle", "Store.battles",

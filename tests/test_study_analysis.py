@@ -166,8 +166,8 @@ def test_sign_flip_intervals_end_where_the_test_starts_rejecting(level):
         p = [sign_flip_p([wins], [totals], seed=4, null=theta)[0] for theta in (low - 1e-6, low + 1e-6,
                                                                                 high - 1e-6, high + 1e-6)]
         assert p[0] <= 1 - level < p[1] and (high == 1 or p[3] <= 1 - level < p[2])
-    wins, totals = [[3, 5, 2, 4, 6, 1, 4, 5, 3, 2, 4, 6, 3, 2]], [[6] * 14]
-    sure = participant_test(wins, totals, level=1 - 0.5 / (RANDOM_FLIPS + 1))  # no Monte Carlo p-value that low
+    wins, totals = rows[0]
+    sure = participant_test([wins], [totals], level=1 - 0.5 / (RANDOM_FLIPS + 1))  # no Monte Carlo p-value that low
     assert (sure["ci_low"][0], sure["ci_high"][0]) == (0.0, 1.0)
 
 
