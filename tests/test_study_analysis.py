@@ -7,6 +7,7 @@ the tests at any number of participants."""
 import itertools
 import random
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -85,7 +86,9 @@ def test_wilson_interval():
     assert high == pytest.approx(1.0) and low == pytest.approx(10 / (10 + z2), abs=1e-6)
     low, high = wilson_interval(65, 100)
     assert low < 0.65 < high and high - low < wilson_interval(13, 20)[1] - wilson_interval(13, 20)[0]
-    assert np.isnan(wilson_interval(0, 0)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no votes: NaN, without a warning in the report's output
+        assert np.isnan(wilson_interval(0, 0)).all()
     lows, highs = wilson_interval(np.array([0, 65]), np.array([10, 100]))  # vectorised
     assert lows[1] == pytest.approx(low) and highs[0] == pytest.approx(z2 / (10 + z2), abs=1e-6)
 
@@ -150,15 +153,72 @@ def test_sign_flip_test_by_hand():
     assert p == pytest.approx([r["p_value"][0], brute_force_p(*once, 0.5)], rel=1e-12)
 
 
-@pytest.mark.parametrize("level", [0.9, 0.95, 0.9999])
+def test_the_least_p_value_is_reached_when_everyone_prefers_one_method():
+    """least_p: 1 with no participant or one, 2 / 2^N while the test enumerates the sign vectors (N up to
+    EXACT_UP_TO), 1 / (RANDOM_FLIPS + 1) by Monte Carlo; participants (unequal counts) who all chose method_a every
+    time get exactly it: the data and its mirror image are the only sign vectors as extreme (by Monte Carlo with 20
+    participants, none of the random ones is)."""
+    expected = [1, 1, 0.5, 2 / 2**EXACT_UP_TO, 1 / (RANDOM_FLIPS + 1)]
+    assert least_p([0, 1, 2, EXACT_UP_TO, EXACT_UP_TO + 1]) == pytest.approx(expected, rel=1e-12)
+    for n_people in (MIN_PARTICIPANTS, EXACT_UP_TO, 20):
+        totals = np.arange(1, n_people + 1)
+        r = participant_test(totals, totals)
+        assert r["p_value"][0] == pytest.approx(least_p(n_people), rel=1e-12) and r["min_p"][0] == least_p(n_people)
+
+
+def test_the_defaults_are_95_percent_seed_0_and_2000_resamples():
+    """What the docstrings promise when a caller leaves them out (the Battle tab's tables do): level 0.95, seed 0
+    (of the Monte Carlo sign flips, 16 participants here, and of the bootstrap) and 2000 resamples; a level or
+    seed given is the one used. bt_strengths: strongest first (c, b, a here), indexed 0..2, whole win counts;
+    position_bias by hand."""
+    rng = np.random.default_rng(5)
+    pairs = [("b", "a"), ("c", "a"), ("c", "b")]  # the stronger method on the left, chosen 70% of the time
+    votes = frame([(person, f"c{k}", left, right, "left" if rng.random() < 0.7 else "right", False, None)
+                   for person in range(16) for left, right in pairs for k in range(3)])
+    for fit, given in ((pair_win_rates, {"seed": 0, "level": 0.95}),
+                       (bt_strengths, {"n_boot": 2000, "seed": 0, "level": 0.95})):
+        usual = fit(votes)
+        pd.testing.assert_frame_equal(usual, fit(votes, **given))
+        assert not usual.equals(fit(votes, seed=1))
+        narrow = fit(votes, level=0.8)
+        assert ((narrow["ci_high"] - narrow["ci_low"]) < (usual["ci_high"] - usual["ci_low"])).all()
+    strengths = bt_strengths(votes)
+    assert strengths["method"].tolist() == ["c", "b", "a"] and strengths.index.equals(pd.RangeIndex(3))
+    assert strengths[["wins", "losses"]].dtypes.tolist() == [np.int64, np.int64]
+    per_person = rng.poisson(2, (8, 3, 3)) * (1 - np.eye(3))
+    for usual, given in zip(bt_intervals(per_person), bt_intervals(per_person, 2000, 0, 0.95)):
+        np.testing.assert_array_equal(usual, given)
+    wins, totals = rng.binomial(5, 0.6, (1, 16)), np.full((1, 16), 5)
+    usual, given = participant_test(wins, totals), participant_test(wins, totals, 0, 0.95)
+    for name in usual:
+        np.testing.assert_array_equal(usual[name], given[name])
+    bias = position_bias(votes)
+    left = (votes["choice"] == "left").groupby(votes["participant"]).sum()
+    test = participant_test(left.to_numpy()[None], np.full((1, 16), 9))
+    low, high = wilson_interval(left.sum(), len(votes))
+    assert bias == {"n_participants": 16, "n_decisive": len(votes), "n_left": left.sum(), "p_left": test["estimate"][0],
+                    "min_p": least_p(16), "ci_low": test["ci_low"][0], "ci_high": test["ci_high"][0],
+                    "p_value": test["p_value"][0], "wilson_low_per_vote": low, "wilson_high_per_vote": high}
+    assert bias != position_bias(votes, seed=1)
+    narrow = position_bias(votes, level=0.8)
+    for start, end in (("ci_low", "ci_high"), ("wilson_low_per_vote", "wilson_high_per_vote")):
+        assert narrow[end] - narrow[start] < bias[end] - bias[start]
+
+
+@pytest.mark.parametrize("level", [0.8, 0.9, 0.95, 0.950008, 0.9999])
 def test_sign_flip_intervals_end_where_the_test_starts_rejecting(level):
     """Each end of the interval inside (0, 1) is where the test's p-value (same sign vectors) crosses 1 - level:
     just inside it the test keeps the win rate, just outside it rejects it; by enumeration (6 participants: 64
-    vectors, whose k-th and (k+1)-th smallest ends differ at 0.95; no p-value is below 1/32, so not at 0.9999)
-    and by Monte Carlo (14 participants). Beyond the least Monte Carlo p-value the interval is all of [0, 1]."""
-    rows = [([3, 5, 2, 4, 6, 1, 4, 5, 3, 2, 4, 6, 3, 2], [6] * 14)]
+    vectors, whose k-th and (k+1)-th smallest ends differ at 0.95; 8 and 10 with unequal counts; no p-value is
+    below 1/128, so not at 0.9999) and by Monte Carlo (14 participants; 40 with unequal counts, whose ends are each one
+    sign vector's, so an end one vector off fails; at 0.950008, alpha (B + 1) = 499.97 rounds down where alpha B + 1
+    and alpha (B + 2) do not). Beyond the least Monte Carlo p-value the interval is all of [0, 1]."""
+    rng = np.random.default_rng(3)
+    unequal = rng.integers(20, 200, 40)
+    rows = [([3, 5, 2, 4, 6, 1, 4, 5, 3, 2, 4, 6, 3, 2], [6] * 14), (rng.binomial(unequal, 0.6), unequal)]
     if level < 0.99:
-        rows.append(([4, 2, 5, 3, 3, 4], [6] * 6))
+        rows += [([4, 2, 5, 3, 3, 4], [6] * 6), ([5, 1, 7, 2, 9, 3, 4, 0], [6, 4, 9, 5, 12, 3, 8, 2]),
+                 ([28, 11, 3, 21, 25, 6, 34, 14, 7, 22], [54, 13, 6, 24, 41, 9, 52, 22, 15, 34])]
     for wins, totals in rows:
         r = participant_test([wins], [totals], seed=4, level=level)
         low, high = r["ci_low"][0], r["ci_high"][0]
@@ -480,7 +540,9 @@ def test_analysis_errors_say_why():
             "checks") + "$"):
         analyze(caught, people_of(caught, n_trials=5), Rules(max_catch_failures=1))
     apart = frame([(1, "x", "a", "b", "left", False, None), (1, "x", "c", "d", "left", False, None)])
-    with pytest.raises(AnalysisError, match="never compared"):
+    with pytest.raises(AnalysisError, match="^" + re.escape(
+            "some methods were never compared with the others, even indirectly: their strengths cannot be put on "
+            "one scale") + "$"):
         analyze(apart, people_of(apart), n_boot=10)
     with pytest.raises(AnalysisError, match="missing from the participant table"):
         analyze(apart, people_of(apart).iloc[:0])
