@@ -25,6 +25,7 @@ from study.counting import counted
 from study.schema import SCHEMA_VERSION
 from study.store import Store, VoteRejected, schema_version
 
+from .study_fixtures import db_url, postgres_server, store  # noqa: F401
 from .test_study_store import old_database
 
 ARGS = ("cc", "ss")
@@ -35,28 +36,28 @@ def vote(store, visitor, left, right, choice, token=None, content="cc"):
                                left, right, f"o-{left}", f"o-{right}", choice, {"size": 128})
 
 
-def test_one_vote_per_visitor_content_style_and_pair(tmp_path):
-    with Store(tmp_path / "a.db") as store:
-        vote(store, "v1", "a2k_free", "adain", "left")
-        again = "you have already voted on these two models for this photo and painting: start a new battle"
-        for args, kw, message in [
-                (("v1", "adain", "a2k_free", "right"), {"token": "other"}, again),  # the same pair on swapped sides
-                (("v2", "a2k_free", "adain", "left"), {"token": "v1-cc-a2k_free-adain"}, again),  # the same battle
-                (("v1", "adain", "adain", "left"), {}, "both sides show the same method: there is nothing to compare"),
-                (("v1", "adain", "a2k_free", "up"), {}, "invalid choice 'up': send one of left, right, tie, both_bad")]:
-            with pytest.raises(VoteRejected) as refused:
-                vote(store, *args, **kw)
-            assert str(refused.value) == message
-        vote(store, "v2", "adain", "a2k_free", "tie")  # another visitor
-        vote(store, "v1", "a2k_free", "adain", "left", content="other")  # another photo
-        vote(store, "v1", "a2k_free", "all2all_free", "left", content="other")
-        assert store.voted_pairs("v1", "cc", "ss") == {("a2k_free", "adain")}
-        assert store.voted_pairs("v1", "other", "ss") == {("a2k_free", "adain"), ("a2k_free", "all2all_free")}
-        assert store.voted_pairs("v3", "cc", "ss") == set()
-        df = store.battles()
-        assert len(df) == 4 and "v1" not in set(df["voter"])  # visitors are stored hashed
-        assert str(df["created_at"].dt.tz) == "UTC" and df["id"].is_monotonic_increasing
-        assert store.battles(after=df["id"].iloc[1])["id"].tolist() == df["id"].iloc[2:].tolist()  # a numpy int
+def test_one_vote_per_visitor_content_style_and_pair(store):
+    """On SQLite and PostgreSQL; battles() oldest first (the store fixture has SQLite return unordered rows reversed)."""
+    vote(store, "v1", "a2k_free", "adain", "left")
+    again = "you have already voted on these two models for this photo and painting: start a new battle"
+    for args, kw, message in [
+            (("v1", "adain", "a2k_free", "right"), {"token": "other"}, again),  # the same pair on swapped sides
+            (("v2", "a2k_free", "adain", "left"), {"token": "v1-cc-a2k_free-adain"}, again),  # the same battle
+            (("v1", "adain", "adain", "left"), {}, "both sides show the same method: there is nothing to compare"),
+            (("v1", "adain", "a2k_free", "up"), {}, "invalid choice 'up': send one of left, right, tie, both_bad")]:
+        with pytest.raises(VoteRejected) as refused:
+            vote(store, *args, **kw)
+        assert str(refused.value) == message
+    vote(store, "v2", "adain", "a2k_free", "tie")  # another visitor
+    vote(store, "v1", "a2k_free", "adain", "left", content="other")  # another photo
+    vote(store, "v1", "a2k_free", "all2all_free", "left", content="other")
+    assert store.voted_pairs("v1", "cc", "ss") == {("a2k_free", "adain")}
+    assert store.voted_pairs("v1", "other", "ss") == {("a2k_free", "adain"), ("a2k_free", "all2all_free")}
+    assert store.voted_pairs("v3", "cc", "ss") == set()
+    df = store.battles()
+    assert len(df) == 4 and "v1" not in set(df["voter"])  # visitors are stored hashed
+    assert str(df["created_at"].dt.tz) == "UTC" and df["id"].is_monotonic_increasing
+    assert store.battles(after=df["id"].iloc[1])["id"].tolist() == df["id"].iloc[2:].tolist()  # a numpy int
 
 
 def test_version_4_database_gains_the_battles_table(tmp_path):
@@ -122,11 +123,11 @@ def test_counts_and_point_strengths_of_a_tally():
     """battle_counts: most votes first, then by name, a model that never won with 0 wins; tally_strengths:
     strongest first; both indexed 0..n-1."""
     battles = pd.DataFrame([("b", "a", "left"), ("c", "b", "right"), ("a", "c", "tie"), ("b", "d", "left"),
-                            ("a", "b", "right"), ("d", "c", "both_bad"), ("b", "c", "right")],
+                            ("a", "b", "right"), ("d", "c", "both_bad"), ("b", "c", "right"), ("d", "a", "tie")],
                            columns=["left_method", "right_method", "choice"])
     counts = battle_counts(vote_tally(battles))
-    assert counts.equals(pd.DataFrame({"method": ["b", "c", "a", "d"], "votes": [5, 4, 3, 2], "wins": [4, 1, 0, 0],
-                                       "losses": [1, 1, 2, 1]}))
+    assert counts.equals(pd.DataFrame({"method": ["b", "a", "c", "d"], "votes": [5, 4, 4, 3], "wins": [4, 0, 1, 0],
+                                       "losses": [1, 2, 1, 1]}))
     points = tally_strengths(vote_tally(battles))
     assert points["method"].tolist() == ["b", "c", "d", "a"] and list(points.index) == [0, 1, 2, 3]
 

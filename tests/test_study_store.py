@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 from sqlalchemy import delete, insert, inspect, select, text, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
 from study.analysis import Rules, participant_flow, participant_table, viewport_table
@@ -320,6 +321,17 @@ def test_a_full_study_takes_no_more_participants(store):
         store.create_study("full", "I agree.", 2, 0, max_participants=3)
 
 
+def test_an_enrolment_locks_its_study_row(store):
+    """new_participant reads the study's row with SELECT ... FOR UPDATE (what PostgreSQL receives; SQLite has one
+    writer at a time anyway), so enrolments into one study take turns and each is balanced against all before it."""
+    study = study_with_stimuli(store)
+    sent = []
+    sqlalchemy.event.listen(store.engine, "before_execute", lambda conn, clause, *rest: sent.append(clause))
+    store.new_participant(study)
+    on_postgres = [str(c.compile(dialect=postgresql.dialect())) for c in sent if isinstance(c, sqlalchemy.Select)]
+    assert [q.endswith("FOR UPDATE") for q in on_postgres if "\nFROM studies \n" in q] == [True]
+
+
 def test_method_pairs_are_balanced_across_participants(store):
     study = study_with_stimuli(store, n_trials=12, catch_rate=0, catch=False)
     people = [store.new_participant(study, rng=random.Random(i)) for i in range(10)]
@@ -441,10 +453,11 @@ def test_load_votes_one_row_per_vote(store):
     assert df["winner"].tolist() == expected
     assert df["position"].tolist() == [0, 1, 2, 3, 4] and df["created_at"].is_monotonic_increasing
     assert df["created_at"].between(before, after).all()
-    assert {c: str(df[c].dtype) for c in ("participant", "trial", "is_catch", "response_time_ms", "server_time_ms",
-                                          "repeat_attempt", "winner", "kind")} == {
-        "participant": "int64", "trial": "int64", "is_catch": "bool", "response_time_ms": "Int64",
-        "server_time_ms": "Int64", "repeat_attempt": "bool", "winner": "object", "kind": "object"}
+    assert {c: str(df[c].dtype) for c in ("participant", "trial", "is_catch", "catch_passed", "attention_passed",
+                                          "response_time_ms", "server_time_ms", "repeat_attempt", "winner", "kind")} == {
+        "participant": "int64", "trial": "int64", "is_catch": "bool", "catch_passed": "boolean",
+        "attention_passed": "boolean", "response_time_ms": "Int64", "server_time_ms": "Int64", "repeat_attempt": "bool",
+        "winner": "object", "kind": "object"}
 
 
 def test_load_participants_counts_each_persons_counted_trials_and_votes(store):
