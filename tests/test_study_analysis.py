@@ -169,8 +169,8 @@ def test_the_least_p_value_is_reached_when_everyone_prefers_one_method():
 def test_the_defaults_are_95_percent_seed_0_and_2000_resamples():
     """What the docstrings promise when a caller leaves them out (the Battle tab's tables do): level 0.95, seed 0
     (of the Monte Carlo sign flips, 16 participants here, and of the bootstrap) and 2000 resamples; a level or
-    seed given is the one used. bt_strengths: strongest first (c, b, a here), indexed 0..2, whole win counts;
-    position_bias by hand."""
+    seed given is the one used; no resample: no interval. bt_strengths: strongest first (c, b, a here), indexed
+    0..2, whole win counts; position_bias by hand."""
     rng = np.random.default_rng(5)
     pairs = [("b", "a"), ("c", "a"), ("c", "b")]  # the stronger method on the left, chosen 70% of the time
     votes = frame([(person, f"c{k}", left, right, "left" if rng.random() < 0.7 else "right", False, None)
@@ -188,6 +188,9 @@ def test_the_defaults_are_95_percent_seed_0_and_2000_resamples():
     per_person = rng.poisson(2, (8, 3, 3)) * (1 - np.eye(3))
     for usual, given in zip(bt_intervals(per_person), bt_intervals(per_person, 2000, 0, 0.95)):
         np.testing.assert_array_equal(usual, given)
+    strength, *interval = bt_intervals(per_person, n_boot=0)  # the strengths only
+    np.testing.assert_array_equal(strength, bt_intervals(per_person)[0])
+    assert np.isnan(interval).all()
     wins, totals = rng.binomial(5, 0.6, (1, 16)), np.full((1, 16), 5)
     usual, given = participant_test(wins, totals), participant_test(wins, totals, 0, 0.95)
     for name in usual:
