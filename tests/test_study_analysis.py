@@ -214,8 +214,9 @@ def test_sign_flip_intervals_end_where_the_test_starts_rejecting(level):
     just inside it the test keeps the win rate, just outside it rejects it; by enumeration (6 participants: 64
     vectors, whose k-th and (k+1)-th smallest ends differ at 0.95; 8 and 10 with unequal counts; no p-value is
     below 1/128, so not at 0.9999) and by Monte Carlo (14 participants; 40 with unequal counts, whose ends are each one
-    sign vector's, so an end one vector off fails; at 0.950008, alpha (B + 1) = 499.97 rounds down where alpha B + 1
-    and alpha (B + 2) do not). Beyond the least Monte Carlo p-value the interval is all of [0, 1]."""
+    sign vector's, so an end one vector off fails; at 0.950008 the rank floor(alpha (B + 1)) is 499 where
+    floor(alpha B) + 1 and floor(alpha (B + 2)) are 500). Beyond the least Monte Carlo p-value the interval is all
+    of [0, 1]."""
     rng = np.random.default_rng(3)
     unequal = rng.integers(20, 200, 40)
     rows = [([3, 5, 2, 4, 6, 1, 4, 5, 3, 2, 4, 6, 3, 2], [6] * 14), (rng.binomial(unequal, 0.6), unequal)]
