@@ -169,7 +169,8 @@ class StudyImages:
     def preload(self, study, participant, trials, references):
         """The addresses of the pictures of `trials` (Store.remaining_trials' dicts) in the order a page
         needs them: each trial's left and right image, then, when the study shows `references`, its
-        content photo and style painting (none for a study prepared before reference pictures were kept)."""
+        content photo and style painting (none for a study prepared before reference pictures were kept).
+        The first two are the next trial's pair, which TRIAL_JS's first trial on a page waits for."""
         urls = []
         for trial in trials:
             urls += [self.url(study, participant, trial["token"], side, trial[side])[0] for side in ("left", "right")]

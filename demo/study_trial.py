@@ -2,16 +2,18 @@
 painting they were made from (when the study shows them), the trial's token and the choice buttons, which
 the browser swaps together (the study page's gr.HTML renders trial_html and runs TRIAL_JS).
 
-In the browser a trial is `loading` (its images hidden, buttons disabled) until both images have loaded;
-then `shown`, and `ready` one painted frame later: only then do the buttons (and the keys: left and right
-arrows, down for tie) vote, and the response time is counted from that moment. The first vote turns the
-trial `sent` and posts it to the study's vote route (demo.study_vote): nothing more is sent for it,
-double clicks included, until the reply brings the next trial or the completion code. A refused vote
-(a rate limit) or one that did not reach the server (no connection, a server restarting) shows why
-above the pictures and lets the same trial be answered again. While a trial's pictures load, its
-status line counts them ("Loading the pictures... 1 of 2"); once its pair is on screen, the pictures
-of the next trials (the view's `next`, demo.study_images.preload) are fetched two at a time in the
-order they are needed; so are the first trials' pictures while the instructions are read (ahead_html).
+In the browser a trial is `loading` (its images hidden, buttons disabled) until both images have loaded
+(the first trial a page shows also until the next trial's pair has: a slow link then waits once, before
+the first trial, rather than between trials while the participant is voting); then `shown`, and `ready`
+one painted frame later: only then do the buttons (and the keys: left and right arrows, down for tie)
+vote, and the response time is counted from that moment. The first vote turns the trial `sent` and posts
+it to the study's vote route (demo.study_vote): nothing more is sent for it, double clicks included,
+until the reply brings the next trial or the completion code. A refused vote (a rate limit) or one that
+did not reach the server (no connection, a server restarting) shows why above the pictures and lets the
+same trial be answered again. While a trial's pictures load, its status line counts them ("Loading the
+pictures... 1 of 4", the first trial's counting the next pair too); once its pair has loaded, the
+pictures of the next trials (the view's `next`, demo.study_images.preload) are fetched two at a time in
+the order they are needed; so are the first trials' pictures while the instructions are read (ahead_html).
 Every new trial starts scrolled to the top.
 Wide screens show the references in a narrow column left of the pair, side by side; a phone held upright
 stacks the pair (the buttons named Top and Bottom) with the references in a narrow column on its right,
@@ -160,7 +162,9 @@ for name, value in {"GAP": GAP, "WIDE_REFS": WIDE_REFS, "WIDE_CHROME": WIDE_CHRO
 TRIAL_JS = f"const VOTE_URL = {json.dumps(ROUTE)}, FEEDBACK_URL = {json.dumps(FEEDBACK_ROUTE)};" + """
 const KEYS = {ArrowLeft: 'left', ArrowRight: 'right', ArrowDown: 'tie'};
 let cur = {token: null};
+let first = true;  // no trial shown on this page yet: the first one also waits for the next trial's pair
 const root = () => element.querySelector('.trial');
+const loaded = i => i.complete && i.naturalWidth > 0;
 
 function apply() {  // only what differs: a re-render of the template runs sync (and so this) again
   const state = !cur.token ? '' : cur.sent ? 'sent' : cur.ready ? 'ready' : cur.shown ? 'shown' : 'loading';
@@ -175,11 +179,15 @@ function check() {
   noteLoading(r);
   if (!r || cur.shown) return;
   const imgs = [...r.querySelectorAll('.side img')];
-  if (imgs.length !== 2 || !imgs.every(i => i.complete && i.naturalWidth > 0)) return;
+  if (imgs.length !== 2 || !imgs.every(loaded)) return;
+  if (!cur.ahead) {
+    cur.ahead = true;
+    fetchAhead(r.dataset.next || '');
+  }
+  if (!cur.hold.every(settledAhead)) return;
   const token = cur.token;
   cur.shown = true;
   apply();
-  fetchAhead(r.dataset.next || '');
   requestAnimationFrame(() => requestAnimationFrame(() => {  // both images painted
     if (cur.token !== token) return;
     cur.ready = true;
@@ -198,7 +206,10 @@ function sync() {
     return;
   }
   if (r.dataset.trial !== cur.token) {
-    cur = {token: r.dataset.trial, shown: false, ready: false, sent: false};
+    // data-next starts with the next trial's left and right picture (demo.study_images.preload)
+    const hold = first ? (r.dataset.next || '').split(' ').filter(Boolean).slice(0, 2) : [];
+    cur = {token: r.dataset.trial, shown: false, ready: false, sent: false, ahead: false, hold: hold};
+    first = false;
     if (document.activeElement && element.contains(document.activeElement)) document.activeElement.blur();
     window.scrollTo(0, 0);
   }
@@ -207,7 +218,7 @@ function sync() {
 }
 
 // ---- pictures ahead: the next trials' pictures (data-next, in the order they are needed), fetched
-// AHEAD_PARALLEL at a time once this trial's pair is on screen, so that they never slow it down ----
+// AHEAD_PARALLEL at a time once this trial's pair has loaded, so that they never slow it down ----
 const AHEAD_PARALLEL = 2;
 const ahead = {queue: [], loading: 0, kept: new Map()};  // kept: url -> its Image, for the latest list
 
@@ -223,17 +234,23 @@ function pumpAhead() {
     const url = ahead.queue.shift(), im = new Image();
     ahead.kept.set(url, im);
     ahead.loading++;
-    im.onload = () => { ahead.loading--; pumpAhead(); };
-    im.onerror = () => { ahead.loading--; ahead.kept.delete(url); pumpAhead(); };
+    im.onload = () => { ahead.loading--; pumpAhead(); check(); };
+    im.onerror = () => { ahead.loading--; ahead.kept.delete(url); pumpAhead(); check(); };
     im.src = url;
   }
 }
 
-function noteLoading(r) {  // the status line while a trial's pictures come in: "Loading the pictures... 1 of 2"
+function settledAhead(url) {  // fetched ahead, or failed (the trial that shows it loads it again)
+  const im = ahead.kept.get(url);
+  return !ahead.queue.includes(url) && (!im || im.complete);
+}
+
+function noteLoading(r) {  // the status line while a trial's pictures come in: "Loading the pictures... 1 of 4"
   const status = r && r.querySelector('.status');
   if (!status) return;
-  const imgs = [...r.querySelectorAll('img')];
-  const text = `Loading the pictures\u2026 ${imgs.filter(i => i.complete && i.naturalWidth > 0).length} of ${imgs.length}`;
+  const imgs = [...r.querySelectorAll('img')], hold = r.dataset.trial === cur.token ? cur.hold : [];
+  const done = imgs.filter(loaded).length + (cur.ahead ? hold.filter(settledAhead).length : 0);
+  const text = `Loading the pictures\u2026 ${done} of ${imgs.length + hold.length}`;
   if (status.textContent !== text) status.textContent = text;
 }
 
