@@ -162,9 +162,10 @@ for name, value in {"GAP": GAP, "WIDE_REFS": WIDE_REFS, "WIDE_CHROME": WIDE_CHRO
 TRIAL_JS = f"const VOTE_URL = {json.dumps(ROUTE)}, FEEDBACK_URL = {json.dumps(FEEDBACK_ROUTE)};" + """
 const KEYS = {ArrowLeft: 'left', ArrowRight: 'right', ArrowDown: 'tie'};
 let cur = {token: null};
-let first = true;  // no trial shown on this page yet: the first one also waits for the next trial's pair
+let firstOnPage = true;  // no trial shown on this page yet: the first one also waits for the next trial's pair
 const root = () => element.querySelector('.trial');
 const loaded = i => i.complete && i.naturalWidth > 0;
+const addresses = list => (list || '').split(' ').filter(Boolean);  // a data-next value, in order
 
 function apply() {  // only what differs: a re-render of the template runs sync (and so this) again
   const state = !cur.token ? '' : cur.sent ? 'sent' : cur.ready ? 'ready' : cur.shown ? 'shown' : 'loading';
@@ -182,7 +183,7 @@ function check() {
   if (imgs.length !== 2 || !imgs.every(loaded)) return;
   if (!cur.ahead) {
     cur.ahead = true;
-    fetchAhead(r.dataset.next || '');
+    fetchAhead(r.dataset.next);
   }
   if (!cur.hold.every(settledAhead)) return;
   const token = cur.token;
@@ -207,9 +208,9 @@ function sync() {
   }
   if (r.dataset.trial !== cur.token) {
     // data-next starts with the next trial's left and right picture (demo.study_images.preload)
-    const hold = first ? (r.dataset.next || '').split(' ').filter(Boolean).slice(0, 2) : [];
+    const hold = firstOnPage ? addresses(r.dataset.next).slice(0, 2) : [];
     cur = {token: r.dataset.trial, shown: false, ready: false, sent: false, ahead: false, hold: hold};
-    first = false;
+    firstOnPage = false;
     if (document.activeElement && element.contains(document.activeElement)) document.activeElement.blur();
     window.scrollTo(0, 0);
   }
@@ -223,7 +224,7 @@ const AHEAD_PARALLEL = 2;
 const ahead = {queue: [], loading: 0, kept: new Map()};  // kept: url -> its Image, for the latest list
 
 function fetchAhead(list) {
-  const urls = list.split(' ').filter(Boolean);
+  const urls = addresses(list);
   for (const url of [...ahead.kept.keys()]) if (!urls.includes(url)) ahead.kept.delete(url);
   ahead.queue = urls.filter(url => !ahead.kept.has(url));
   pumpAhead();

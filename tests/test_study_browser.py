@@ -331,9 +331,9 @@ WATCH = """() => {
     }
   }).observe(box, {subtree: true, childList: true, attributes: true, attributeFilter: ['data-state']});
   document.addEventListener('click', e => {
-    const b = e.target.closest && e.target.closest('button[data-choice]'), t = trial();
-    if (!b && e.target.closest && e.target.closest('button') && e.target.closest('button').textContent.trim() === 'Start')
-      window.start = performance.now();
+    const button = e.target.closest && e.target.closest('button'), t = trial();
+    if (button && !button.dataset.choice && button.textContent.trim() === 'Start') window.start = performance.now();
+    const b = button && button.dataset.choice ? button : null;
     if (!b || !t) return;
     const pair = [...t.querySelectorAll('.side img')], refs = [...t.querySelectorAll('.refs img')];
     window.clicks.push({choice: b.dataset.choice, at: performance.now(), trial: t.dataset.trial,
